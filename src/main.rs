@@ -1,1 +1,171 @@
-fn main() {}
+//! `s3shim`: run programs on a folder whose true home is an S3 bucket.
+
+mod agent;
+mod client;
+mod config;
+mod run;
+
+use clap::{Parser, Subcommand};
+use config::{Settings, WorkspaceArgs};
+use s3shim_protocol::wire::Op;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "s3shim",
+    version,
+    about = "Give a process tree a folder whose true home is an S3 bucket, without FUSE or root"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run COMMAND (and everything it starts) with MOUNT backed by the bucket; wait until
+    /// every change is in S3 when it exits.
+    #[command(after_help = "Examples:\n  \
+        s3shim run -- bash                       # embedded S3 server, /workspace\n  \
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim run --bucket ws --key-prefix team/ -- make test")]
+    Run {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Block until everything written so far is in S3 (inside the tree, or with the same
+    /// --cache/--bucket as `run`).
+    #[command(after_help = "Example:\n  s3shim flush && echo 'all changes are in S3'")]
+    Flush {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+    },
+    /// Show what the cache's agent is doing: pending uploads and failures.
+    #[command(after_help = "Example:\n  s3shim status")]
+    Status {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+    },
+    /// Serve a local S3-compatible endpoint on loopback (what `run` embeds by default).
+    #[command(
+        after_help = "Example:\n  s3shim server --data /tmp/s3data --bucket ws --access-key k --secret-key s"
+    )]
+    Server {
+        /// Directory holding the objects.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Buckets to create at start if missing.
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+        access_key: String,
+        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+        secret_key: String,
+    },
+    /// The per-cache agent (started by `run`).
+    #[command(hide = true)]
+    Agent {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Run { ws, command } => with_settings(&ws, |s| run::run(s, &command)),
+        Cmd::Flush { ws } => with_settings(&ws, |s| {
+            let (errno, report) = client::request(&s.socket(), Op::Flush, "")?;
+            if errno == 0 {
+                return Ok(0);
+            }
+            eprintln!("s3shim: these changes are not in S3:");
+            for line in report.lines() {
+                let (p, why) = line.split_once('\t').unwrap_or((line, ""));
+                eprintln!("  {p}: {why}");
+            }
+            Ok(1)
+        }),
+        Cmd::Status { ws } => with_settings(&ws, |s| {
+            let (_, text) = client::request(&s.socket(), Op::Status, "")?;
+            print!("{text}");
+            Ok(0)
+        }),
+        Cmd::Agent { ws } => match Settings::resolve(&ws) {
+            Ok(s) => agent::main(s),
+            Err(e) => {
+                println!("ERROR\t{e:#}");
+                1
+            }
+        },
+        Cmd::Server {
+            data,
+            listen,
+            buckets,
+            access_key,
+            secret_key,
+        } => serve_s3(data, listen, buckets, access_key, secret_key),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn with_settings(ws: &WorkspaceArgs, f: impl FnOnce(&Settings) -> anyhow::Result<i32>) -> i32 {
+    match Settings::resolve(ws).and_then(|s| f(&s)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("s3shim: {e:#}");
+            2
+        }
+    }
+}
+
+fn serve_s3(
+    data: PathBuf,
+    listen: std::net::SocketAddr,
+    buckets: Vec<String>,
+    access_key: String,
+    secret_key: String,
+) -> i32 {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("s3shim: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let mut cfg = s3shim_s3server::Config::new(data, access_key, secret_key);
+        cfg.addr = listen;
+        cfg.buckets = buckets;
+        let server = match s3shim_s3server::Server::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("s3shim: cannot start the S3 server: {e:#}");
+                return 1;
+            }
+        };
+        // Scripts and tests read the endpoint from this line.
+        println!("endpoint {}", server.endpoint());
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("s3shim: {e}");
+                    return 1;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        server.shutdown().await;
+        0
+    })
+}

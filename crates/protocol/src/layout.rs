@@ -21,6 +21,10 @@ pub const ENV_SOCKET: &str = "S3SHIM_SOCKET";
 /// where no preload library can see them.
 pub const ENV_UV_IO_URING: &str = "UV_USE_IO_URING";
 
+/// `1` makes the shim inert in that process (and so in what it execs): set for the agent,
+/// which works on the cache itself and must never ask itself to hydrate.
+pub const ENV_DISABLE: &str = "S3SHIM_DISABLE";
+
 /// Every variable the shim re-injects into exec'd programs (besides `LD_PRELOAD`).
 pub const SHIM_ENV: [&str; 3] = [ENV_MOUNT, ENV_CACHE, ENV_SOCKET];
 

@@ -89,9 +89,8 @@ pub fn is_valid_rel_path(rel: &[u8]) -> bool {
     if rel.len() > crate::wire::PATH_MAX {
         return false;
     }
-    rel.split(|&b| b == b'/').all(|c| {
-        !c.is_empty() && c != b"." && c != b".." && c.len() <= NAME_MAX && !c.contains(&0)
-    })
+    rel.split(|&b| b == b'/')
+        .all(|c| !c.is_empty() && c != b"." && c != b".." && c.len() <= NAME_MAX && !c.contains(&0))
 }
 
 /// Normalises a user-given key prefix: no leading `/`, a trailing `/` unless empty.

@@ -40,6 +40,10 @@ pub enum Op {
     Session = 8,
     /// A human-readable summary of the agent's state.
     Status = 9,
+    /// The caller is about to replace a placeholder's whole content (an open with
+    /// `O_TRUNC`, `truncate(0)`): drop the marker without downloading, after any fetch of
+    /// the same path in progress, so the fetch cannot write into the new content.
+    Discard = 10,
 }
 
 impl Op {
@@ -54,6 +58,7 @@ impl Op {
             7 => Op::Sync,
             8 => Op::Session,
             9 => Op::Status,
+            10 => Op::Discard,
             _ => return None,
         })
     }

@@ -1,1 +1,60 @@
+//! `libs3shim.so`: loaded with `LD_PRELOAD` into code-server and every process it starts.
+//!
+//! It maps the mount path (`S3SHIM_MOUNT`, e.g. `/workspace`) onto the cache tree
+//! (`$S3SHIM_CACHE/tree`), asks the agent (`S3SHIM_SOCKET`) to hydrate placeholders on
+//! the slow paths, maps result paths back, and re-injects itself into every program the
+//! process execs.
+//!
+//! Layout:
+//! * [`real`]: the real libc functions, resolved eagerly with `dlsym(RTLD_NEXT)`.
+//! * [`config`]: the configuration, parsed once at load into static buffers.
+//! * [`path`]: the pure mapping core (normalisation, mapping, reverse mapping).
+//! * [`loc`]: resolves a `(dirfd, path)` argument through the core, cwd and fd table.
+//! * [`cwd`], [`fdtable`]: process state the mapping needs (lock-free atomics), and
+//!   [`owner`], which keeps vfork children from changing their parent's copy.
+//! * [`hydrate`], [`agent`]: markers and the agent protocol (slow paths only).
+//! * [`env`]: the environment rebuilt for exec, and the `PATH` search.
+//! * [`hooks`]: the exported libc entry points, one module per family.
+//!
+//! Rules that hold everywhere: no panics and no allocation or lock on paths a forked
+//! child can reach, errno preserved on success, the shim's own I/O through raw syscalls
+//! (rustix), and every hook is a plain forward when the shim is inert.
 
+// The hooks are libc functions: their safety contract is libc's, documented there.
+#![allow(clippy::missing_safety_doc)]
+
+pub mod agent;
+pub mod config;
+pub mod cwd;
+pub mod env;
+pub mod fdtable;
+pub mod hooks;
+pub mod hydrate;
+pub mod loc;
+pub mod owner;
+pub mod path;
+pub mod real;
+pub mod ret;
+pub mod sys;
+
+use core::ffi::{c_char, c_int};
+
+/// Runs once when the library is loaded, before `main` and before most other code of the
+/// process. Resolves the real functions, reads the configuration, and learns the state
+/// (cwd, inherited fds) that the mapping depends on.
+#[cfg_attr(test, allow(dead_code))]
+unsafe extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
+    real::resolve_all();
+    config::init(envp);
+    if config::active() {
+        owner::init();
+        cwd::refresh();
+        fdtable::scan_inherited();
+    }
+}
+
+/// ELF constructor: glibc calls `.init_array` entries with `(argc, argv, envp)`.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static INIT: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) = init;

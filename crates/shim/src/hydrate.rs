@@ -1,0 +1,266 @@
+//! Hydration: turning placeholders into real content by asking the agent, on slow paths
+//! only. The fast path of an in-tree call costs at most one xattr read that answers
+//! "no marker".
+
+use crate::agent;
+use crate::config;
+use crate::loc::Loc;
+use crate::path::{parent_end, rel_in_tree};
+use crate::sys::{self, as_cstr, marker_at, marker_fd, Mark, PATH_MAX};
+use core::ffi::c_int;
+use s3shim_protocol::wire::Op;
+
+/// What a hook checks before its real call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pre {
+    Nothing,
+    /// The call creates an entry: its parent must be listed first, or the new entry
+    /// would shadow (or wrongly coexist with) a remote one of the same name.
+    Create,
+    /// The call reads the directory itself (scandir, chdir, rmdir): list it first.
+    ListDir,
+    /// The call needs the file's bytes (exec, truncate to a non-zero length, fopen "r"):
+    /// fetch them first.
+    Fetch,
+    /// The call replaces the file's whole content (`O_TRUNC`, `truncate(0)`, fopen "w"):
+    /// a placeholder is discarded through the agent first (never fetched), so that a
+    /// fetch in progress cannot write into the new content. `create`: the call may also
+    /// create the entry (the parent must be listed, as for [`Pre::Create`]).
+    Replace {
+        create: bool,
+    },
+}
+
+/// Runs a pre-check for an in-tree location. Missing entries are not an error here: the
+/// real call will report them (and the ENOENT path takes over).
+pub fn pre(loc: &Loc, what: Pre) -> Result<(), c_int> {
+    match what {
+        Pre::Nothing => Ok(()),
+        Pre::Create => ensure_parent_listed(loc),
+        Pre::ListDir => {
+            if mark_of(loc) == Some(Mark::Unlisted) {
+                send_for(loc, Op::ListDir)
+            } else {
+                Ok(())
+            }
+        }
+        Pre::Fetch => {
+            if mark_of(loc) == Some(Mark::Placeholder) {
+                send_for(loc, Op::Fetch)
+            } else {
+                Ok(())
+            }
+        }
+        Pre::Replace { create } => {
+            if create {
+                ensure_parent_listed(loc)?;
+            }
+            if mark_of(loc) == Some(Mark::Placeholder) {
+                send_for(loc, Op::Discard)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn mark_of(loc: &Loc) -> Option<Mark> {
+    let mut buf = [0u8; PATH_MAX];
+    let p = loc.xattr_path(&mut buf)?;
+    marker_at(p).ok()
+}
+
+/// Sends `op` for the location's own path.
+fn send_for(loc: &Loc, op: Op) -> Result<(), c_int> {
+    let mut abs = [0u8; PATH_MAX];
+    let n = loc.real_abs(&mut abs).ok_or(libc::EIO)?;
+    send_abs(op, abs.get(..n).unwrap_or(&[]))
+}
+
+/// Fetches the placeholder at a normalised real path under the tree.
+pub fn fetch_abs(abs: &[u8]) -> Result<(), c_int> {
+    send_abs(Op::Fetch, abs)
+}
+
+/// Sends `op` for a normalised real path under the tree.
+fn send_abs(op: Op, abs: &[u8]) -> Result<(), c_int> {
+    let cfg = config::get();
+    let rel = rel_in_tree(&cfg.prefixes(), abs).ok_or(libc::EIO)?;
+    agent::request(op, rel)
+}
+
+/// `Create`: one xattr read on the parent; `Lookup` when it is unlisted.
+fn ensure_parent_listed(loc: &Loc) -> Result<(), c_int> {
+    let mut buf = [0u8; PATH_MAX];
+    let Some(p) = loc.xattr_path(&mut buf) else {
+        return Ok(());
+    };
+    let mut parent = [0u8; PATH_MAX];
+    let mut w = sys::Writer::new(&mut parent);
+    if w.put(parent_of(p.to_bytes())).is_none() {
+        return Ok(());
+    }
+    let Some(pc) = w.cstr() else {
+        return Ok(());
+    };
+    if marker_at(pc) == Ok(Mark::Unlisted) {
+        send_for(loc, Op::Lookup)
+    } else {
+        Ok(())
+    }
+}
+
+/// The parent of a path as a path usable from the cwd: `/a/b` -> `/a`, `/a` -> `/`,
+/// `a/b/` -> `a`, `b` -> `.`.
+pub fn parent_of(path: &[u8]) -> &[u8] {
+    let mut t = path;
+    while t.len() > 1 && t.last() == Some(&b'/') {
+        t = t.get(..t.len() - 1).unwrap_or(t);
+    }
+    match t.iter().rposition(|&c| c == b'/') {
+        Some(0) => b"/",
+        Some(i) => t.get(..i).unwrap_or(b"."),
+        None => b".",
+    }
+}
+
+/// After an in-tree call failed with ENOENT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The agent listed what was unlisted: try the call once more.
+    Retry,
+    /// The ENOENT is the truth (the deepest existing ancestor is listed).
+    Authoritative,
+    /// The agent failed: return this errno.
+    Failed(c_int),
+}
+
+/// Rule 1: find the deepest existing ancestor; only if it is unlisted, ask the agent to
+/// look the path up. A negative lookup in a listed directory costs one xattr read.
+pub fn lookup_missing(loc: &Loc) -> Missing {
+    let mut abs = [0u8; PATH_MAX];
+    let Some(n) = loc.real_abs(&mut abs) else {
+        return Missing::Authoritative;
+    };
+    let cfg = config::get();
+    let tree_len = cfg.tree_len;
+    if rel_in_tree(&cfg.prefixes(), abs.get(..n).unwrap_or(&[])).is_none() {
+        return Missing::Authoritative;
+    }
+    let mut end = n;
+    let mut probe = [0u8; PATH_MAX];
+    loop {
+        let Some(pe) = parent_end(&abs, end) else {
+            return Missing::Authoritative;
+        };
+        if pe < tree_len {
+            return Missing::Authoritative;
+        }
+        end = pe;
+        let mut w = sys::Writer::new(&mut probe);
+        if w.put(abs.get(..end).unwrap_or(&[])).is_none() {
+            return Missing::Authoritative;
+        }
+        let Some(c) = as_cstr(w.buf, w.len) else {
+            return Missing::Authoritative;
+        };
+        match marker_at(c) {
+            Ok(Mark::Unlisted) => {
+                return match send_abs(Op::Lookup, abs.get(..n).unwrap_or(&[])) {
+                    Ok(()) => Missing::Retry,
+                    Err(e) => Missing::Failed(e),
+                };
+            }
+            Err(libc::ENOENT) => continue,
+            // Listed, a file (ENOTDIR), or unreadable: nothing to look up.
+            _ => return Missing::Authoritative,
+        }
+    }
+}
+
+/// Rule 2: after a successful in-tree open (not `O_PATH`). Returns the fd to hand to the
+/// caller (possibly a new one from `reopen`) or -1 with errno set.
+pub fn after_open(fd: c_int, flags: c_int, loc: &Loc, reopen: impl FnOnce() -> c_int) -> c_int {
+    match marker_fd(fd) {
+        Mark::None => fd,
+        Mark::Unlisted => match send_fd(fd, loc, Op::ListDir) {
+            Ok(()) => fd,
+            Err(e) => fail_closing(fd, e),
+        },
+        Mark::Placeholder => {
+            let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+            if writes && flags & libc::O_TRUNC != 0 {
+                // The content is being replaced: the bytes in S3 are not needed. (The
+                // `Replace` pre-check normally discarded the marker already; this covers a
+                // placeholder that appeared between the check and the open.)
+                sys::unmark_fd(fd);
+                return fd;
+            }
+            let mut abs = [0u8; PATH_MAX];
+            let Some(n) = fd_or_loc_path(fd, loc, &mut abs) else {
+                return fail_closing(fd, libc::EIO);
+            };
+            sys::close_fd(fd);
+            match send_abs(Op::Fetch, abs.get(..n).unwrap_or(&[])) {
+                Ok(()) => reopen(),
+                Err(e) => crate::ret::Ret::fail(e),
+            }
+        }
+    }
+}
+
+fn fail_closing(fd: c_int, e: c_int) -> c_int {
+    sys::close_fd(fd);
+    crate::ret::Ret::fail(e)
+}
+
+/// The real path of an open fd (`/proc/self/fd`), else the location's.
+fn fd_or_loc_path(fd: c_int, loc: &Loc, out: &mut [u8]) -> Option<usize> {
+    sys::fd_path(fd, out).or_else(|| loc.real_abs(out))
+}
+
+fn send_fd(fd: c_int, loc: &Loc, op: Op) -> Result<(), c_int> {
+    let mut abs = [0u8; PATH_MAX];
+    let n = fd_or_loc_path(fd, loc, &mut abs).ok_or(libc::EIO)?;
+    send_abs(op, abs.get(..n).unwrap_or(&[]))
+}
+
+/// Rule 3 for fd-based directory calls (`fdopendir`, `fchdir`, `opendir` after the
+/// open): list the directory if it is unlisted.
+pub fn list_fd_if_unlisted(fd: c_int) -> Result<(), c_int> {
+    if marker_fd(fd) != Mark::Unlisted {
+        return Ok(());
+    }
+    let mut abs = [0u8; PATH_MAX];
+    let n = sys::fd_path(fd, &mut abs).ok_or(libc::EIO)?;
+    send_abs(Op::ListDir, abs.get(..n).unwrap_or(&[]))
+}
+
+/// Rule 7: list a whole subtree (for walkers whose reads the shim cannot see). A root
+/// that is not in the cache yet is looked up first (its ancestors may be unlisted).
+pub fn list_tree(loc: &Loc) -> Result<(), c_int> {
+    let mut buf = [0u8; PATH_MAX];
+    if let Some(p) = loc.xattr_path(&mut buf) {
+        if marker_at(p) == Err(libc::ENOENT) {
+            if let Missing::Failed(e) = lookup_missing(loc) {
+                return Err(e);
+            }
+        }
+    }
+    send_for(loc, Op::ListTree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_of;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_of(b"/a/b"), b"/a");
+        assert_eq!(parent_of(b"/a"), b"/");
+        assert_eq!(parent_of(b"/a/b//"), b"/a");
+        assert_eq!(parent_of(b"a/b/"), b"a");
+        assert_eq!(parent_of(b"b"), b".");
+        assert_eq!(parent_of(b"/proc/self/fd/7/x"), b"/proc/self/fd/7");
+    }
+}

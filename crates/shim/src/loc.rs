@@ -1,0 +1,277 @@
+//! A path argument resolved through the mapping core: what to pass to the real function
+//! and whether the call is inside the tree (so hydration applies).
+//!
+//! * absolute: [`map_abs`] (prefix compare; normalisation only under the mount or when
+//!   the path has `..`);
+//! * relative to `AT_FDCWD`: in the tree when the cwd is (flag check), passed unchanged;
+//!   a `..` component, or a cwd above the mount with a matching first component, is
+//!   resolved lexically against the virtual cwd and mapped as absolute;
+//! * relative to a dirfd: passed unchanged, in the tree when the dirfd is marked;
+//! * empty (`AT_EMPTY_PATH`) or NULL: never mapped.
+
+use crate::config;
+use crate::cwd;
+use crate::fdtable;
+use crate::path::{self, join, map_abs, normalize, reverse, Abs, Rev};
+use crate::sys::{self, as_cstr, cbytes, Writer, PATH_MAX};
+use core::ffi::{c_char, c_int, CStr};
+use core::mem::MaybeUninit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// NULL or empty: an fd operation or the real function's own error.
+    Empty,
+    /// An absolute path (mapped or not).
+    Abs,
+    /// Relative to the cwd, passed unchanged.
+    CwdRel,
+    /// Relative to a dirfd, passed unchanged.
+    DirRel,
+}
+
+pub struct Loc {
+    pub dirfd: c_int,
+    pub kind: Kind,
+    pub in_tree: bool,
+    orig: *const c_char,
+    /// `buf[..len]` holds the path to pass on when `mapped`.
+    mapped: bool,
+    len: usize,
+    buf: MaybeUninit<[u8; PATH_MAX]>,
+}
+
+impl Loc {
+    #[inline]
+    pub fn new() -> Loc {
+        Loc {
+            dirfd: libc::AT_FDCWD,
+            kind: Kind::Empty,
+            in_tree: false,
+            orig: core::ptr::null(),
+            mapped: false,
+            len: 0,
+            buf: MaybeUninit::uninit(),
+        }
+    }
+
+    /// The buffer, initialised on first use only (the fast path never touches it).
+    fn buf_mut(&mut self) -> &mut [u8; PATH_MAX] {
+        if !self.mapped {
+            self.buf.write([0u8; PATH_MAX]);
+            self.mapped = true;
+        }
+        // SAFETY: written above or on an earlier call.
+        unsafe { self.buf.assume_init_mut() }
+    }
+
+    fn buf(&self) -> Option<&[u8]> {
+        if self.mapped {
+            // SAFETY: `mapped` is only set after the buffer was written.
+            Some(unsafe { self.buf.assume_init_ref() }.get(..self.len)?)
+        } else {
+            None
+        }
+    }
+
+    /// The path to pass to the real function.
+    #[inline]
+    pub fn ptr(&self) -> *const c_char {
+        if self.mapped {
+            // SAFETY: as in `buf`.
+            unsafe { self.buf.assume_init_ref() }.as_ptr().cast()
+        } else {
+            self.orig
+        }
+    }
+
+    /// The bytes of the path passed on.
+    pub fn bytes(&self) -> &[u8] {
+        match self.buf() {
+            Some(b) => b,
+            // SAFETY: `orig` is the caller's C string (or NULL).
+            None => unsafe { cbytes(self.orig) }.unwrap_or(&[]),
+        }
+    }
+
+    /// Resolves `(dirfd, path)`. `Err(errno)` only when the mapped path is too long.
+    ///
+    /// # Safety
+    /// `path` is NULL or a valid C string that outlives `self`.
+    #[inline]
+    pub unsafe fn resolve(&mut self, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
+        self.dirfd = dirfd;
+        self.orig = path;
+        let Some(bytes) = cbytes(path) else {
+            return Ok(());
+        };
+        match bytes.first() {
+            None => Ok(()),
+            Some(b'/') => {
+                self.kind = Kind::Abs;
+                self.map_absolute(bytes)
+            }
+            Some(_) if dirfd == libc::AT_FDCWD => {
+                self.kind = Kind::CwdRel;
+                self.resolve_cwd_rel(bytes)
+            }
+            Some(_) => {
+                self.kind = Kind::DirRel;
+                self.in_tree = fdtable::is_marked(dirfd);
+                Ok(())
+            }
+        }
+    }
+
+    fn map_absolute(&mut self, bytes: &[u8]) -> Result<(), c_int> {
+        let cfg = config::get();
+        let p = cfg.prefixes();
+        // Fast reject without touching the buffer: no mount/tree prefix and no "..".
+        if path::under(bytes, p.mount).is_none()
+            && path::under(bytes, p.tree).is_none()
+            && !path::has_dotdot(bytes)
+        {
+            return Ok(());
+        }
+        let r = map_abs(&p, bytes, self.buf_mut());
+        self.settle(r)
+    }
+
+    fn settle(&mut self, r: Abs) -> Result<(), c_int> {
+        match r {
+            Abs::Outside => {
+                self.mapped = false;
+                Ok(())
+            }
+            Abs::Tree => {
+                self.mapped = false;
+                self.in_tree = true;
+                Ok(())
+            }
+            Abs::Mapped(n) => {
+                self.len = n;
+                self.in_tree = true;
+                Ok(())
+            }
+            Abs::Escaped(n) => {
+                self.len = n;
+                Ok(())
+            }
+            Abs::TooLong => Err(libc::ENAMETOOLONG),
+        }
+    }
+
+    fn resolve_cwd_rel(&mut self, bytes: &[u8]) -> Result<(), c_int> {
+        let (state, depth) = cwd::state();
+        let dotdot = path::has_dotdot(bytes);
+        match state {
+            cwd::INSIDE if !dotdot => {
+                self.in_tree = true;
+                Ok(())
+            }
+            cwd::ANCESTOR if !dotdot => {
+                // Only `<next component of MOUNT>/...` can reach the mount.
+                let cfg = config::get();
+                let next = path::nth_component(cfg.prefixes().mount, depth);
+                if next.is_some_and(|n| n == path::first_component(bytes)) {
+                    self.resolve_against_cwd(bytes)
+                } else {
+                    Ok(())
+                }
+            }
+            _ if dotdot => self.resolve_against_cwd(bytes),
+            _ => Ok(()),
+        }
+    }
+
+    /// Joins a relative path to the virtual cwd and maps the result as absolute.
+    fn resolve_against_cwd(&mut self, rel: &[u8]) -> Result<(), c_int> {
+        let mut vcwd = [0u8; PATH_MAX];
+        let Some(n) = virtual_cwd(&mut vcwd) else {
+            // No cwd to resolve against: keep the old answer for the cwd state.
+            self.in_tree = cwd::state().0 == cwd::INSIDE;
+            return Ok(());
+        };
+        let mut joined = [0u8; PATH_MAX];
+        let Some(j) = join(vcwd.get(..n).unwrap_or(&[]), rel, &mut joined) else {
+            return Err(libc::ENAMETOOLONG);
+        };
+        let cfg = config::get();
+        let p = cfg.prefixes();
+        let abs = joined.get(..j).unwrap_or(&[]);
+        let r = map_abs(&p, abs, self.buf_mut());
+        match r {
+            // The result lies outside: pass the normalised absolute path (the
+            // kernel's view of ".." from the cache dir would differ).
+            Abs::Outside | Abs::Escaped(_) => {
+                let Some(n) = normalize(abs, self.buf_mut()) else {
+                    return Err(libc::ENAMETOOLONG);
+                };
+                self.len = n;
+                self.kind = Kind::Abs;
+                Ok(())
+            }
+            Abs::Tree => {
+                // The virtual cwd is never under TREE; keep the original.
+                self.mapped = false;
+                self.in_tree = true;
+                Ok(())
+            }
+            other => {
+                self.kind = Kind::Abs;
+                self.settle(other)
+            }
+        }
+    }
+
+    /// A path for the xattr syscalls naming the same entry from this process.
+    pub fn xattr_path<'b>(&self, out: &'b mut [u8]) -> Option<&'b CStr> {
+        let mut w = Writer::new(out);
+        if self.kind == Kind::DirRel {
+            sys::proc_fd_path(&mut w, self.dirfd)?;
+            w.put(b"/")?;
+        }
+        w.put(self.bytes())?;
+        let len = w.len;
+        as_cstr(out, len)
+    }
+
+    /// The normalised absolute real path into `out`; slow paths only (may cost a
+    /// `getcwd` or a `readlink` of `/proc/self/fd/N`).
+    pub fn real_abs(&self, out: &mut [u8]) -> Option<usize> {
+        let bytes = self.bytes();
+        let mut base = [0u8; PATH_MAX];
+        let mut joined = [0u8; PATH_MAX];
+        let base_len = match self.kind {
+            Kind::Empty => return None,
+            Kind::Abs => return normalize(bytes, out),
+            Kind::CwdRel => sys::getcwd(&mut base).ok()?,
+            Kind::DirRel => sys::fd_path(self.dirfd, &mut base)?,
+        };
+        let j = join(base.get(..base_len)?, bytes, &mut joined)?;
+        let joined_src = joined.get(..j)?;
+        normalize(joined_src, out)
+    }
+}
+
+impl Default for Loc {
+    fn default() -> Self {
+        Loc::new()
+    }
+}
+
+/// The process's cwd as programs see it (MOUNT/... when it is in the tree).
+pub fn virtual_cwd(out: &mut [u8]) -> Option<usize> {
+    let mut real = [0u8; PATH_MAX];
+    let n = sys::getcwd(&mut real).ok()?;
+    let real = real.get(..n)?;
+    let cfg = config::get();
+    match reverse(&cfg.prefixes(), real, out) {
+        Rev::Mapped(m) => Some(m),
+        Rev::TooLong(_) => None,
+        Rev::NotTree => {
+            let mut w = Writer::new(out);
+            w.put(real)?;
+            Some(w.len)
+        }
+    }
+}

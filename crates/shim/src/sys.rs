@@ -1,0 +1,331 @@
+//! The shim's own system calls and byte helpers.
+//!
+//! Everything here goes through rustix's `linux_raw` backend (or, for `getcwd`, which
+//! rustix only offers allocating, a two-instruction raw syscall): it never enters the
+//! shim's own hooks and never touches errno.
+
+use core::ffi::{c_char, c_int, CStr};
+use rustix::fd::BorrowedFd;
+use rustix::io::Errno;
+use s3shim_protocol::marker::{Marker, XATTR_NAME};
+
+/// Longest path (with its NUL) the kernel accepts.
+pub const PATH_MAX: usize = 4096;
+
+/// The marker attribute name as a C string.
+pub const MARKER_NAME: &CStr = match CStr::from_bytes_with_nul(XATTR_NAME) {
+    Ok(c) => c,
+    Err(_) => panic!("XATTR_NAME must be NUL-terminated"),
+};
+
+#[inline]
+pub fn errno() -> c_int {
+    // SAFETY: glibc's errno location is always valid for the calling thread.
+    unsafe { *libc::__errno_location() }
+}
+
+#[inline]
+pub fn set_errno(e: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Runs `f` and restores errno afterwards.
+#[inline]
+pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    let saved = errno();
+    let r = f();
+    set_errno(saved);
+    r
+}
+
+/// The bytes of a C string (without the NUL); `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or a valid C string that outlives the result.
+#[inline]
+pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        None
+    } else {
+        Some(CStr::from_ptr(p).to_bytes())
+    }
+}
+
+/// `buf[..len]` as a C string; `buf[len]` must be the NUL.
+pub fn as_cstr(buf: &[u8], len: usize) -> Option<&CStr> {
+    CStr::from_bytes_with_nul(buf.get(..len.checked_add(1)?)?).ok()
+}
+
+/// Appends bytes to a fixed buffer, keeping it NUL-terminated; fails instead of
+/// truncating.
+pub struct Writer<'a> {
+    pub buf: &'a mut [u8],
+    pub len: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Writer<'a> {
+        Writer { buf, len: 0 }
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(bytes.len())?;
+        // Room for the NUL too.
+        self.buf.get(end)?;
+        self.buf.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        *self.buf.get_mut(end)? = 0;
+        Some(())
+    }
+
+    pub fn put_u64(&mut self, mut v: u64) -> Option<()> {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            *digits.get_mut(i)? = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(digits.get(i..)?)
+    }
+
+    pub fn cstr(&self) -> Option<&CStr> {
+        as_cstr(self.buf, self.len)
+    }
+}
+
+/// `getcwd(2)` into `buf` (NUL-terminated); returns the length without the NUL.
+pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes.
+    let r = unsafe {
+        raw_syscall2(
+            libc::SYS_getcwd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        return Err(-r as c_int);
+    }
+    // The kernel counts the NUL; an unreachable cwd comes back as "(unreachable)/...".
+    let n = (r as usize).saturating_sub(1);
+    match buf.first() {
+        Some(b'/') if n > 0 => Ok(n),
+        _ => Err(libc::ENOENT),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
+    let ret: isize;
+    core::arch::asm!(
+        "syscall",
+        inlateout("rax") n as isize => ret,
+        in("rdi") a1,
+        in("rsi") a2,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack)
+    );
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
+    let ret: isize;
+    core::arch::asm!(
+        "svc 0",
+        in("x8") n,
+        inlateout("x0") a1 as isize => ret,
+        in("x1") a2,
+        options(nostack)
+    );
+    ret
+}
+
+/// What the marker attribute of an entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Complete locally (or no attribute support: nothing the shim can do).
+    None,
+    /// A directory not listed yet (`D`).
+    Unlisted,
+    /// A file whose bytes are still in S3 (`F`).
+    Placeholder,
+}
+
+fn classify(value: &[u8]) -> Mark {
+    match Marker::parse(value) {
+        Some(Marker::Unlisted { .. }) => Mark::Unlisted,
+        Some(Marker::Placeholder { .. }) => Mark::Placeholder,
+        None => Mark::None,
+    }
+}
+
+/// Reads a marker with `get` (a getxattr flavour): small buffer first, a large one when
+/// the value does not fit. `Err` carries the errno of a missing or unreadable entry.
+fn read_marker(mut get: impl FnMut(&mut [u8]) -> Result<usize, Errno>) -> Result<Mark, c_int> {
+    let mut small = [0u8; 512];
+    match get(&mut small) {
+        Ok(n) => Ok(classify(small.get(..n).unwrap_or(&[]))),
+        Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(Mark::None),
+        Err(Errno::RANGE) => {
+            let mut big = [0u8; 16384];
+            match get(&mut big) {
+                Ok(n) => Ok(classify(big.get(..n).unwrap_or(&[]))),
+                Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(Mark::None),
+                Err(e) => Err(e.raw_os_error()),
+            }
+        }
+        Err(e) => Err(e.raw_os_error()),
+    }
+}
+
+/// The marker of the entry at `path` (following symlinks, as path resolution of the
+/// calls that follow does).
+pub fn marker_at(path: &CStr) -> Result<Mark, c_int> {
+    read_marker(|buf| rustix::fs::getxattr(path, MARKER_NAME, buf))
+}
+
+/// The marker of an open file; any error reads as "no marker".
+pub fn marker_fd(fd: c_int) -> Mark {
+    if fd < 0 {
+        return Mark::None;
+    }
+    // SAFETY: the caller owns `fd` for the duration of the call.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    read_marker(|buf| rustix::fs::fgetxattr(bfd, MARKER_NAME, buf)).unwrap_or(Mark::None)
+}
+
+/// Removes the marker of an open file (its content is being replaced).
+pub fn unmark_fd(fd: c_int) {
+    if fd >= 0 {
+        // SAFETY: as above.
+        let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let _ = rustix::fs::fremovexattr(bfd, MARKER_NAME);
+    }
+}
+
+/// Removes the marker of the entry at `path`.
+pub fn unmark_at(path: &CStr) {
+    let _ = rustix::fs::removexattr(path, MARKER_NAME);
+}
+
+/// Closes an fd the shim got from a real call (and clears its fd-table mark).
+pub fn close_fd(fd: c_int) {
+    if fd >= 0 {
+        crate::fdtable::clear(fd);
+        // SAFETY: the fd came from a successful open the shim is undoing.
+        unsafe { rustix::io::close(fd) };
+    }
+}
+
+/// `/proc/self/fd/<fd>` into `w`.
+pub fn proc_fd_path(w: &mut Writer<'_>, fd: c_int) -> Option<()> {
+    w.put(b"/proc/self/fd/")?;
+    w.put_u64(u64::try_from(fd).ok()?)
+}
+
+/// The path an fd refers to (`readlink /proc/self/fd/N`) into `out`, NUL-terminated;
+/// returns its length. Slow paths only.
+pub fn fd_path(fd: c_int, out: &mut [u8]) -> Option<usize> {
+    let mut name = [0u8; 40];
+    let mut w = Writer::new(&mut name);
+    proc_fd_path(&mut w, fd)?;
+    let link = w.cstr()?;
+    let cap = out.len().checked_sub(1)?;
+    let n = rustix::fs::readlinkat_raw(rustix::fs::CWD, link, out.get_mut(..cap)?).ok()?;
+    if n >= cap {
+        return None;
+    }
+    *out.get_mut(n)? = 0;
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_refuses_overflow_and_terminates() {
+        let mut b = [0xffu8; 8];
+        let mut w = Writer::new(&mut b);
+        assert!(w.put(b"abc").is_some());
+        assert!(w.put_u64(1234).is_some(), "7 bytes + NUL fit in 8");
+        assert!(w.put(b"x").is_none(), "8 bytes + NUL do not");
+        assert_eq!(w.cstr().unwrap().to_bytes(), b"abc1234");
+    }
+
+    #[test]
+    fn writer_numbers() {
+        let mut b = [0u8; 32];
+        let mut w = Writer::new(&mut b);
+        w.put(b"/proc/self/fd/").unwrap();
+        w.put_u64(0).unwrap();
+        assert_eq!(w.cstr().unwrap().to_bytes(), b"/proc/self/fd/0");
+        let mut w = Writer::new(&mut b);
+        w.put_u64(65535).unwrap();
+        assert_eq!(w.cstr().unwrap().to_bytes(), b"65535");
+    }
+
+    #[test]
+    fn marker_classification_uses_the_protocol_parser() {
+        assert_eq!(classify(b"Dws/src/"), Mark::Unlisted);
+        assert_eq!(classify(b"F\"etag\"\0ws/a.txt"), Mark::Placeholder);
+        assert_eq!(classify(b"Fno-separator"), Mark::None);
+        assert_eq!(classify(b"X"), Mark::None);
+        assert_eq!(classify(b""), Mark::None);
+    }
+
+    #[test]
+    fn markers_on_real_files() {
+        let dir = std::env::temp_dir().join(format!("s3shim-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let c = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+        assert_eq!(marker_at(&c), Ok(Mark::None));
+        // A value longer than the first buffer takes the second read.
+        let mut v = b"F\"e\"\0".to_vec();
+        v.extend(std::iter::repeat_n(b'k', 2000));
+        rustix::fs::setxattr(
+            c.as_c_str(),
+            MARKER_NAME,
+            &v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(marker_at(&c), Ok(Mark::Placeholder));
+        let fd = rustix::fs::open(
+            c.as_c_str(),
+            rustix::fs::OFlags::RDONLY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        use rustix::fd::AsRawFd;
+        assert_eq!(marker_fd(fd.as_raw_fd()), Mark::Placeholder);
+        let mut p = [0u8; PATH_MAX];
+        let n = fd_path(fd.as_raw_fd(), &mut p).unwrap();
+        assert_eq!(&p[..n], c.as_bytes());
+        unmark_fd(fd.as_raw_fd());
+        assert_eq!(marker_at(&c), Ok(Mark::None));
+        let missing = std::ffi::CString::new(dir.join("nope").to_str().unwrap()).unwrap();
+        assert_eq!(marker_at(&missing), Err(libc::ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn raw_getcwd_matches_std() {
+        let mut b = [0u8; PATH_MAX];
+        let n = getcwd(&mut b).unwrap();
+        let std_cwd = std::env::current_dir().unwrap();
+        assert_eq!(&b[..n], std_cwd.to_str().unwrap().as_bytes());
+        assert_eq!(b[n], 0);
+        let mut tiny = [0u8; 2];
+        assert_eq!(getcwd(&mut tiny), Err(libc::ERANGE));
+    }
+}

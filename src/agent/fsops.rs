@@ -1,0 +1,202 @@
+//! Local filesystem operations on the cache that std does not offer: the hydration
+//! marker (an extended attribute), placeholders, nanosecond times, and
+//! `renameat2(RENAME_EXCHANGE)`.
+
+use s3shim_protocol::marker::{Marker, XATTR_NAME};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn xattr_name() -> *const libc::c_char {
+    XATTR_NAME.as_ptr().cast()
+}
+
+/// The raw marker value of `path` (not following a final symlink), `None` if unmarked.
+pub fn read_marker(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let c = cpath(path)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n =
+        unsafe { libc::lgetxattr(c.as_ptr(), xattr_name(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            // Symlinks cannot carry user xattrs; they are never marked.
+            Some(libc::EPERM) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+pub fn write_marker(path: &Path, m: &Marker<'_>) -> io::Result<()> {
+    let c = cpath(path)?;
+    let mut buf = vec![0u8; 8192];
+    let n = m
+        .encode(&mut buf)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::E2BIG))?;
+    // SAFETY: valid strings, buffer of n bytes.
+    check(unsafe { libc::lsetxattr(c.as_ptr(), xattr_name(), buf.as_ptr().cast(), n, 0) })
+}
+
+pub fn fwrite_marker(f: &File, m: &Marker<'_>) -> io::Result<()> {
+    let mut buf = vec![0u8; 8192];
+    let n = m
+        .encode(&mut buf)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::E2BIG))?;
+    // SAFETY: open fd, buffer of n bytes.
+    check(unsafe { libc::fsetxattr(f.as_raw_fd(), xattr_name(), buf.as_ptr().cast(), n, 0) })
+}
+
+/// Removes the marker; an unmarked path is not an error.
+pub fn remove_marker(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: valid strings.
+    match check(unsafe { libc::lremovexattr(c.as_ptr(), xattr_name()) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+        r => r,
+    }
+}
+
+/// Removes the marker of an open file; an unmarked file is not an error.
+pub fn fremove_marker(f: &File) -> io::Result<()> {
+    // SAFETY: open fd, valid name.
+    match check(unsafe { libc::fremovexattr(f.as_raw_fd(), xattr_name()) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+        r => r,
+    }
+}
+
+/// Sets atime and mtime (nanoseconds), not following a final symlink.
+pub fn set_mtime(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    let ts = [t, t];
+    // SAFETY: valid string and two timespecs.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+pub fn fset_mtime(f: &File, secs: i64, nanos: u32) -> io::Result<()> {
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    let ts = [t, t];
+    // SAFETY: open fd and two timespecs.
+    check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
+}
+
+/// Creates a placeholder: a sparse file of `size` bytes with `mode` and `mtime`, marked
+/// with `marker`. Fails with `AlreadyExists` if anything is at `path` (local wins).
+pub fn create_placeholder(
+    path: &Path,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    marker: Option<&Marker<'_>>,
+) -> io::Result<std::fs::Metadata> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_len(size)?;
+    if let Some(m) = marker {
+        fwrite_marker(&f, m)?;
+    }
+    // SAFETY: open fd.
+    check(unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o7777) as libc::mode_t) })?;
+    fset_mtime(&f, mtime.0, mtime.1)?;
+    f.metadata()
+}
+
+/// Checks that `dir` supports what the cache needs: user extended attributes (the
+/// hydration marker). Returns a sentence for the user on failure.
+pub fn check_cache_fs(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!("probe-{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let _ = std::fs::remove_file(&probe);
+        File::create(&probe)?;
+        write_marker(&probe, &Marker::Unlisted { source_prefix: "" })?;
+        match read_marker(&probe)? {
+            Some(v) if v == b"D" => Ok(()),
+            _ => Err(io::Error::other("extended attribute did not read back")),
+        }
+    })();
+    let _ = std::fs::remove_file(&probe);
+    result.map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTSUP) => format!(
+            "the cache directory {} is on a filesystem without user extended attributes; put --cache on ext4, xfs, btrfs or tmpfs (Linux 6.6+)",
+            dir.display()
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => format!(
+            "cannot write to the cache directory {} ({e}); pass a writable --cache or fix its permissions",
+            dir.display()
+        ),
+        _ => format!("the cache directory {} is not usable ({e}); pass another --cache", dir.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn placeholder_has_size_mode_time_marker_and_no_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let m = Marker::Placeholder {
+            etag: "\"e\"",
+            source_key: "ws/f",
+        };
+        let md = create_placeholder(&p, 1 << 20, 0o100755, (1_700_000_000, 42), Some(&m)).unwrap();
+        assert_eq!(md.size(), 1 << 20);
+        assert_eq!(md.mode() & 0o7777, 0o755);
+        assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 42));
+        assert_eq!(md.blocks(), 0, "placeholders must not take disk space");
+        let v = read_marker(&p).unwrap().unwrap();
+        assert_eq!(Marker::parse(&v), Some(m));
+        let again = create_placeholder(&p, 1, 0o644, (0, 0), None);
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        remove_marker(&p).unwrap();
+        remove_marker(&p).unwrap();
+        assert_eq!(read_marker(&p).unwrap(), None);
+    }
+
+    #[test]
+    fn cache_fs_check_passes_here_and_names_unwritable_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(check_cache_fs(d.path()), Ok(()));
+        let missing = d.path().join("missing");
+        assert!(check_cache_fs(&missing).unwrap_err().contains("missing"));
+    }
+}

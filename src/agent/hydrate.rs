@@ -1,0 +1,440 @@
+//! Filling the cache from S3 on demand: listing a directory into placeholders, fetching
+//! a placeholder's bytes, and resolving a path by listing its unlisted ancestors.
+//!
+//! Local always wins: an entry that already exists in the cache is never replaced by a
+//! listing, and a placeholder changed locally while its bytes were downloading keeps the
+//! local change (the download is discarded).
+
+use super::fsops;
+use super::index::{Fingerprint, Kind, Row};
+use super::Ctx;
+use anyhow::{anyhow, Context, Result};
+use futures::{stream, StreamExt};
+use s3shim_protocol::marker::Marker;
+use s3shim_protocol::meta;
+use s3shim_protocol::names::{self, Rejected};
+use std::collections::HashSet;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// HEAD requests in flight while listing one directory.
+const HEAD_CONCURRENCY: usize = 32;
+/// Directories listed at once while listing a subtree.
+const TREE_CONCURRENCY: usize = 8;
+
+fn parse_marker(raw: Option<Vec<u8>>) -> Option<OwnedMarker> {
+    let raw = raw?;
+    Some(match Marker::parse(&raw)? {
+        Marker::Unlisted { source_prefix } => OwnedMarker::Unlisted(source_prefix.to_string()),
+        Marker::Placeholder { etag, source_key } => {
+            OwnedMarker::Placeholder(etag.to_string(), source_key.to_string())
+        }
+    })
+}
+
+/// A marker value owned, so it can be held across awaits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedMarker {
+    Unlisted(String),
+    /// (etag, source key)
+    Placeholder(String, String),
+}
+
+pub fn marker_of(path: &Path) -> io::Result<Option<OwnedMarker>> {
+    Ok(parse_marker(fsops::read_marker(path)?))
+}
+
+/// The fields a metadata change (not only a ctime bump) would move.
+pub fn same_content_and_meta(a: &Fingerprint, b: &Fingerprint) -> bool {
+    a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode
+}
+
+impl Ctx {
+    /// Makes a directory's entries local; a no-op for a listed directory.
+    pub async fn list_dir(self: &Arc<Self>, rel: &str) -> Result<()> {
+        let me = self.clone();
+        let r = rel.to_string();
+        self.inflight
+            .run(format!("L{rel}"), move || async move {
+                me.list_dir_now(&r).await
+            })
+            .await
+    }
+
+    async fn list_dir_now(&self, rel: &str) -> Result<()> {
+        let dir = self.local(rel);
+        let source = match marker_of(&dir) {
+            Ok(Some(OwnedMarker::Unlisted(src))) => src,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading the marker of {}", dir.display()))
+            }
+        };
+        let listing = self.s3.list_dir(&source).await?;
+
+        let mut dirs = Vec::new();
+        for cp in &listing.prefixes {
+            match names::child_dir_name(&source, cp) {
+                Ok(n) => dirs.push(n.to_string()),
+                Err(why) => warn!("skipping prefix {cp:?} while listing {rel:?}: {why}"),
+            }
+        }
+        let dir_names: HashSet<&str> = dirs.iter().map(String::as_str).collect();
+        let mut files = Vec::new();
+        for o in &listing.objects {
+            match names::child_name(&source, &o.key) {
+                Ok(n) if dir_names.contains(n) => warn!(
+                    "both {:?} and {:?} exist; showing the directory, skipping the object",
+                    o.key,
+                    format!("{}/", o.key)
+                ),
+                Ok(n) => files.push((n.to_string(), o.key.clone())),
+                Err(Rejected::SelfMarker) => {}
+                Err(why) => warn!("skipping key {:?} while listing {rel:?}: {why}", o.key),
+            }
+        }
+
+        // HEAD every entry for its POSIX metadata; directory markers may be absent
+        // (a prefix with objects but no `dir/` object), which means default metadata.
+        let jobs: Vec<(String, String, bool)> = dirs
+            .iter()
+            .map(|n| (n.clone(), format!("{source}{n}/"), true))
+            .chain(files.iter().map(|(n, k)| (n.clone(), k.clone(), false)))
+            .collect();
+        let heads: Vec<_> = stream::iter(jobs)
+            .map(|(name, key, is_dir)| async move {
+                let h = self.s3.head(&key).await;
+                (name, key, is_dir, h)
+            })
+            .buffer_unordered(HEAD_CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut rows = Vec::new();
+        for (name, key, is_dir, head) in heads {
+            let child_rel = names::join_rel(rel, &name);
+            let path = dir.join(&name);
+            let head = head?;
+            let made = if is_dir {
+                self.make_dir(&path, &key, head.as_ref())
+            } else {
+                let Some(head) = head else {
+                    debug!("{key:?} vanished while listing");
+                    continue;
+                };
+                self.make_entry(&path, &key, &head).await
+            };
+            match made {
+                Ok(Some(row)) => rows.push((child_rel, row)),
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    debug!("{child_rel:?} exists locally; keeping the local entry")
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        self.index.put_many(&rows)?;
+        fsops::remove_marker(&dir).with_context(|| format!("marking {} listed", dir.display()))?;
+        info!("listed {rel:?}: {} entries from {source:?}", rows.len());
+        Ok(())
+    }
+
+    /// Creates an unlisted directory for the prefix `key` (ending in `/`).
+    fn make_dir(
+        &self,
+        path: &Path,
+        key: &str,
+        head: Option<&super::s3::ObjectHead>,
+    ) -> io::Result<Option<Row>> {
+        std::fs::create_dir(path)?;
+        let mode = head.and_then(|h| h.mode).unwrap_or(meta::DEFAULT_DIR_MODE);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        fsops::write_marker(path, &Marker::Unlisted { source_prefix: key })?;
+        if let Some(h) = head {
+            fsops::set_mtime(path, h.mtime.0, h.mtime.1)?;
+        }
+        let md = std::fs::symlink_metadata(path)?;
+        Ok(Some(Row {
+            kind: Kind::Dir,
+            etag: head.map(|h| h.etag.clone()).unwrap_or_default(),
+            fp: Fingerprint::of(&md),
+        }))
+    }
+
+    /// Creates a placeholder (or an empty file, or a symlink) for one object.
+    async fn make_entry(
+        &self,
+        path: &Path,
+        key: &str,
+        head: &super::s3::ObjectHead,
+    ) -> io::Result<Option<Row>> {
+        let mode = head.mode.unwrap_or(meta::DEFAULT_FILE_MODE);
+        match meta::kind_of(key, head.mode) {
+            meta::Kind::Dir => {
+                warn!("{key:?} says it is a directory but has no trailing `/`; skipped");
+                Ok(None)
+            }
+            meta::Kind::Symlink => {
+                let target = self
+                    .s3
+                    .get_bytes(key)
+                    .await
+                    .map_err(|e| io::Error::other(format!("{e:#}")))?;
+                if target.is_empty() || target.contains(&0) {
+                    warn!("symlink object {key:?} has no usable target; skipped");
+                    return Ok(None);
+                }
+                let target = std::ffi::OsStr::from_bytes(&target);
+                std::os::unix::fs::symlink(target, path)?;
+                fsops::set_mtime(path, head.mtime.0, head.mtime.1)?;
+                let md = std::fs::symlink_metadata(path)?;
+                Ok(Some(Row {
+                    kind: Kind::Symlink,
+                    etag: head.etag.clone(),
+                    fp: Fingerprint::of(&md),
+                }))
+            }
+            meta::Kind::File => {
+                // Empty objects are complete as created: nothing to fetch later.
+                let marker = Marker::Placeholder {
+                    etag: &head.etag,
+                    source_key: key,
+                };
+                let marker = (head.size > 0).then_some(&marker);
+                let md = fsops::create_placeholder(path, head.size, mode, head.mtime, marker)?;
+                Ok(Some(Row {
+                    kind: Kind::File,
+                    etag: head.etag.clone(),
+                    fp: Fingerprint::of(&md),
+                }))
+            }
+        }
+    }
+
+    /// Lists every unlisted directory on the way to `rel`, so that whether `rel` exists
+    /// in the cache is the truth.
+    pub async fn lookup(self: &Arc<Self>, rel: &str) -> Result<()> {
+        let comps: Vec<&str> = if rel.is_empty() {
+            Vec::new()
+        } else {
+            rel.split('/').collect()
+        };
+        for depth in 0..comps.len() {
+            let ancestor = comps[..depth].join("/");
+            match std::fs::symlink_metadata(self.local(&ancestor)) {
+                Ok(m) if m.is_dir() => self.list_dir(&ancestor).await?,
+                // Missing, a file, or a symlink (resolved by the kernel, not by us).
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists a whole subtree (entries only).
+    pub async fn list_tree(self: &Arc<Self>, rel: &str) -> Result<()> {
+        let mut level = vec![rel.to_string()];
+        while !level.is_empty() {
+            let results: Vec<Result<Vec<String>>> = stream::iter(level)
+                .map(|d| async move {
+                    self.list_dir(&d).await?;
+                    subdirs(&self.local(&d), &d)
+                })
+                .buffer_unordered(TREE_CONCURRENCY)
+                .collect()
+                .await;
+            level = Vec::new();
+            for r in results {
+                level.extend(r?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a whole subtree local, bytes included.
+    pub async fn fetch_tree(self: &Arc<Self>, rel: &str) -> Result<()> {
+        self.list_tree(rel).await?;
+        let mut files = Vec::new();
+        let mut dirs = vec![rel.to_string()];
+        while let Some(d) = dirs.pop() {
+            let rd = match std::fs::read_dir(self.local(&d)) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for e in rd {
+                let e = e?;
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let child = names::join_rel(&d, &name);
+                let ft = e.file_type()?;
+                if ft.is_dir() {
+                    dirs.push(child);
+                } else if ft.is_file() {
+                    files.push(child);
+                }
+            }
+        }
+        let results: Vec<Result<()>> = stream::iter(files)
+            .map(|f| async move { self.fetch(&f).await })
+            .buffer_unordered(TREE_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Makes a placeholder's bytes local; a no-op for a complete file.
+    pub async fn fetch(self: &Arc<Self>, rel: &str) -> Result<()> {
+        let me = self.clone();
+        let r = rel.to_string();
+        self.inflight
+            .run(format!("F{rel}"), move || async move {
+                // Held across download and fill: `Discard` and uploads of this path wait.
+                let _guard = me.path_locks.lock(&r).await;
+                me.fetch_now(&r).await
+            })
+            .await
+    }
+
+    async fn fetch_now(&self, rel: &str) -> Result<()> {
+        let path = self.local(rel);
+        let (etag, source) = match marker_of(&path) {
+            Ok(Some(OwnedMarker::Placeholder(e, s))) => (e, s),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let before = std::fs::symlink_metadata(&path)?;
+        let tmp = self.tmp_path();
+        let result = self.download(&path, &tmp, &source, &etag, &before).await;
+        let installed = match result {
+            Ok((head, mode, mtime)) => self.fill(&path, &tmp, &before, &head, mode, mtime),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        match installed? {
+            Some(row) => {
+                debug!("fetched {rel:?} ({} bytes)", row.fp.size);
+                self.index.put(rel, &row)?;
+            }
+            None => info!("{rel:?} changed locally while downloading; keeping the local version"),
+        }
+        Ok(())
+    }
+
+    /// Copies a finished download into the placeholder's own inode (programs such as `cp`
+    /// and `mv` check that the file they opened is the one they stat'ed), then restores
+    /// the mtime and drops the marker. `None` when the placeholder changed meanwhile: the
+    /// local change wins and the download is discarded. Writers that replace content ask
+    /// for `Discard`, which waits for this path's lock, so none can start mid-copy.
+    fn fill(
+        &self,
+        path: &Path,
+        tmp: &Path,
+        before: &std::fs::Metadata,
+        head: &super::s3::ObjectHead,
+        mode: u32,
+        mtime: (i64, u32),
+    ) -> Result<Option<Row>> {
+        let mut dst = match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let still_placeholder = Fingerprint::of(&dst.metadata()?) == Fingerprint::of(before)
+            && matches!(marker_of(path), Ok(Some(OwnedMarker::Placeholder(..))));
+        if !still_placeholder {
+            return Ok(None);
+        }
+        let mut src = std::fs::File::open(tmp)?;
+        // std::io::copy between files uses copy_file_range: no bytes through user space.
+        let copied = io::copy(&mut src, &mut dst)?;
+        dst.set_len(copied)?;
+        if copied != head.size {
+            return Err(anyhow!(
+                "{}: copied {copied} of {} bytes",
+                path.display(),
+                head.size
+            ));
+        }
+        if mode & 0o7777 != before.mode() & 0o7777 {
+            dst.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        fsops::fset_mtime(&dst, mtime.0, mtime.1)?;
+        fsops::fremove_marker(&dst)?;
+        Ok(Some(Row {
+            kind: Kind::File,
+            etag: head.etag.clone(),
+            fp: Fingerprint::of(&dst.metadata()?),
+        }))
+    }
+
+    /// Drops a placeholder's marker without downloading (its content is being replaced),
+    /// after any fetch of the same path.
+    pub async fn discard(self: &Arc<Self>, rel: &str) -> Result<()> {
+        let _guard = self.path_locks.lock(rel).await;
+        let path = self.local(rel);
+        if let Ok(Some(OwnedMarker::Placeholder(..))) = marker_of(&path) {
+            fsops::remove_marker(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads `source` into `tmp`; returns what the GET said and the mode and mtime
+    /// the file gets: the placeholder's (the object's, or what the user set locally since),
+    /// or the object's own when it changed in S3 since it was listed.
+    async fn download(
+        &self,
+        path: &Path,
+        tmp: &Path,
+        source: &str,
+        etag: &str,
+        placeholder: &std::fs::Metadata,
+    ) -> Result<(super::s3::ObjectHead, u32, (i64, u32))> {
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp)
+            .await
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let head = self.s3.get_into(source, &mut f).await?;
+        let (mode, mtime) = if head.etag == etag {
+            (
+                placeholder.mode(),
+                (placeholder.mtime(), placeholder.mtime_nsec() as u32),
+            )
+        } else {
+            info!(
+                "{} changed in S3 since it was listed; taking the new version",
+                path.display()
+            );
+            (head.mode.unwrap_or(placeholder.mode()), head.mtime)
+        };
+        Ok((head, mode, mtime))
+    }
+}
+
+/// Names of the sub-directories of `dir` (UTF-8 names only; others cannot be in S3).
+fn subdirs(dir: &Path, rel: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for e in rd {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            if let Some(n) = e.file_name().to_str() {
+                out.push(names::join_rel(rel, n));
+            }
+        }
+    }
+    Ok(out)
+}

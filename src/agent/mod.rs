@@ -1,0 +1,584 @@
+//! The agent: one process per cache that owns the credentials and the S3 client, fills
+//! the cache on the shim's requests, and writes every change back.
+//!
+//! Start-up is reported to the `run` that spawned it as one line on stdout: `READY\t<info>`,
+//! `BUSY` (another agent holds the cache) or `ERROR\t<sentence>`. After that its output
+//! goes to `CACHE/.s3shim/agent.log`. It exits when the last `run` session closes (or on
+//! SIGTERM/SIGINT), after draining every pending upload.
+
+pub mod fsops;
+pub mod hydrate;
+pub mod index;
+pub mod queue;
+pub mod s3;
+pub mod sync;
+pub mod watch;
+
+use crate::config::{Remote, Settings, EMBEDDED_BUCKET};
+use anyhow::{anyhow, Context, Result};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
+use s3shim_protocol::marker::Marker;
+use s3shim_protocol::wire::{self, Op};
+use s3shim_protocol::{layout, names};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// How long a freshly started agent waits for its first session before giving up.
+const FIRST_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared state of the running agent.
+pub struct Ctx {
+    pub s3: s3::S3,
+    pub index: index::Index,
+    pub queue: Arc<queue::Queue>,
+    pub tree: PathBuf,
+    pub tmp: PathBuf,
+    /// Normalised key prefix (empty or ending in `/`).
+    pub prefix: String,
+    inflight: Inflight,
+    path_locks: PathLocks,
+    tmp_seq: AtomicU64,
+}
+
+impl Ctx {
+    pub fn local(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.tree.clone()
+        } else {
+            self.tree.join(rel)
+        }
+    }
+
+    /// The key of the file (or symlink) at `rel`.
+    pub fn key(&self, rel: &str) -> String {
+        names::key_for(&self.prefix, rel, false)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("dl-{}-{n}", std::process::id()))
+    }
+}
+
+type SharedResult = Shared<BoxFuture<'static, std::result::Result<(), Arc<String>>>>;
+
+/// Runs one hydration per key at a time; concurrent requests for the same key wait for
+/// the same result. The work runs as its own task, so a requester that goes away does
+/// not cancel it half-way.
+#[derive(Default)]
+struct Inflight {
+    map: Mutex<HashMap<String, SharedResult>>,
+}
+
+impl Inflight {
+    async fn run<F, Fut>(&self, key: String, make: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let fut = {
+            let mut map = self.map.lock();
+            match map.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let task = tokio::spawn(make());
+                    let f = async move {
+                        match task.await {
+                            Ok(r) => r.map_err(|e| Arc::new(format!("{e:#}"))),
+                            Err(e) => Err(Arc::new(format!("hydration task failed: {e}"))),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(key.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        let r = fut.clone().await;
+        let mut map = self.map.lock();
+        if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
+            map.remove(&key);
+        }
+        r.map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// Per-path mutual exclusion between downloads and uploads of the same path.
+#[derive(Default)]
+struct PathLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct PathGuard<'a> {
+    locks: &'a PathLocks,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PathLocks {
+    async fn lock(&self, key: &str) -> PathGuard<'_> {
+        let m = self.map.lock().entry(key.to_string()).or_default().clone();
+        PathGuard {
+            locks: self,
+            key: key.to_string(),
+            guard: Some(m.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for PathGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.map.lock();
+        if map
+            .get(&self.key)
+            .is_some_and(|a| Arc::strong_count(a) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Entry point of `s3shim agent`; returns the process exit code.
+pub fn main(settings: Settings) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&format!("ERROR\tcannot start the agent's runtime: {e}"));
+            return 1;
+        }
+    };
+    rt.block_on(run(settings))
+}
+
+/// Writes the start-up line for `run`.
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn run(settings: Settings) -> i32 {
+    let state = settings.state_dir();
+    let tree = settings.tree();
+    let tmp = state.join(layout::TMP_DIR);
+    if let Err(sentence) = prepare_dirs(&settings.cache, &state, &tmp) {
+        report(&format!("ERROR\t{sentence}"));
+        return 1;
+    }
+    init_logging(&state.join(layout::LOG_NAME));
+    let _lock = match take_lock(&state.join(layout::LOCK_NAME)) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            report("BUSY");
+            return 0;
+        }
+        Err(e) => {
+            report(&format!(
+                "ERROR\tcannot lock the cache {}: {e}",
+                settings.cache.display()
+            ));
+            return 1;
+        }
+    };
+    match start(&settings, &tree, &tmp).await {
+        Ok((ctx, watch, listener, info, server)) => {
+            report(&format!("READY\t{info}"));
+            detach_stdout();
+            let code = serve(ctx, watch, listener, &settings.socket()).await;
+            if let Some(s) = server {
+                s.shutdown().await;
+            }
+            info!("agent stopped");
+            code
+        }
+        Err(e) => {
+            let sentence = format!("{e:#}");
+            error!("start-up failed: {sentence}");
+            report(&format!("ERROR\t{sentence}"));
+            1
+        }
+    }
+}
+
+type Started = (
+    Arc<Ctx>,
+    watch::WatchHandle,
+    UnixListener,
+    String,
+    Option<s3shim_s3server::Server>,
+);
+
+async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> {
+    fsops::check_cache_fs(tmp).map_err(anyhow::Error::msg)?;
+    // Leftover downloads of a previous agent (we hold the lock, so they are dead).
+    if let Ok(rd) = std::fs::read_dir(tmp) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let (endpoint, keys, info, server) = match &settings.remote {
+        Remote::External { endpoint, .. } => (endpoint.clone(), None, String::new(), None),
+        Remote::Embedded { data_dir } => {
+            let (server, keys) = start_embedded(data_dir).await?;
+            let ep = server.endpoint();
+            let info = format!(
+                "using the embedded S3 server at {ep} (bucket '{EMBEDDED_BUCKET}', data in {})",
+                data_dir.display()
+            );
+            (Some(ep), Some(keys), info, Some(server))
+        }
+    };
+    let s3 = s3::S3::new(endpoint.as_deref(), settings.bucket(), keys).await;
+    s3.check_bucket().await.map_err(anyhow::Error::msg)?;
+    let index = index::Index::open(&settings.state_dir().join(layout::INDEX_NAME))?;
+    if !tree.exists() {
+        std::fs::create_dir(tree).with_context(|| format!("creating {}", tree.display()))?;
+        fsops::write_marker(
+            tree,
+            &Marker::Unlisted {
+                source_prefix: &settings.key_prefix,
+            },
+        )?;
+    }
+    let queue = Arc::new(queue::Queue::default());
+    // Watch first, then scan: a change between the two is seen by one or the other.
+    let watch = watch::spawn(tree.to_path_buf(), queue.clone())?;
+    queue.request_scan();
+    let ctx = Arc::new(Ctx {
+        s3,
+        index,
+        queue,
+        tree: tree.to_path_buf(),
+        tmp: tmp.to_path_buf(),
+        prefix: settings.key_prefix.clone(),
+        inflight: Inflight::default(),
+        path_locks: PathLocks::default(),
+        tmp_seq: AtomicU64::new(0),
+    });
+    tokio::spawn(ctx.clone().sync_worker());
+    let listener = bind_socket(&settings.socket())?;
+    info!(
+        "agent ready: s3://{}/{} via {}, cache {}",
+        settings.bucket(),
+        settings.key_prefix,
+        ctx.s3.endpoint_desc,
+        settings.cache.display()
+    );
+    Ok((ctx, watch, listener, info, server))
+}
+
+async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "cannot create the embedded server's data directory {}; pass a writable --embedded-data",
+            data_dir.display()
+        )
+    })?;
+    let keys = s3::StaticKeys {
+        access_key: format!("s3shim{}", hex::encode(rand::random::<[u8; 6]>())),
+        secret_key: hex::encode(rand::random::<[u8; 20]>()),
+    };
+    let cfg = s3shim_s3server::Config::new(data_dir, &keys.access_key, &keys.secret_key)
+        .with_bucket(EMBEDDED_BUCKET);
+    let server = s3shim_s3server::Server::start(cfg)
+        .await
+        .context("starting the embedded S3 server")?;
+    Ok((server, keys))
+}
+
+fn prepare_dirs(cache: &Path, state: &Path, tmp: &Path) -> std::result::Result<(), String> {
+    let fix = |p: &Path, e: std::io::Error| {
+        format!(
+            "cannot create {} ({e}); pass a writable --cache or fix its permissions",
+            p.display()
+        )
+    };
+    std::fs::create_dir_all(cache).map_err(|e| fix(cache, e))?;
+    std::fs::create_dir_all(tmp).map_err(|e| fix(tmp, e))?;
+    // The socket and the index are the user's alone.
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| fix(state, e))?;
+    Ok(())
+}
+
+fn init_logging(path: &Path) {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("S3SHIM_LOG").unwrap_or_else(|_| {
+        // The SDK logs requests at debug level; keep its output (and anything that
+        // could carry credentials) out unless asked for.
+        tracing_subscriber::EnvFilter::new(
+            "info,aws_smithy_runtime=warn,aws_config=warn,hyper=warn",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+}
+
+/// `Some(file)` holding the lock, `None` if another agent holds it.
+fn take_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(f))
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    // We hold the cache lock, so a socket file here is a dead agent's.
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Points stdout at /dev/null so `run` sees end-of-file after the start-up line.
+fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: both fds are valid.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+struct Server {
+    ctx: Arc<Ctx>,
+    watch: watch::WatchHandle,
+    sessions: AtomicUsize,
+    had_session: AtomicBool,
+    last_session_closed: Notify,
+}
+
+async fn serve(
+    ctx: Arc<Ctx>,
+    watch: watch::WatchHandle,
+    listener: UnixListener,
+    socket: &Path,
+) -> i32 {
+    let server = Arc::new(Server {
+        ctx,
+        watch,
+        sessions: AtomicUsize::new(0),
+        had_session: AtomicBool::new(false),
+        last_session_closed: Notify::new(),
+    });
+    let (mut term, mut int) = match (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return 1;
+        }
+    };
+    let first_session = tokio::time::sleep(FIRST_SESSION_TIMEOUT);
+    tokio::pin!(first_session);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    let s = server.clone();
+                    tokio::spawn(async move { s.connection(stream).await });
+                }
+                Err(e) => warn!("accept failed: {e}"),
+            },
+            _ = term.recv() => { info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { info!("SIGINT: draining"); break; }
+            _ = server.last_session_closed.notified() => {
+                if server.sessions.load(Ordering::SeqCst) == 0 {
+                    info!("last session closed: draining");
+                    break;
+                }
+            }
+            _ = &mut first_session, if !server.had_session.load(Ordering::SeqCst) => {
+                warn!("no session within {FIRST_SESSION_TIMEOUT:?}; stopping");
+                break;
+            }
+        }
+    }
+    // Stop taking requests first: a new `run` must start its own agent (which waits for
+    // our lock) rather than join one that is leaving.
+    drop(listener);
+    let _ = std::fs::remove_file(socket);
+    let failed = server.flush(None).await;
+    for (p, why) in &failed {
+        error!("not in S3 at exit: {p}: {why}");
+    }
+    if failed.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+impl Server {
+    async fn flush(&self, only: Option<&str>) -> Vec<(String, String)> {
+        // Events already queued in the kernel are changes made before this request.
+        self.watch.drain().await;
+        let barrier = self.ctx.queue.barrier();
+        self.ctx.queue.wait(barrier, only).await
+    }
+
+    async fn connection(self: Arc<Self>, mut stream: UnixStream) {
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        match stream.peer_cred() {
+            Ok(c) if c.uid() == me || c.uid() == 0 => {}
+            _ => {
+                warn!("refused a connection from another user");
+                return;
+            }
+        }
+        loop {
+            let mut hdr = [0u8; 4];
+            if stream.read_exact(&mut hdr).await.is_err() {
+                return;
+            }
+            let len = wire::body_len(hdr);
+            if len > wire::REQUEST_MAX {
+                return;
+            }
+            let mut body = vec![0u8; len];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let Some((op, path)) = wire::decode_request(&body) else {
+                let _ = reply(&mut stream, libc::EINVAL, b"malformed request").await;
+                return;
+            };
+            let rel = match std::str::from_utf8(path) {
+                Ok(r) if names::is_valid_rel_path(path) => r.to_string(),
+                _ => {
+                    if reply(&mut stream, libc::EINVAL, b"invalid path")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if op == Op::Session {
+                self.session(stream).await;
+                return;
+            }
+            let (errno, payload) = self.handle(op, &rel).await;
+            if reply(&mut stream, errno, payload.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A `run` holds this connection open for its lifetime.
+    async fn session(&self, mut stream: UnixStream) {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
+        self.had_session.store(true, Ordering::SeqCst);
+        if reply(&mut stream, 0, b"").await.is_ok() {
+            let mut sink = [0u8; 64];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        }
+        self.sessions.fetch_sub(1, Ordering::SeqCst);
+        self.last_session_closed.notify_one();
+    }
+
+    async fn handle(&self, op: Op, rel: &str) -> (i32, String) {
+        let ctx = &self.ctx;
+        let r = match op {
+            Op::ListDir => ctx.list_dir(rel).await,
+            Op::Fetch => ctx.fetch(rel).await,
+            Op::Lookup => ctx.lookup(rel).await,
+            Op::ListTree => ctx.list_tree(rel).await,
+            Op::FetchTree => ctx.fetch_tree(rel).await,
+            Op::Discard => ctx.discard(rel).await,
+            Op::Flush | Op::Sync => {
+                let only = (op == Op::Sync).then_some(rel);
+                let failed = self.flush(only).await;
+                return if failed.is_empty() {
+                    (0, String::new())
+                } else {
+                    let mut text = String::new();
+                    for (p, why) in failed {
+                        text.push_str(&format!("{p}\t{why}\n"));
+                    }
+                    text.truncate(wire::RESPONSE_BODY_MAX - 8);
+                    (libc::EIO, text)
+                };
+            }
+            Op::Status => return (0, self.status()),
+            Op::Session => unreachable!("sessions are handled by the caller"),
+        };
+        match r {
+            Ok(()) => (0, String::new()),
+            Err(e) => {
+                warn!("{op:?} {rel:?} failed: {e:#}");
+                (libc::EIO, format!("{e:#}"))
+            }
+        }
+    }
+
+    fn status(&self) -> String {
+        let (pending, in_flight, failed) = self.ctx.queue.counts();
+        let mut s = format!(
+            "bucket: s3://{}/{} via {}\ncache: {}\nsessions: {}\nindexed entries: {}\npending changes: {pending}\nuploads in flight: {in_flight}\nfailed: {}\n",
+            self.ctx.s3.bucket(),
+            self.ctx.prefix,
+            self.ctx.s3.endpoint_desc,
+            self.ctx.tree.display(),
+            self.sessions.load(Ordering::SeqCst),
+            self.ctx.index.count().unwrap_or(0),
+            failed.len()
+        );
+        for (p, why) in failed {
+            s.push_str(&format!("  {p}: {why}\n"));
+        }
+        s
+    }
+}
+
+async fn reply(stream: &mut UnixStream, errno: i32, payload: &[u8]) -> std::io::Result<()> {
+    stream
+        .write_all(&wire::response_header(errno, payload.len()))
+        .await?;
+    stream.write_all(payload).await
+}

@@ -1,0 +1,330 @@
+//! Settings shared by every subcommand: where the workspace lives in S3, where programs
+//! see it, and where its cache is. Flags win over `S3SHIM_*` variables, which win over
+//! defaults; endpoint, region and credentials come from the standard AWS variables.
+
+use anyhow::{bail, Context, Result};
+use s3shim_protocol::{layout, names};
+use sha2::{Digest, Sha256};
+use std::path::{Component, Path, PathBuf};
+
+/// Bucket used by the embedded server when nothing else is configured.
+pub const EMBEDDED_BUCKET: &str = "workspace";
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WorkspaceArgs {
+    /// Bucket holding the workspace. With neither a bucket nor an endpoint, an embedded
+    /// S3 server on loopback is used.
+    #[arg(long, env = "S3SHIM_BUCKET")]
+    pub bucket: Option<String>,
+
+    /// Key prefix inside the bucket (e.g. `team/ws/`); empty means the whole bucket.
+    #[arg(long, env = "S3SHIM_KEY_PREFIX", default_value = "")]
+    pub key_prefix: String,
+
+    /// Path programs use for the workspace; it need not exist and nothing is mounted.
+    #[arg(long, env = "S3SHIM_MOUNT", default_value = "/workspace")]
+    pub mount: PathBuf,
+
+    /// Local staging cache (default: under $XDG_CACHE_HOME/s3shim/, one per workspace).
+    #[arg(long, env = "S3SHIM_CACHE")]
+    pub cache: Option<PathBuf>,
+
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+
+    /// Data directory of the embedded S3 server (default: $XDG_DATA_HOME/s3shim/embedded).
+    #[arg(long, env = "S3SHIM_EMBEDDED_DATA")]
+    pub embedded_data: Option<PathBuf>,
+
+    /// Allow plain http:// to an endpoint that is not on loopback.
+    #[arg(long, env = "S3SHIM_ALLOW_HTTP")]
+    pub allow_http: bool,
+}
+
+/// Where the objects are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// A configured endpoint (or AWS itself when `endpoint` is `None`).
+    External {
+        endpoint: Option<String>,
+        bucket: String,
+    },
+    /// The embedded server, started by the agent over `data_dir`.
+    Embedded { data_dir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub remote: Remote,
+    /// Normalised: empty, or ending in `/`.
+    pub key_prefix: String,
+    /// Absolute and lexically normalised.
+    pub mount: PathBuf,
+    /// Absolute.
+    pub cache: PathBuf,
+}
+
+impl Settings {
+    pub fn resolve(args: &WorkspaceArgs) -> Result<Settings> {
+        let key_prefix =
+            names::normalize_key_prefix(&args.key_prefix).map_err(anyhow::Error::msg)?;
+        let mount = normalize_mount(&args.mount)?;
+        let endpoint = args
+            .endpoint
+            .clone()
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL"));
+        if let Some(ep) = &endpoint {
+            check_endpoint(ep, args.allow_http)?;
+        }
+        let remote = match (&args.bucket, endpoint) {
+            (Some(bucket), endpoint) => {
+                if bucket.is_empty() || bucket.contains('/') {
+                    bail!(
+                        "bucket name {bucket:?} is not valid; pass a plain bucket name to --bucket"
+                    );
+                }
+                Remote::External {
+                    endpoint,
+                    bucket: bucket.clone(),
+                }
+            }
+            (None, Some(ep)) => {
+                bail!("an endpoint ({ep}) is set but no bucket; pass --bucket or set S3SHIM_BUCKET")
+            }
+            (None, None) => Remote::Embedded {
+                data_dir: match &args.embedded_data {
+                    Some(d) => absolute(d)?,
+                    None => xdg_dir("XDG_DATA_HOME", ".local/share")?
+                        .join("s3shim")
+                        .join("embedded"),
+                },
+            },
+        };
+        let cache = match &args.cache {
+            Some(c) => absolute(c)?,
+            None => {
+                let id = match &remote {
+                    Remote::External { endpoint, bucket } => format!(
+                        "{}|{bucket}|{key_prefix}",
+                        endpoint.as_deref().unwrap_or("aws")
+                    ),
+                    Remote::Embedded { data_dir } => {
+                        format!("embedded|{}|{key_prefix}", data_dir.display())
+                    }
+                };
+                let digest = hex::encode(&Sha256::digest(id.as_bytes())[..8]);
+                xdg_dir("XDG_CACHE_HOME", ".cache")?
+                    .join("s3shim")
+                    .join(digest)
+            }
+        };
+        if cache.starts_with(&mount) || mount.starts_with(&cache) {
+            bail!(
+                "the cache {} and the mount path {} overlap; choose a cache outside the mount path",
+                cache.display(),
+                mount.display()
+            );
+        }
+        Ok(Settings {
+            remote,
+            key_prefix,
+            mount,
+            cache,
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        match &self.remote {
+            Remote::External { bucket, .. } => bucket,
+            Remote::Embedded { .. } => EMBEDDED_BUCKET,
+        }
+    }
+
+    pub fn tree(&self) -> PathBuf {
+        self.cache.join(layout::TREE_DIR)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.cache.join(layout::STATE_DIR)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        socket_path_for(&self.cache)
+    }
+
+    /// The arguments that make `s3shim agent` (or another subcommand) resolve the same
+    /// settings, whatever the environment of the child says.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--key-prefix".to_string(),
+            self.key_prefix.clone(),
+            "--mount".into(),
+            self.mount.display().to_string(),
+            "--cache".into(),
+            self.cache.display().to_string(),
+        ];
+        match &self.remote {
+            Remote::External { endpoint, bucket } => {
+                a.push("--bucket".into());
+                a.push(bucket.clone());
+                if let Some(ep) = endpoint {
+                    a.push("--endpoint".into());
+                    a.push(ep.clone());
+                }
+            }
+            Remote::Embedded { data_dir } => {
+                a.push("--embedded-data".into());
+                a.push(data_dir.display().to_string());
+            }
+        }
+        a
+    }
+}
+
+/// The agent socket of a cache: inside the cache when the path fits in a `sockaddr_un`,
+/// else a per-user directory under /tmp named by a hash of the cache path.
+pub fn socket_path_for(cache: &Path) -> PathBuf {
+    let inside = cache.join(layout::STATE_DIR).join(layout::SOCKET_NAME);
+    if inside.as_os_str().len() <= layout::SOCKET_PATH_MAX {
+        return inside;
+    }
+    let digest = hex::encode(&Sha256::digest(cache.as_os_str().as_encoded_bytes())[..8]);
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/s3shim-{uid}/{digest}.sock"))
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf> {
+    if let Some(d) = env_nonempty(var) {
+        return absolute(Path::new(&d));
+    }
+    let home = env_nonempty("HOME").context("neither $HOME nor $XDG_* is set; pass --cache")?;
+    Ok(PathBuf::from(home).join(fallback))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(p)
+    };
+    Ok(lexical_normalize(&p))
+}
+
+fn lexical_normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn normalize_mount(m: &Path) -> Result<PathBuf> {
+    if !m.is_absolute() {
+        bail!(
+            "the mount path {} is not absolute; pass an absolute path such as /workspace",
+            m.display()
+        );
+    }
+    let n = lexical_normalize(m);
+    if n == Path::new("/") {
+        bail!("the mount path cannot be /; pass a folder such as /workspace");
+    }
+    Ok(n)
+}
+
+/// Refuses plain HTTP to anything but loopback unless allowed: credentials and data would
+/// cross the network unencrypted.
+fn check_endpoint(ep: &str, allow_http: bool) -> Result<()> {
+    let Some(rest) = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+    else {
+        bail!("the endpoint {ep:?} is not an http:// or https:// URL");
+    };
+    if ep.starts_with("https://") || allow_http {
+        return Ok(());
+    }
+    let host_port = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !loopback {
+        bail!(
+            "refusing plain http to {host}: data and credentials would cross the network unencrypted; use https or pass --allow-http"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_policy() {
+        assert!(check_endpoint("http://127.0.0.1:9000", false).is_ok());
+        assert!(check_endpoint("http://localhost:9000/", false).is_ok());
+        assert!(check_endpoint("http://[::1]:9000", false).is_ok());
+        assert!(check_endpoint("https://s3.example.com", false).is_ok());
+        assert!(check_endpoint("http://s3.example.com", false).is_err());
+        assert!(check_endpoint("http://s3.example.com", true).is_ok());
+        assert!(check_endpoint("ftp://x", true).is_err());
+    }
+
+    #[test]
+    fn mount_rules() {
+        assert_eq!(
+            normalize_mount(Path::new("/workspace/")).unwrap(),
+            PathBuf::from("/workspace")
+        );
+        assert_eq!(
+            normalize_mount(Path::new("/a/./b/../c")).unwrap(),
+            PathBuf::from("/a/c")
+        );
+        assert!(normalize_mount(Path::new("/")).is_err());
+        assert!(normalize_mount(Path::new("ws")).is_err());
+    }
+
+    #[test]
+    fn long_cache_paths_get_a_short_socket() {
+        let short = socket_path_for(Path::new("/tmp/c"));
+        assert_eq!(short, PathBuf::from("/tmp/c/.s3shim/agent.sock"));
+        let long = socket_path_for(&PathBuf::from(format!("/tmp/{}", "x".repeat(120))));
+        assert!(long.as_os_str().len() <= layout::SOCKET_PATH_MAX);
+        assert!(long.starts_with("/tmp"));
+    }
+
+    #[test]
+    fn overlapping_cache_and_mount_are_refused() {
+        let args = WorkspaceArgs {
+            bucket: Some("b".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            mount: "/workspace".into(),
+            cache: Some("/workspace/.cache".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&args).is_err());
+    }
+}

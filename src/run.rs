@@ -1,0 +1,343 @@
+//! `s3shim run`: start (or join) the cache's agent, run a command under the shim, and
+//! return once everything it wrote is in S3.
+
+use crate::client;
+use crate::config::Settings;
+use anyhow::{bail, Context, Result};
+use s3shim_protocol::layout;
+use s3shim_protocol::wire::Op;
+use std::ffi::{OsStr, OsString};
+use std::io::BufRead;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long `run` waits for an agent to come up (including one draining before it).
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long descendants that outlive the command (code-server's extension hosts linger a
+/// few seconds) may go on writing before the final flush.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// Variables never passed to the command: credentials belong to the agent alone.
+const SECRET_ENV: [&str; 3] = [
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+];
+
+pub fn run(settings: &Settings, command: &[OsString]) -> Result<i32> {
+    let lib = find_lib()?;
+    let (session, agent_pid) = connect_or_start(settings)?;
+    let status = run_command(settings, &lib, command)?;
+    wait_for_orphans(agent_pid, ORPHAN_GRACE);
+    let (errno, report) =
+        client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;
+    drop(session);
+    let mut code = status;
+    if errno != 0 {
+        eprintln!(
+            "s3shim: these changes are not in S3 (they stay in the cache {} and are retried when the agent runs again):",
+            settings.tree().display()
+        );
+        for line in report.lines() {
+            let (path, why) = line.split_once('\t').unwrap_or((line, ""));
+            eprintln!("  {path}: {why}");
+        }
+        if code == 0 {
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+/// The preload library: `$S3SHIM_LIB`, else next to this binary, else in `../lib`.
+pub fn find_lib() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("S3SHIM_LIB") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("S3SHIM_LIB names {}, which does not exist", p.display());
+    }
+    let exe = std::env::current_exe().context("cannot locate the s3shim binary")?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    for cand in [
+        dir.join(layout::LIB_NAME),
+        dir.join("../lib/s3shim").join(layout::LIB_NAME),
+        dir.join("../lib").join(layout::LIB_NAME),
+    ] {
+        if cand.is_file() {
+            return Ok(cand.canonicalize()?);
+        }
+    }
+    bail!(
+        "cannot find {} next to {} or in ../lib; build it (cargo build --workspace) or set S3SHIM_LIB",
+        layout::LIB_NAME,
+        exe.display()
+    )
+}
+
+/// Opens a session with the cache's agent, starting one if none runs. The returned
+/// stream keeps the agent alive until it is dropped; the pid is the agent's when this
+/// `run` started it.
+fn connect_or_start(settings: &Settings) -> Result<(UnixStream, Option<u32>)> {
+    let state = settings.state_dir();
+    std::fs::create_dir_all(&state).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create {} ({e}); pass a writable --cache or fix its permissions",
+            state.display()
+        )
+    })?;
+    let deadline = Instant::now() + AGENT_START_TIMEOUT;
+    let mut started = None;
+    loop {
+        if let Ok(mut s) = UnixStream::connect(settings.socket()) {
+            client::send(&mut s, Op::Session, "")?;
+            if let Ok((0, _)) = client::read_reply(&mut s) {
+                return Ok((s, started));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no agent for {} came up within {AGENT_START_TIMEOUT:?}; see {}",
+                settings.cache.display(),
+                state.join(layout::LOG_NAME).display()
+            );
+        }
+        match spawn_agent(settings, deadline)? {
+            AgentStart::Ready(info, pid) => {
+                started = Some(pid);
+                if !info.is_empty() {
+                    eprintln!("s3shim: {info}");
+                }
+            }
+            // Another agent holds the cache (starting, or draining before exit).
+            AgentStart::Busy => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+enum AgentStart {
+    Ready(String, u32),
+    Busy,
+}
+
+fn spawn_agent(settings: &Settings, deadline: Instant) -> Result<AgentStart> {
+    let state = settings.state_dir();
+    let log_path = state.join(layout::LOG_NAME);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("agent")
+        .args(settings.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // The agent works on the cache itself and must never run under the shim.
+        .env_remove("LD_PRELOAD")
+        .env("S3SHIM_DISABLE", "1");
+    // SAFETY: setsid is async-signal-safe; a new session keeps the terminal's Ctrl-C
+    // away from the agent, which must drain uploads, not die with the command.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the agent")?;
+    let stdout = child.stdout.take().context("agent stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let r = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(r.map(|_| line));
+    });
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let line = match rx.recv_timeout(wait) {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => bail!("reading the agent's start-up line: {e}"),
+        Err(_) => {
+            let _ = child.kill();
+            bail!(
+                "the agent did not start within {AGENT_START_TIMEOUT:?}; see {}",
+                log_path.display()
+            );
+        }
+    };
+    let line = line.trim_end_matches('\n');
+    if line == "BUSY" {
+        let _ = child.wait();
+        return Ok(AgentStart::Busy);
+    }
+    if let Some(info) = line.strip_prefix("READY\t") {
+        let pid = child.id();
+        // The agent lives on by itself; reap it from a thread so it never lingers as a
+        // zombie of ours.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        return Ok(AgentStart::Ready(info.to_string(), pid));
+    }
+    let _ = child.wait();
+    match line.strip_prefix("ERROR\t") {
+        Some(sentence) => bail!("{sentence}"),
+        None => bail!(
+            "the agent stopped during start-up; see {}",
+            log_path.display()
+        ),
+    }
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Runs the command under the shim and returns its exit code (128+N for signal N).
+fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<i32> {
+    let (prog, args) = command.split_first().context("no command given")?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env(
+            "LD_PRELOAD",
+            preload_value(lib, std::env::var_os("LD_PRELOAD")),
+        )
+        .env(layout::ENV_MOUNT, &settings.mount)
+        .env(layout::ENV_CACHE, &settings.cache)
+        .env(layout::ENV_SOCKET, settings.socket())
+        .env(layout::ENV_UV_IO_URING, "0")
+        .env_remove("S3SHIM_DISABLE");
+    for v in SECRET_ENV {
+        cmd.env_remove(v);
+    }
+    // Orphaned descendants become our children, so we can wait for them (bounded) before
+    // the final flush instead of flushing while they still write.
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("s3shim: cannot run {}: {e}", prog.to_string_lossy());
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    // SAFETY: installing handlers; forward_signal only calls kill. Ctrl-C and Ctrl-\ reach
+    // the command from the terminal directly, so `run` itself ignores them and waits.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            forward_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGHUP,
+            forward_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child.wait()?;
+    CHILD.store(0, Ordering::SeqCst);
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Reaps descendants that outlived the command, waiting at most `grace` for them.
+fn wait_for_orphans(agent: Option<u32>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    loop {
+        let kids: Vec<u32> = children_of(std::process::id())
+            .into_iter()
+            .filter(|&p| Some(p) != agent)
+            .collect();
+        if kids.is_empty() {
+            return;
+        }
+        for &k in &kids {
+            // SAFETY: reaping our own (adopted) children.
+            unsafe { libc::waitpid(k as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "s3shim: {} background process(es) of the command still run; flushing without waiting for them",
+                kids.len()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pids whose parent is `pid` (from /proc; zombies included, so they get reaped).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|st| {
+                    // The command name may hold spaces and parentheses: parse after the last ')'.
+                    let rest = &st[st.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// `LD_PRELOAD` with our library first, keeping what the user already preloads.
+fn preload_value(lib: &Path, existing: Option<OsString>) -> OsString {
+    let mut v = lib.as_os_str().to_os_string();
+    if let Some(old) = existing.filter(|o| !o.is_empty()) {
+        let ours = lib.as_os_str();
+        let others: Vec<&OsStr> = std::os::unix::ffi::OsStrExt::as_bytes(old.as_os_str())
+            .split(|&b| b == b':' || b == b' ')
+            .filter(|p| !p.is_empty())
+            .map(std::os::unix::ffi::OsStrExt::from_bytes)
+            .filter(|p| *p != ours)
+            .collect();
+        for o in others {
+            v.push(":");
+            v.push(o);
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_keeps_other_libraries_once() {
+        let lib = Path::new("/opt/s3shim/libs3shim.so");
+        assert_eq!(
+            preload_value(lib, None),
+            OsString::from("/opt/s3shim/libs3shim.so")
+        );
+        assert_eq!(
+            preload_value(lib, Some("/x/a.so /opt/s3shim/libs3shim.so:/y/b.so".into())),
+            OsString::from("/opt/s3shim/libs3shim.so:/x/a.so:/y/b.so")
+        );
+    }
+}

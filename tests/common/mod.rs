@@ -1,0 +1,357 @@
+//! Test harness: a real S3-compatible server on loopback (ours, or moto's when
+//! `S3SHIM_TEST_S3=moto`), `s3shim run` invocations, and native-vs-shim comparisons.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "testkey";
+pub const SECRET_KEY: &str = "testsecret-planted-1f0e";
+pub const BUCKET: &str = "itest";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_s3shim"))
+}
+
+/// The shim library next to the binary; the workspace build puts it there.
+pub fn lib() -> PathBuf {
+    let p = bin().parent().unwrap().join("libs3shim.so");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the whole workspace first (cargo build --workspace, or scripts/test)",
+        p.display()
+    );
+    p
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+/// A program the scenarios need, from `S3SHIM_TEST_<NAME>` or PATH.
+pub fn tool(name: &str) -> String {
+    std::env::var(format!("S3SHIM_TEST_{}", name.to_uppercase())).unwrap_or_else(|_| name.into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An S3 server on loopback for one test, stopped on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let data = tempfile::tempdir().unwrap();
+        let (child, endpoint) = match std::env::var("S3SHIM_TEST_S3").as_deref() {
+            Ok("moto") => {
+                let port = free_port();
+                let child = Command::new(tool("moto_server"))
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("moto_server (pip install 'moto[server]')");
+                (child, format!("http://127.0.0.1:{port}"))
+            }
+            _ => {
+                let mut child = Command::new(bin())
+                    .args(["server", "--data"])
+                    .arg(data.path())
+                    .args(["--bucket", BUCKET, "--access-key", ACCESS_KEY])
+                    .args(["--secret-key", SECRET_KEY])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut line = String::new();
+                BufReader::new(child.stdout.take().unwrap())
+                    .read_line(&mut line)
+                    .unwrap();
+                let ep = line
+                    .trim()
+                    .strip_prefix("endpoint ")
+                    .unwrap_or_else(|| panic!("unexpected server output {line:?}"))
+                    .to_string();
+                (child, ep)
+            }
+        };
+        let s = S3Server {
+            child,
+            endpoint,
+            _data: data,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let rt = runtime();
+        loop {
+            let ok = rt.block_on(async {
+                let c = self.client().await;
+                if c.head_bucket().bucket(BUCKET).send().await.is_ok() {
+                    return true;
+                }
+                c.create_bucket().bucket(BUCKET).send().await.is_ok()
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "S3 server did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub async fn client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        runtime().block_on(async {
+            let c = self.client().await;
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let page = c
+                    .list_objects_v2()
+                    .bucket(BUCKET)
+                    .prefix(prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                out.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(String::from)),
+                );
+                token = page.next_continuation_token().map(String::from);
+                if token.is_none() {
+                    break;
+                }
+            }
+            out.sort();
+            out
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        runtime().block_on(async {
+            let c = self.client().await;
+            let o = c.get_object().bucket(BUCKET).key(key).send().await.ok()?;
+            Some(o.body.collect().await.ok()?.into_bytes().to_vec())
+        })
+    }
+
+    pub fn metadata(&self, key: &str) -> std::collections::HashMap<String, String> {
+        runtime().block_on(async {
+            let c = self.client().await;
+            let o = c
+                .head_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            o.metadata().cloned().unwrap_or_default()
+        })
+    }
+
+    pub fn put(&self, key: &str, body: &[u8]) {
+        runtime().block_on(async {
+            let c = self.client().await;
+            c.put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        })
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One workspace (bucket prefix + mount path) and how to run commands on it.
+pub struct Workspace<'s> {
+    pub s3: &'s S3Server,
+    pub prefix: String,
+    pub mount: String,
+    /// Where tests keep temp files (caches, HOME, ...).
+    pub tmp: tempfile::TempDir,
+}
+
+impl<'s> Workspace<'s> {
+    pub fn new(s3: &'s S3Server, prefix: &str, mount: &str) -> Workspace<'s> {
+        Workspace {
+            s3,
+            prefix: prefix.into(),
+            mount: mount.into(),
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A cache directory for this workspace (`name` picks a fresh or a shared one).
+    pub fn cache(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(format!("cache-{name}"))
+    }
+
+    /// `s3shim run` with this workspace's settings and the given cache.
+    pub fn command(&self, cache: &str, argv: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("run")
+            .args(["--bucket", BUCKET, "--endpoint", &self.s3.endpoint])
+            .args(["--key-prefix", &self.prefix, "--mount", &self.mount])
+            .arg("--cache")
+            .arg(self.cache(cache))
+            .arg("--")
+            .args(argv);
+        env_for_tests(&mut c, self.tmp.path());
+        c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        c
+    }
+
+    /// Runs a bash script under `s3shim run`, failing the test if it fails.
+    pub fn bash(&self, cache: &str, script: &str) -> String {
+        let out = self.try_bash(cache, script);
+        assert_success(&out, script);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn try_bash(&self, cache: &str, script: &str) -> Output {
+        timed_output(self.command(cache, &["bash", "-c", script]), 300)
+    }
+}
+
+/// A stable environment for programs under test: a private HOME, fixed git identity and
+/// dates, no proxy or AWS settings from the developer's shell.
+pub fn env_for_tests(c: &mut Command, tmp: &Path) {
+    let home = tmp.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    for v in [
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "S3SHIM_BUCKET",
+        "S3SHIM_KEY_PREFIX",
+        "S3SHIM_MOUNT",
+        "S3SHIM_CACHE",
+        "S3SHIM_SOCKET",
+        "S3SHIM_EMBEDDED_DATA",
+        "LD_PRELOAD",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("HOME", &home)
+        .env("XDG_CACHE_HOME", tmp.join("xdg-cache"))
+        .env("XDG_DATA_HOME", tmp.join("xdg-data"))
+        .env("XDG_CONFIG_HOME", tmp.join("xdg-config"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
+        .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC")
+        .env("S3SHIM_LIB", lib());
+}
+
+/// Runs a command with a time limit (a hang is a failure, not a stuck suite).
+pub fn timed_output(mut c: Command, secs: u64) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let out_reader = spawn_reader(child.stdout.take().unwrap());
+    let err_reader = spawn_reader(child.stderr.take().unwrap());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            let err = err_reader.join().unwrap();
+            panic!(
+                "command {c:?} did not finish within {secs}s ({status}); stderr:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+fn spawn_reader<R: std::io::Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a bash script natively (the oracle), with the same environment.
+pub fn native_bash(tmp: &Path, script: &str) -> String {
+    let mut c = Command::new("bash");
+    c.args(["-c", script]);
+    env_for_tests(&mut c, tmp);
+    let out = timed_output(c, 300);
+    assert_success(&out, script);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
