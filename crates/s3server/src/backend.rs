@@ -12,7 +12,9 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::body::{self, hex, FileBody};
 use crate::list::{list_page, Entry, Page};
-use crate::store::{self, etag_matches, internal, now_ms, Meta, ObjectRow, PartRow, Store, UploadRow, WriteCond};
+use crate::store::{
+    self, etag_matches, internal, now_ms, Meta, ObjectRow, PartRow, Store, UploadRow, WriteCond,
+};
 use crate::Counters;
 
 /// S3's minimum size of every part but the last.
@@ -97,13 +99,20 @@ fn user_metadata(meta: &Meta) -> Option<Metadata> {
     if meta.user.is_empty() {
         None
     } else {
-        Some(meta.user.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>())
+        Some(
+            meta.user
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
     }
 }
 
 fn content_type(meta: &Meta) -> String {
     // What S3 reports for objects stored without a Content-Type.
-    meta.content_type.clone().unwrap_or_else(|| "binary/octet-stream".to_owned())
+    meta.content_type
+        .clone()
+        .unwrap_or_else(|| "binary/octet-stream".to_owned())
 }
 
 struct ReadConds<'a> {
@@ -155,7 +164,9 @@ fn check_read_conds(row: &ObjectRow, c: &ReadConds<'_>) -> S3Result<()> {
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", row.etag)) {
                 h.insert(ETAG, v);
             }
-            if let Some(v) = http_date(&ts(row.last_modified_ms)).and_then(|d| HeaderValue::from_str(&d).ok()) {
+            if let Some(v) =
+                http_date(&ts(row.last_modified_ms)).and_then(|d| HeaderValue::from_str(&d).ok())
+            {
                 h.insert(LAST_MODIFIED, v);
             }
             e.set_headers(h);
@@ -203,13 +214,21 @@ fn slice_of(row: &ObjectRow, range: Option<&Range>, part_number: Option<i32>) ->
         let Some(sizes) = &row.parts else {
             return if pn == 1 { Ok(whole) } else { Err(bad()) };
         };
-        let idx = usize::try_from(pn).ok().and_then(|p| p.checked_sub(1)).ok_or_else(bad)?;
+        let idx = usize::try_from(pn)
+            .ok()
+            .and_then(|p| p.checked_sub(1))
+            .ok_or_else(bad)?;
         let len = *sizes.get(idx).ok_or_else(bad)?;
         let start: u64 = sizes[..idx].iter().sum();
         return Ok(Slice {
             start,
             len,
-            content_range: Some(format!("bytes {}-{}/{}", start, (start + len).saturating_sub(1), row.size)),
+            content_range: Some(format!(
+                "bytes {}-{}/{}",
+                start,
+                (start + len).saturating_sub(1),
+                row.size
+            )),
             parts_count: i32::try_from(sizes.len()).ok(),
         });
     }
@@ -236,7 +255,10 @@ fn slice_of(row: &ObjectRow, range: Option<&Range>, part_number: Option<i32>) ->
 fn parse_max(v: Option<i32>, what: &str) -> S3Result<usize> {
     match v {
         None => Ok(1000),
-        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "{what} must be a non-negative integer")),
+        Some(n) if n < 0 => Err(s3_error!(
+            InvalidArgument,
+            "{what} must be a non-negative integer"
+        )),
         Some(n) => Ok(usize::try_from(n).unwrap_or(1000).min(1000)),
     }
 }
@@ -247,7 +269,10 @@ fn url_encoding(e: Option<&EncodingType>) -> S3Result<bool> {
     match e.map(EncodingType::as_str) {
         None => Ok(false),
         Some(s) if s.eq_ignore_ascii_case("url") => Ok(true),
-        Some(_) => Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request")),
+        Some(_) => Err(s3_error!(
+            InvalidArgument,
+            "Invalid Encoding Method specified in Request"
+        )),
     }
 }
 
@@ -284,7 +309,12 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 fn decode_token(t: &str) -> S3Result<String> {
     unhex(t)
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
 }
 
 fn listed_object(row: ObjectRow, encode: bool, with_owner: bool) -> Object {
@@ -293,7 +323,9 @@ fn listed_object(row: ObjectRow, encode: bool, with_owner: bool) -> Object {
         last_modified: Some(ts(row.last_modified_ms)),
         e_tag: Some(etag(&row.etag)),
         size: i64::try_from(row.size).ok(),
-        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
         owner: with_owner.then(owner),
         ..Default::default()
     }
@@ -316,7 +348,10 @@ fn split_page(page: Page, encode: bool, with_owner: bool) -> (Vec<Object>, Vec<C
 fn source_of(cs: &CopySource) -> S3Result<(String, String)> {
     match cs {
         CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
-        _ => Err(s3_error!(NotImplemented, "copy sources other than bucket/key are not supported")),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "copy sources other than bucket/key are not supported"
+        )),
     }
 }
 
@@ -361,7 +396,9 @@ impl Backend {
         for _ in 0..BLOB_RACE_ATTEMPTS {
             let row = self.lookup(bucket, key).await?;
             check(&row)?;
-            let Some(blob) = &row.blob else { return Ok((row, None)) };
+            let Some(blob) = &row.blob else {
+                return Ok((row, None));
+            };
             match tokio::fs::File::open(self.store.blob_path(blob)).await {
                 Ok(f) => return Ok((row, Some(f))),
                 Err(e) if is_not_found(&e) => continue,
@@ -377,7 +414,9 @@ impl Backend {
             return Ok(None);
         }
         let id = self.store.new_id();
-        rec.tmp.persist(&self.store.blob_path(&id)).map_err(internal)?;
+        rec.tmp
+            .persist(&self.store.blob_path(&id))
+            .map_err(internal)?;
         Ok(Some(id))
     }
 
@@ -431,7 +470,10 @@ impl Backend {
 impl S3 for Backend {
     // ---- buckets ----
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         self.count(|c| &c.bucket);
         let rows = self.store.db(|c| store::list_buckets(c)).await?;
         let buckets = rows
@@ -449,7 +491,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         self.count(|c| &c.bucket);
         let bucket = req.input.bucket;
         let b = bucket.clone();
@@ -465,7 +510,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.count(|c| &c.bucket);
         self.require_bucket(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput {
@@ -474,7 +522,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.count(|c| &c.bucket);
         let b = req.input.bucket;
         let uploads = self.store.db(move |c| store::delete_bucket(c, &b)).await?;
@@ -491,9 +542,11 @@ impl S3 for Backend {
         self.count(|c| &c.bucket);
         self.require_bucket(&req.input.bucket).await?;
         // S3 reports us-east-1 as an empty location constraint.
-        let location_constraint =
-            (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
-        Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+        let location_constraint = (self.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint,
+        }))
     }
 
     async fn get_bucket_versioning(
@@ -508,7 +561,10 @@ impl S3 for Backend {
 
     // ---- objects ----
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.count(|c| &c.head);
         let input = req.input;
         let conds = ReadConds {
@@ -539,7 +595,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         self.count(|c| &c.get);
         let input = req.input;
         let conds = ReadConds {
@@ -558,7 +617,9 @@ impl S3 for Backend {
         let body = match file {
             Some(mut f) => {
                 use tokio::io::AsyncSeekExt;
-                f.seek(std::io::SeekFrom::Start(slice.start)).await.map_err(internal)?;
+                f.seek(std::io::SeekFrom::Start(slice.start))
+                    .await
+                    .map_err(internal)?;
                 FileBody::new(f, slice.len)
             }
             None => return Ok(empty_get(&row, slice)),
@@ -586,7 +647,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         self.count(|c| &c.put);
         let headers = req.headers;
         let trailers = req.trailing_headers;
@@ -595,8 +659,16 @@ impl S3 for Backend {
             if_match: input.if_match,
             if_none_match: input.if_none_match,
         };
-        self.precheck_write(&input.bucket, &input.key, &cond).await?;
-        let rec = body::receive(&self.store, input.body, input.content_length, &headers, trailers.as_ref()).await?;
+        self.precheck_write(&input.bucket, &input.key, &cond)
+            .await?;
+        let rec = body::receive(
+            &self.store,
+            input.body,
+            input.content_length,
+            &headers,
+            trailers.as_ref(),
+        )
+        .await?;
         self.stats
             .put_bytes
             .fetch_add(rec.size, std::sync::atomic::Ordering::Relaxed);
@@ -627,7 +699,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.count(|c| &c.delete);
         let input = req.input;
         let (b, k, m) = (input.bucket, input.key, input.if_match);
@@ -641,17 +716,26 @@ impl S3 for Backend {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         self.count(|c| &c.delete);
         let input = req.input;
         if input.delete.objects.len() > 1000 {
-            return Err(s3_error!(MalformedXML, "at most 1000 keys can be deleted in one request"));
+            return Err(s3_error!(
+                MalformedXML,
+                "at most 1000 keys can be deleted in one request"
+            ));
         }
         let keys: Vec<String> = input.delete.objects.into_iter().map(|o| o.key).collect();
         let quiet = input.delete.quiet.unwrap_or(false);
         let b = input.bucket;
         let k = keys.clone();
-        let blobs = self.store.db(move |c| store::delete_objects(c, &b, &k, None)).await?;
+        let blobs = self
+            .store
+            .db(move |c| store::delete_objects(c, &b, &k, None))
+            .await?;
         for blob in blobs {
             self.store.remove_blob(Some(&blob));
         }
@@ -671,11 +755,18 @@ impl S3 for Backend {
         }))
     }
 
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         self.count(|c| &c.copy);
         let input = req.input;
         let (src_bucket, src_key) = source_of(&input.copy_source)?;
-        let replace = match input.metadata_directive.as_ref().map(MetadataDirective::as_str) {
+        let replace = match input
+            .metadata_directive
+            .as_ref()
+            .map(MetadataDirective::as_str)
+        {
             None | Some("COPY") => false,
             Some("REPLACE") => true,
             Some(_) => return Err(s3_error!(InvalidArgument, "Unknown metadata directive.")),
@@ -775,7 +866,8 @@ impl S3 for Backend {
             blob,
             parts: None,
         };
-        self.commit(&input.bucket, row, WriteCond::default(), None).await?;
+        self.commit(&input.bucket, row, WriteCond::default(), None)
+            .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&md5)),
@@ -786,7 +878,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.count(|c| &c.list);
         let input = req.input;
         let max = parse_max(input.max_keys, "max-keys")?;
@@ -798,7 +893,11 @@ impl S3 for Backend {
             Some(t) => Some(decode_token(t)?),
             None => input.start_after.clone().filter(|s| !s.is_empty()),
         };
-        let (b, p, d) = (input.bucket.clone(), prefix.clone(), delimiter.clone().unwrap_or_default());
+        let (b, p, d) = (
+            input.bucket.clone(),
+            prefix.clone(),
+            delimiter.clone().unwrap_or_default(),
+        );
         let page = self
             .store
             .db(move |c| {
@@ -807,7 +906,9 @@ impl S3 for Backend {
             })
             .await?;
         let truncated = page.truncated;
-        let next = truncated.then(|| page.last().map(|l| hex(l.as_bytes()))).flatten();
+        let next = truncated
+            .then(|| page.last().map(|l| hex(l.as_bytes())))
+            .flatten();
         let (objects, prefixes) = split_page(page, encode, false);
         let key_count = i32::try_from(objects.len() + prefixes.len()).unwrap_or(i32::MAX);
         Ok(S3Response::new(ListObjectsV2Output {
@@ -827,7 +928,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         self.count(|c| &c.list);
         let input = req.input;
         let max = parse_max(input.max_keys, "max-keys")?;
@@ -835,7 +939,11 @@ impl S3 for Backend {
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         let after = input.marker.clone().filter(|s| !s.is_empty());
-        let (b, p, d) = (input.bucket.clone(), prefix.clone(), delimiter.clone().unwrap_or_default());
+        let (b, p, d) = (
+            input.bucket.clone(),
+            prefix.clone(),
+            delimiter.clone().unwrap_or_default(),
+        );
         let page = self
             .store
             .db(move |c| {
@@ -846,7 +954,9 @@ impl S3 for Backend {
         let truncated = page.truncated;
         // S3 sends NextMarker only with a delimiter; sending it always is allowed and saves
         // clients that rely on it from re-deriving it.
-        let next_marker = truncated.then(|| page.last().map(|l| enc(l, encode))).flatten();
+        let next_marker = truncated
+            .then(|| page.last().map(|l| enc(l, encode)))
+            .flatten();
         let (objects, prefixes) = split_page(page, encode, true);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
@@ -901,33 +1011,64 @@ impl S3 for Backend {
         }))
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         self.count(|c| &c.multipart);
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
         check_part_number(input.part_number)?;
-        let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
-        self.store.db(move |c| store::get_upload(c, &b, &k, &u).map(drop)).await?;
-        let rec = body::receive(&self.store, input.body, input.content_length, &headers, trailers.as_ref()).await?;
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        self.store
+            .db(move |c| store::get_upload(c, &b, &k, &u).map(drop))
+            .await?;
+        let rec = body::receive(
+            &self.store,
+            input.body,
+            input.content_length,
+            &headers,
+            trailers.as_ref(),
+        )
+        .await?;
         self.stats
             .put_bytes
             .fetch_add(rec.size, std::sync::atomic::Ordering::Relaxed);
         let md5 = hex(&rec.md5);
-        self.store_part(&input.bucket, &input.key, &input.upload_id, input.part_number, rec)
-            .await?;
+        self.store_part(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            rec,
+        )
+        .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag(&md5)),
             ..Default::default()
         }))
     }
 
-    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.count(|c| &c.copy);
         let input = req.input;
         check_part_number(input.part_number)?;
-        let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
-        self.store.db(move |c| store::get_upload(c, &b, &k, &u).map(drop)).await?;
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        self.store
+            .db(move |c| store::get_upload(c, &b, &k, &u).map(drop))
+            .await?;
         let (src_bucket, src_key) = source_of(&input.copy_source)?;
         let conds = ReadConds {
             if_match: input.copy_source_if_match.as_ref(),
@@ -946,15 +1087,22 @@ impl S3 for Backend {
             let (start, len) = match &range {
                 Some(r) => match r.check(src.size) {
                     Ok(r) => (r.start, r.end - r.start),
-                    Err(_) => return Err(s3_error!(InvalidRange, "The requested range is not satisfiable")),
+                    Err(_) => {
+                        return Err(s3_error!(
+                            InvalidRange,
+                            "The requested range is not satisfiable"
+                        ))
+                    }
                 },
                 None => (0, src.size),
             };
             let store = Arc::clone(&self.store);
             let path = src.blob.as_ref().map(|b| self.store.blob_path(b));
-            let result = tokio::task::spawn_blocking(move || body::copy_range(&store, path.as_deref(), start, len))
-                .await
-                .map_err(internal)?;
+            let result = tokio::task::spawn_blocking(move || {
+                body::copy_range(&store, path.as_deref(), start, len)
+            })
+            .await
+            .map_err(internal)?;
             match result {
                 Ok(rec) => {
                     received = Some(rec);
@@ -968,8 +1116,14 @@ impl S3 for Backend {
             return Err(internal("source object kept changing while being copied"));
         };
         let md5 = hex(&rec.md5);
-        self.store_part(&input.bucket, &input.key, &input.upload_id, input.part_number, rec)
-            .await?;
+        self.store_part(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            rec,
+        )
+        .await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(etag(&md5)),
@@ -986,14 +1140,21 @@ impl S3 for Backend {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         self.count(|c| &c.multipart);
         let input = req.input;
-        let requested = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        let requested = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
         if requested.is_empty() {
             return Err(s3_error!(
                 MalformedXML,
                 "The XML you provided was not well-formed or did not validate against our published schema"
             ));
         }
-        let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
         let (up, parts) = self
             .store
             .db(move |c| {
@@ -1037,7 +1198,11 @@ impl S3 for Backend {
         for p in &chosen {
             md5s.extend(unhex(&p.etag).ok_or_else(|| internal("bad part etag in index"))?);
         }
-        let md5 = format!("{}-{}", hex(&s3s::crypto::Md5::checksum(&md5s)), chosen.len());
+        let md5 = format!(
+            "{}-{}",
+            hex(&s3s::crypto::Md5::checksum(&md5s)),
+            chosen.len()
+        );
         let sizes: Vec<u64> = chosen.iter().map(|p| p.size).collect();
         let paths: Vec<_> = chosen
             .iter()
@@ -1055,7 +1220,11 @@ impl S3 for Backend {
                     internal(e)
                 }
             })?;
-        let blob = self.persist_blob(body::Received { tmp, size, md5: [0; 16] })?;
+        let blob = self.persist_blob(body::Received {
+            tmp,
+            size,
+            md5: [0; 16],
+        })?;
         let row = ObjectRow {
             key: input.key.clone(),
             size,
@@ -1090,17 +1259,26 @@ impl S3 for Backend {
         self.count(|c| &c.multipart);
         let input = req.input;
         let (b, k, u) = (input.bucket, input.key, input.upload_id.clone());
-        self.store.db(move |c| store::abort_upload(c, &b, &k, &u)).await?;
+        self.store
+            .db(move |c| store::abort_upload(c, &b, &k, &u))
+            .await?;
         self.store.remove_upload_dir(&input.upload_id);
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         self.count(|c| &c.multipart);
         let input = req.input;
         let max = parse_max(input.max_parts, "max-parts")?;
         let marker = input.part_number_marker.unwrap_or(0);
-        let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
         let mut parts = self
             .store
             .db(move |c| {
@@ -1110,7 +1288,9 @@ impl S3 for Backend {
             .await?;
         let truncated = parts.len() > max;
         parts.truncate(max);
-        let next = truncated.then(|| parts.last().map(|p| p.part_number)).flatten();
+        let next = truncated
+            .then(|| parts.last().map(|p| p.part_number))
+            .flatten();
         let parts = parts
             .into_iter()
             .map(|p| Part {
@@ -1246,7 +1426,10 @@ impl Backend {
             file,
         };
         let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        let result = self.store.db(move |c| store::put_part(c, &b, &k, &u, &part)).await;
+        let result = self
+            .store
+            .db(move |c| store::put_part(c, &b, &k, &u, &part))
+            .await;
         match result {
             Ok(old) => {
                 if let Some(old) = old {

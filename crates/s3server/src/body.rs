@@ -110,7 +110,10 @@ fn checksum_plan(headers: &HeaderMap) -> ChecksumHasher {
 }
 
 fn bad_digest(what: &str) -> S3Error {
-    s3_error!(BadDigest, "The {what} you specified did not match the calculated checksum.")
+    s3_error!(
+        BadDigest,
+        "The {what} you specified did not match the calculated checksum."
+    )
 }
 
 fn verify(
@@ -142,7 +145,12 @@ fn verify(
             Some(v) if v.as_bytes() == computed.as_bytes() => {}
             Some(_) => return Err(bad_digest(&algo.to_ascii_uppercase())),
             // Declared as a trailer that never came.
-            None => return Err(s3_error!(InvalidRequest, "missing trailing checksum {name}")),
+            None => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "missing trailing checksum {name}"
+                ))
+            }
         }
     }
     Ok(())
@@ -151,7 +159,10 @@ fn verify(
 fn body_error(e: s3s::StdError) -> S3Error {
     match e.downcast::<S3Error>() {
         Ok(e) => *e,
-        Err(e) => S3Error::with_message(s3s::S3ErrorCode::IncompleteBody, format!("request body: {e}")),
+        Err(e) => S3Error::with_message(
+            s3s::S3ErrorCode::IncompleteBody,
+            format!("request body: {e}"),
+        ),
     }
 }
 
@@ -165,7 +176,9 @@ pub(crate) async fn receive(
     trailers: Option<&TrailingHeaders>,
 ) -> S3Result<Received> {
     let tmp = TempFile::new(store.tmp_path(&store.new_id()));
-    let file = tokio::fs::File::create(tmp.path()).await.map_err(internal)?;
+    let file = tokio::fs::File::create(tmp.path())
+        .await
+        .map_err(internal)?;
     let mut out = tokio::io::BufWriter::with_capacity(CHUNK, file);
     let mut md5 = Md5::new();
     let mut hasher = checksum_plan(headers);
@@ -200,7 +213,12 @@ pub(crate) async fn receive(
 
 /// Copies `len` bytes at `offset` of `src` into a new temp file and returns its MD5.
 /// Blocking: run on the blocking pool.
-pub(crate) fn copy_range(store: &Store, src: Option<&Path>, offset: u64, len: u64) -> io::Result<Received> {
+pub(crate) fn copy_range(
+    store: &Store,
+    src: Option<&Path>,
+    offset: u64,
+    len: u64,
+) -> io::Result<Received> {
     let tmp = TempFile::new(store.tmp_path(&store.new_id()));
     let mut out = std::fs::File::create(tmp.path())?;
     let mut md5 = Md5::new();
@@ -223,7 +241,10 @@ pub(crate) fn copy_range(store: &Store, src: Option<&Path>, offset: u64, len: u6
     }
     let size = std::fs::metadata(tmp.path())?.len();
     if size != len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shorter than its index row"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "source shorter than its index row",
+        ));
     }
     Ok(Received {
         tmp,

@@ -60,7 +60,11 @@ pub struct Config {
 
 impl Config {
     /// Loopback on a free port, region `us-east-1`, fsync on, no buckets.
-    pub fn new(data_dir: impl Into<PathBuf>, access_key: impl Into<String>, secret_key: impl Into<String>) -> Config {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Config {
         Config {
             data_dir: data_dir.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -212,8 +216,14 @@ impl Server {
     /// Opens (or creates) the data directory, creates the configured buckets, binds, and
     /// serves on the current tokio runtime. Returns once the socket is listening.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
-        anyhow::ensure!(!cfg.access_key.is_empty(), "the S3 server needs an access key");
-        anyhow::ensure!(!cfg.secret_key.is_empty(), "the S3 server needs a secret key");
+        anyhow::ensure!(
+            !cfg.access_key.is_empty(),
+            "the S3 server needs an access key"
+        );
+        anyhow::ensure!(
+            !cfg.secret_key.is_empty(),
+            "the S3 server needs a secret key"
+        );
         for b in &cfg.buckets {
             anyhow::ensure!(s3s::path::check_bucket_name(b), "invalid bucket name {b:?}");
         }
@@ -302,7 +312,11 @@ impl Drop for Server {
     }
 }
 
-async fn serve(listener: TcpListener, service: s3s::service::S3Service, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    service: s3s::service::S3Service,
+    mut stop: oneshot::Receiver<()>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -331,7 +345,10 @@ async fn serve(listener: TcpListener, service: s3s::service::S3Service, mut stop
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("S3 server shut down with requests still in flight");
     }
 }

@@ -72,13 +72,18 @@ pub(crate) fn start_after(prefix: &str, delimiter: &str, after: Option<&str>) ->
         key: prefix.as_bytes().to_vec(),
         inclusive: true,
     };
-    let Some(after) = after else { return from_prefix };
+    let Some(after) = after else {
+        return from_prefix;
+    };
     if after.as_bytes() < prefix.as_bytes() {
         return from_prefix;
     }
-    if let Some(cp) = common_prefix(after, prefix, delimiter).filter(|_| false) {
+    if let Some(cp) = common_prefix(after, prefix, delimiter) {
         return match prefix_successor(cp.as_bytes()) {
-            Some(key) => Start::From { key, inclusive: true },
+            Some(key) => Start::From {
+                key,
+                inclusive: true,
+            },
             None => Start::End,
         };
     }
@@ -109,7 +114,11 @@ pub(crate) fn list_page(
         // One row more than still fits tells whether the listing is truncated. With a
         // delimiter, read in small batches: a batch that hits a common prefix is cut short.
         let want = max_keys - page.entries.len() + 1;
-        let batch = if delimiter.is_empty() { want } else { want.min(64) };
+        let batch = if delimiter.is_empty() {
+            want
+        } else {
+            want.min(64)
+        };
         let rows = scan_objects(conn, bucket, key, *inclusive, upper.as_deref(), batch)?;
         let exhausted = rows.len() < batch;
         let mut next = None;
@@ -122,7 +131,10 @@ pub(crate) fn list_page(
             if let Some(cp) = common_prefix(&row.key, prefix, delimiter) {
                 let cp = cp.to_owned();
                 next = Some(match prefix_successor(cp.as_bytes()) {
-                    Some(key) => Start::From { key, inclusive: true },
+                    Some(key) => Start::From {
+                        key,
+                        inclusive: true,
+                    },
                     None => Start::End,
                 });
                 page.entries.push(Entry::Prefix(cp));

@@ -12,6 +12,7 @@
 //! No key ever becomes part of a file name.
 
 use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,10 @@ const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 const POOL_MAX: usize = 8;
 
 pub(crate) fn internal<E: std::fmt::Display>(e: E) -> S3Error {
-    S3Error::with_message(s3s::S3ErrorCode::InternalError, format!("internal error: {e}"))
+    S3Error::with_message(
+        s3s::S3ErrorCode::InternalError,
+        format!("internal error: {e}"),
+    )
 }
 
 /// Standard and user metadata kept with an object (and with a pending multipart upload).
@@ -97,7 +101,7 @@ pub(crate) struct WriteCond {
 pub(crate) fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
     match cond {
         ETagCondition::Any => true,
-        ETagCondition::ETag(_e) => true,
+        ETagCondition::ETag(e) => e.value() == etag,
     }
 }
 
@@ -131,7 +135,9 @@ impl WriteCond {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     // S3 keeps whole seconds; doing the same keeps listings, HEAD and conditionals consistent.
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000) * 1000
 }
@@ -191,6 +197,11 @@ CREATE TABLE IF NOT EXISTS parts(
 
 impl Store {
     pub fn open(root: &Path, fsync: bool) -> anyhow::Result<Store> {
+        // Private: the objects are the user's files.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)?;
         for sub in ["blobs", "uploads", "tmp"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
@@ -245,8 +256,16 @@ impl Store {
     /// Unique across threads and across processes sharing the directory (pid + time + counter).
     pub fn new_id(&self) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        format!("{:x}{:08x}-{:x}-{:x}", t.as_secs(), t.subsec_nanos(), std::process::id(), n)
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{:x}{:08x}-{:x}-{:x}",
+            t.as_secs(),
+            t.subsec_nanos(),
+            std::process::id(),
+            n
+        )
     }
 
     pub fn tmp_path(&self, id: &str) -> PathBuf {
@@ -306,14 +325,21 @@ impl Store {
             }
         }
         self.put_conn(conn);
+        // ctime, not mtime: a hard link made by CopyObject keeps the source's old mtime
+        // but gets a fresh ctime.
         let old = |p: &Path| {
-            std::fs::symlink_metadata(p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > ORPHAN_AGE)
+            use std::os::unix::fs::MetadataExt as _;
+            let Ok(m) = std::fs::symlink_metadata(p) else {
+                return false;
+            };
+            let ctime = UNIX_EPOCH + Duration::from_secs(u64::try_from(m.ctime()).unwrap_or(0));
+            ctime.elapsed().is_ok_and(|age| age > ORPHAN_AGE)
         };
-        for (sub, keep) in [("tmp", None), ("blobs", Some(&blobs)), ("uploads", Some(&uploads))] {
+        for (sub, keep) in [
+            ("tmp", None),
+            ("blobs", Some(&blobs)),
+            ("uploads", Some(&uploads)),
+        ] {
             for entry in std::fs::read_dir(self.root.join(sub))? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -340,13 +366,15 @@ fn meta_to_json(meta: &Meta) -> S3Result<String> {
 }
 
 fn meta_from_json(s: &str) -> rusqlite::Result<Meta> {
-    serde_json::from_str(s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn key_from_blob(b: Vec<u8>) -> rusqlite::Result<String> {
-    String::from_utf8(b)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+    String::from_utf8(b).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 fn sql(e: rusqlite::Error) -> S3Error {
@@ -371,10 +399,14 @@ fn no_such_upload() -> S3Error {
 // ---- buckets ----
 
 pub(crate) fn bucket_exists(conn: &Connection, bucket: &str) -> S3Result<bool> {
-    conn.query_row("SELECT 1 FROM buckets WHERE name = ?1", [bucket], |_| Ok(()))
-        .optional()
-        .map(|o| o.is_some())
-        .map_err(sql)
+    conn.query_row(
+        "SELECT 1 FROM buckets WHERE name = ?1",
+        [bucket],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+    .map_err(sql)
 }
 
 pub(crate) fn require_bucket(conn: &Connection, bucket: &str) -> S3Result<()> {
@@ -413,12 +445,19 @@ pub(crate) fn delete_bucket(conn: &mut Connection, bucket: &str) -> S3Result<Vec
         .map_err(sql)?;
     require_bucket(&tx, bucket)?;
     let has_objects = tx
-        .query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [bucket], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1",
+            [bucket],
+            |_| Ok(()),
+        )
         .optional()
         .map_err(sql)?
         .is_some();
     if has_objects {
-        return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
+        return Err(s3_error!(
+            BucketNotEmpty,
+            "The bucket you tried to delete is not empty"
+        ));
     }
     let uploads: Vec<String> = {
         let mut stmt = tx
@@ -428,10 +467,13 @@ pub(crate) fn delete_bucket(conn: &mut Connection, bucket: &str) -> S3Result<Vec
         rows.collect::<rusqlite::Result<_>>().map_err(sql)?
     };
     for u in &uploads {
-        tx.execute("DELETE FROM parts WHERE upload_id = ?1", [u]).map_err(sql)?;
+        tx.execute("DELETE FROM parts WHERE upload_id = ?1", [u])
+            .map_err(sql)?;
     }
-    tx.execute("DELETE FROM uploads WHERE bucket = ?1", [bucket]).map_err(sql)?;
-    tx.execute("DELETE FROM buckets WHERE name = ?1", [bucket]).map_err(sql)?;
+    tx.execute("DELETE FROM uploads WHERE bucket = ?1", [bucket])
+        .map_err(sql)?;
+    tx.execute("DELETE FROM buckets WHERE name = ?1", [bucket])
+        .map_err(sql)?;
     tx.commit().map_err(sql)?;
     Ok(uploads)
 }
@@ -526,7 +568,9 @@ pub(crate) fn commit_object(
     )
     .map_err(sql)?;
     tx.commit().map_err(sql)?;
-    Ok(current.and_then(|c| c.blob).filter(|b| Some(b) != row.blob.as_ref()))
+    Ok(current
+        .and_then(|c| c.blob)
+        .filter(|b| Some(b) != row.blob.as_ref()))
 }
 
 /// Deletes keys (missing ones are fine, as in S3); returns the blobs to remove.
@@ -580,7 +624,10 @@ pub(crate) fn scan_objects(
     let mut stmt = conn.prepare_cached(&q).map_err(sql)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map(params![bucket, lower, upper.unwrap_or_default(), limit], object_from_row)
+        .query_map(
+            params![bucket, lower, upper.unwrap_or_default(), limit],
+            object_from_row,
+        )
         .map_err(sql)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
 }
@@ -617,7 +664,12 @@ fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
 }
 
 /// The upload, checked against the bucket and key of the request.
-pub(crate) fn get_upload(conn: &Connection, bucket: &str, key: &str, upload_id: &str) -> S3Result<UploadRow> {
+pub(crate) fn get_upload(
+    conn: &Connection,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> S3Result<UploadRow> {
     let up = conn
         .query_row(
             "SELECT upload_id, bucket, key, initiated_ms, meta FROM uploads WHERE upload_id = ?1",
@@ -672,7 +724,12 @@ pub(crate) fn put_part(
     Ok(old)
 }
 
-pub(crate) fn list_parts(conn: &Connection, upload_id: &str, after: i32, limit: usize) -> S3Result<Vec<PartRow>> {
+pub(crate) fn list_parts(
+    conn: &Connection,
+    upload_id: &str,
+    after: i32,
+    limit: usize,
+) -> S3Result<Vec<PartRow>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT part_number, size, etag, last_modified_ms, file FROM parts
@@ -709,7 +766,12 @@ pub(crate) fn drop_upload(tx: &rusqlite::Transaction<'_>, upload_id: &str) -> S3
     Ok(())
 }
 
-pub(crate) fn abort_upload(conn: &mut Connection, bucket: &str, key: &str, upload_id: &str) -> S3Result<()> {
+pub(crate) fn abort_upload(
+    conn: &mut Connection,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> S3Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql)?;
@@ -743,7 +805,14 @@ pub(crate) fn list_uploads(
     let plen = i64::try_from(prefix.len()).map_err(internal)?;
     let rows = stmt
         .query_map(
-            params![bucket, key_marker.as_bytes(), id, plen, prefix.as_bytes(), limit],
+            params![
+                bucket,
+                key_marker.as_bytes(),
+                id,
+                plen,
+                prefix.as_bytes(),
+                limit
+            ],
             upload_from_row,
         )
         .map_err(sql)?;

@@ -66,14 +66,45 @@ async fn three_part_upload_with_s3_etag() {
         .send()
         .await
         .unwrap();
-    let sizes: Vec<_> = listed.parts().iter().map(|p| (p.part_number(), p.size())).collect();
-    let (s1, s2, s3_) = (parts[0].len() as i64, parts[1].len() as i64, parts[2].len() as i64);
-    assert_eq!(sizes, [(Some(1), Some(s1)), (Some(2), Some(s2)), (Some(3), Some(s3_))]);
-    let uploads = s3.list_multipart_uploads().bucket(BUCKET).send().await.unwrap();
+    let sizes: Vec<_> = listed
+        .parts()
+        .iter()
+        .map(|p| (p.part_number(), p.size()))
+        .collect();
+    let (s1, s2, s3_) = (
+        parts[0].len() as i64,
+        parts[1].len() as i64,
+        parts[2].len() as i64,
+    );
+    assert_eq!(
+        sizes,
+        [
+            (Some(1), Some(s1)),
+            (Some(2), Some(s2)),
+            (Some(3), Some(s3_))
+        ]
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(uploads.uploads().len(), 1);
     assert_eq!(uploads.uploads()[0].key(), Some(key));
     // The object does not exist until completed.
-    assert_eq!(failure(s3.head_object().bucket(BUCKET).key(key).send().await.unwrap_err()).0, 404);
+    assert_eq!(
+        failure(
+            s3.head_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap_err()
+        )
+        .0,
+        404
+    );
 
     // A wrong ETag is InvalidPart; a list out of order is InvalidPartOrder.
     let e = s3
@@ -81,7 +112,11 @@ async fn three_part_upload_with_s3_etag() {
         .bucket(BUCKET)
         .key(key)
         .upload_id(&id)
-        .multipart_upload(completed(&[(1, &e1), (2, "\"00000000000000000000000000000000\""), (3, &e3)]))
+        .multipart_upload(completed(&[
+            (1, &e1),
+            (2, "\"00000000000000000000000000000000\""),
+            (3, &e3),
+        ]))
         .send()
         .await
         .unwrap_err();
@@ -119,18 +154,40 @@ async fn three_part_upload_with_s3_etag() {
 
     let whole: Vec<u8> = parts.concat();
     assert_eq!(get(s3, key).await, whole);
-    let h = s3.head_object().bucket(BUCKET).key(key).send().await.unwrap();
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.content_length(), Some(whole.len() as i64));
     assert_eq!(h.e_tag(), Some(expected_etag.as_str()));
     assert_eq!(h.metadata().unwrap()["mode"], "33188");
     assert_eq!(h.content_type(), Some("application/octet-stream"));
-    let listed = s3.list_objects_v2().bucket(BUCKET).prefix("big/").send().await.unwrap();
+    let listed = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("big/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(listed.contents()[0].e_tag(), Some(expected_etag.as_str()));
 
     // GET ?partNumber=2 returns that part.
-    let p2 = s3.get_object().bucket(BUCKET).key(key).part_number(2).send().await.unwrap();
+    let p2 = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .part_number(2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(p2.parts_count(), Some(3));
-    assert_eq!(p2.body.collect().await.unwrap().into_bytes().to_vec(), parts[1]);
+    assert_eq!(
+        p2.body.collect().await.unwrap().into_bytes().to_vec(),
+        parts[1]
+    );
 
     // The upload is gone; its parts directory too.
     assert!(s3
@@ -151,7 +208,9 @@ async fn three_part_upload_with_s3_etag() {
         .await
         .unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchUpload".to_owned())));
-    let left = std::fs::read_dir(f.dir.path().join("data/uploads")).unwrap().count();
+    let left = std::fs::read_dir(f.dir.path().join("data/uploads"))
+        .unwrap()
+        .count();
     assert_eq!(left, 0);
 
     // A copy of a multipart object is a single-part object with an MD5 ETag.
@@ -164,7 +223,10 @@ async fn three_part_upload_with_s3_etag() {
         .await
         .unwrap();
     let md5_etag = format!("\"{}\"", md5_hex(&whole));
-    assert_eq!(c.copy_object_result().unwrap().e_tag(), Some(md5_etag.as_str()));
+    assert_eq!(
+        c.copy_object_result().unwrap().e_tag(),
+        Some(md5_etag.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +290,18 @@ async fn small_parts_abort_and_conditions() {
         .await
         .unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchUpload".to_owned())));
-    assert_eq!(failure(s3.head_object().bucket(BUCKET).key("aborted").send().await.unwrap_err()).0, 404);
+    assert_eq!(
+        failure(
+            s3.head_object()
+                .bucket(BUCKET)
+                .key("aborted")
+                .send()
+                .await
+                .unwrap_err()
+        )
+        .0,
+        404
+    );
 
     // CompleteMultipartUpload honours If-None-Match like PutObject.
     let id = new_upload("small").await;
@@ -274,7 +347,9 @@ async fn upload_part_copy_ranges() {
     };
     let first = 5 * MIB;
     let e1 = copy(1, format!("bytes=0-{}", first - 1)).await.unwrap();
-    let e2 = copy(2, format!("bytes={first}-{}", src.len() - 1)).await.unwrap();
+    let e2 = copy(2, format!("bytes={first}-{}", src.len() - 1))
+        .await
+        .unwrap();
     let e1 = e1.copy_part_result().unwrap().e_tag().unwrap().to_owned();
     let e2 = e2.copy_part_result().unwrap().e_tag().unwrap().to_owned();
     assert_eq!(e1, format!("\"{}\"", md5_hex(&src[..first])));

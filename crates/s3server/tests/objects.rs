@@ -23,33 +23,81 @@ async fn dir_marker_beside_file_and_x_beside_x_slash_y() {
     assert_eq!(get(s3, "d/").await, b"");
 
     // HEAD d (absent) vs HEAD d/ (the marker).
-    let e = s3.head_object().bucket(BUCKET).key("d").send().await.unwrap_err();
+    let e = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("d")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e).0, 404);
-    let h = s3.head_object().bucket(BUCKET).key("d/").send().await.unwrap();
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("d/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.content_length(), Some(0));
-    let e = s3.get_object().bucket(BUCKET).key("d").send().await.unwrap_err();
+    let e = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("d")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchKey".to_owned())));
 
     // Deleting the marker leaves the file, and the other way round.
-    s3.delete_object().bucket(BUCKET).key("x/").send().await.unwrap();
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key("x/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get(s3, "x").await, b"plain x");
     assert_eq!(get(s3, "x/y").await, b"x slash y");
     assert_eq!(all_keys(s3, "").await, ["d/", "d/file", "x", "x/y"]);
     // Deleting a missing key is not an error (S3 answers 204).
-    s3.delete_object().bucket(BUCKET).key("never-there").send().await.unwrap();
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key("never-there")
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_v2_delimiter_and_common_prefixes() {
     let f = start().await;
     let s3 = &f.s3;
-    for k in ["a", "d/", "d/file", "d/sub/", "d/sub/deep", "dz", "x", "x/y", "x/z/w"] {
+    for k in [
+        "a",
+        "d/",
+        "d/file",
+        "d/sub/",
+        "d/sub/deep",
+        "dz",
+        "x",
+        "x/y",
+        "x/z/w",
+    ] {
         put(s3, k, k.as_bytes()).await;
     }
 
-    let top = s3.list_objects_v2().bucket(BUCKET).delimiter("/").send().await.unwrap();
+    let top = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
     let keys: Vec<_> = top.contents().iter().map(|o| o.key().unwrap()).collect();
-    let cps: Vec<_> = top.common_prefixes().iter().map(|p| p.prefix().unwrap()).collect();
+    let cps: Vec<_> = top
+        .common_prefixes()
+        .iter()
+        .map(|p| p.prefix().unwrap())
+        .collect();
     assert_eq!(keys, ["a", "dz", "x"]);
     assert_eq!(cps, ["d/", "x/"]);
     assert_eq!(top.key_count(), Some(5));
@@ -64,23 +112,63 @@ async fn list_v2_delimiter_and_common_prefixes() {
         .await
         .unwrap();
     let keys: Vec<_> = d.contents().iter().map(|o| o.key().unwrap()).collect();
-    let cps: Vec<_> = d.common_prefixes().iter().map(|p| p.prefix().unwrap()).collect();
-    assert_eq!(keys, ["d/", "d/file"], "the marker is listed in its own directory");
+    let cps: Vec<_> = d
+        .common_prefixes()
+        .iter()
+        .map(|p| p.prefix().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["d/", "d/file"],
+        "the marker is listed in its own directory"
+    );
     assert_eq!(cps, ["d/sub/"]);
     let file = &d.contents()[1];
     assert_eq!(file.size(), Some(6));
-    assert_eq!(file.e_tag(), Some(format!("\"{}\"", md5_hex(b"d/file")).as_str()));
+    assert_eq!(
+        file.e_tag(),
+        Some(format!("\"{}\"", md5_hex(b"d/file")).as_str())
+    );
 
     // Without a delimiter, and with an empty `delimiter=`, everything under the prefix.
     let all = all_keys(s3, "").await;
-    assert_eq!(all, ["a", "d/", "d/file", "d/sub/", "d/sub/deep", "dz", "x", "x/y", "x/z/w"]);
-    let empty_delim = s3.list_objects_v2().bucket(BUCKET).delimiter("").send().await.unwrap();
-    let keys: Vec<_> = empty_delim.contents().iter().map(|o| o.key().unwrap()).collect();
+    assert_eq!(
+        all,
+        [
+            "a",
+            "d/",
+            "d/file",
+            "d/sub/",
+            "d/sub/deep",
+            "dz",
+            "x",
+            "x/y",
+            "x/z/w"
+        ]
+    );
+    let empty_delim = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .delimiter("")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = empty_delim
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap())
+        .collect();
     assert_eq!(keys, all);
     assert!(empty_delim.common_prefixes().is_empty());
 
     // start-after.
-    let after = s3.list_objects_v2().bucket(BUCKET).start_after("d/sub/deep").send().await.unwrap();
+    let after = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .start_after("d/sub/deep")
+        .send()
+        .await
+        .unwrap();
     let keys: Vec<_> = after.contents().iter().map(|o| o.key().unwrap()).collect();
     assert_eq!(keys, ["dz", "x", "x/y", "x/z/w"]);
 }
@@ -104,7 +192,7 @@ async fn list_v2_pagination_2500_keys() {
     let mut pages = Vec::new();
     let mut got = Vec::new();
     let mut token = None;
-    loop {
+    for _ in 0..MAX_PAGES {
         let out = s3
             .list_objects_v2()
             .bucket(BUCKET)
@@ -127,7 +215,7 @@ async fn list_v2_pagination_2500_keys() {
     // Paging with a delimiter: each common prefix exactly once even when a page ends on one.
     let mut cps = Vec::new();
     let mut token = None;
-    loop {
+    for _ in 0..MAX_PAGES {
         let out = s3
             .list_objects_v2()
             .bucket(BUCKET)
@@ -139,13 +227,20 @@ async fn list_v2_pagination_2500_keys() {
             .await
             .unwrap();
         assert!(out.contents().is_empty());
-        cps.extend(out.common_prefixes().iter().map(|p| p.prefix().unwrap().to_owned()));
+        cps.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
         if !out.is_truncated().unwrap() {
             break;
         }
         token = out.next_continuation_token.clone();
     }
-    assert_eq!(cps, ["k/0/", "k/1/", "k/2/", "k/3/", "k/4/", "k/5/", "k/6/"]);
+    assert_eq!(
+        cps,
+        ["k/0/", "k/1/", "k/2/", "k/3/", "k/4/", "k/5/", "k/6/"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +260,7 @@ async fn list_v1_paging_with_markers() {
     let mut got = Vec::new();
     let mut marker: Option<String> = None;
     let mut requests = 0;
-    loop {
+    for _ in 0..MAX_PAGES {
         let out = s3
             .list_objects()
             .bucket(BUCKET)
@@ -180,7 +275,9 @@ async fn list_v1_paging_with_markers() {
         if !out.is_truncated().unwrap() {
             break;
         }
-        let next = out.next_marker().expect("NextMarker on a truncated v1 listing");
+        let next = out
+            .next_marker()
+            .expect("NextMarker on a truncated v1 listing");
         assert_eq!(next, got.last().unwrap());
         marker = Some(next.to_owned());
     }
@@ -190,7 +287,7 @@ async fn list_v1_paging_with_markers() {
     // With a delimiter, NextMarker can be a common prefix; resuming from it skips that prefix.
     let mut entries = Vec::new();
     let mut marker: Option<String> = None;
-    loop {
+    for _ in 0..MAX_PAGES {
         let out = s3
             .list_objects()
             .bucket(BUCKET)
@@ -201,7 +298,11 @@ async fn list_v1_paging_with_markers() {
             .send()
             .await
             .unwrap();
-        entries.extend(out.common_prefixes().iter().map(|p| p.prefix().unwrap().to_owned()));
+        entries.extend(
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
         entries.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
         if !out.is_truncated().unwrap() {
             break;
@@ -229,7 +330,13 @@ async fn user_metadata_round_trip() {
         .await
         .unwrap();
 
-    let h = s3.head_object().bucket(BUCKET).key("src/main.rs").send().await.unwrap();
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("src/main.rs")
+        .send()
+        .await
+        .unwrap();
     let m = h.metadata().unwrap();
     assert_eq!(m.len(), 4);
     assert_eq!(m["mode"], "33188");
@@ -239,17 +346,32 @@ async fn user_metadata_round_trip() {
     assert_eq!(h.content_type(), Some("text/x-rust"));
     assert_eq!(h.cache_control(), Some("no-cache"));
     assert_eq!(h.content_length(), Some(13));
-    assert_eq!(h.e_tag(), Some(format!("\"{}\"", md5_hex(b"fn main() {}\n")).as_str()));
+    assert_eq!(
+        h.e_tag(),
+        Some(format!("\"{}\"", md5_hex(b"fn main() {}\n")).as_str())
+    );
     assert!(h.last_modified().is_some());
     assert!(h.version_id().is_none());
 
-    let g = s3.get_object().bucket(BUCKET).key("src/main.rs").send().await.unwrap();
+    let g = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("src/main.rs")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(g.metadata().unwrap()["mode"], "33188");
     assert_eq!(g.content_type(), Some("text/x-rust"));
 
     // Overwriting replaces the metadata as a whole.
     put(s3, "src/main.rs", b"x").await;
-    let h = s3.head_object().bucket(BUCKET).key("src/main.rs").send().await.unwrap();
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("src/main.rs")
+        .send()
+        .await
+        .unwrap();
     assert!(h.metadata().is_none_or(|m| m.is_empty()));
 }
 
@@ -279,8 +401,17 @@ async fn copy_object_copy_replace_and_self_copy() {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.copy_object_result().unwrap().e_tag(), Some(src_etag.as_str()));
-    let h = s3.head_object().bucket(BUCKET).key("dst-copy").send().await.unwrap();
+    assert_eq!(
+        out.copy_object_result().unwrap().e_tag(),
+        Some(src_etag.as_str())
+    );
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("dst-copy")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.metadata().unwrap()["mode"], "33188");
     assert_eq!(h.content_type(), Some("text/plain"));
     assert_eq!(get(s3, "dst-copy").await, b"payload");
@@ -296,7 +427,13 @@ async fn copy_object_copy_replace_and_self_copy() {
         .send()
         .await
         .unwrap();
-    let h = s3.head_object().bucket(BUCKET).key("dst-replace").send().await.unwrap();
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("dst-replace")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.metadata().unwrap()["mode"], "33261");
     assert_eq!(h.content_type(), Some("application/x-sh"));
     assert_eq!(get(s3, "dst-replace").await, b"payload");
@@ -321,7 +458,13 @@ async fn copy_object_copy_replace_and_self_copy() {
         .send()
         .await
         .unwrap();
-    let h = s3.head_object().bucket(BUCKET).key("src").send().await.unwrap();
+    let h = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("src")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.metadata().unwrap()["mode"], "33216");
     assert_eq!(h.e_tag(), Some(src_etag.as_str()));
     assert_eq!(get(s3, "src").await, b"payload");
@@ -359,7 +502,12 @@ async fn copy_object_copy_replace_and_self_copy() {
     assert_eq!(failure(e), (404, Some("NoSuchKey".to_owned())));
 
     // The copy is independent of the source.
-    s3.delete_object().bucket(BUCKET).key("src").send().await.unwrap();
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key("src")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get(s3, "dst-copy").await, b"payload");
 }
 
@@ -375,8 +523,18 @@ async fn conditional_put() {
     };
 
     // Create-only: succeeds once.
-    let e1 = cput("f", b"one").if_none_match("*").send().await.unwrap().e_tag.unwrap();
-    let e = cput("f", b"two").if_none_match("*").send().await.unwrap_err();
+    let e1 = cput("f", b"one")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap()
+        .e_tag
+        .unwrap();
+    let e = cput("f", b"two")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (412, Some("PreconditionFailed".to_owned())));
     assert_eq!(get(s3, "f").await, b"one");
 
@@ -388,7 +546,13 @@ async fn conditional_put() {
         .unwrap_err();
     assert_eq!(failure(e), (412, Some("PreconditionFailed".to_owned())));
     assert_eq!(get(s3, "f").await, b"one");
-    let e2 = cput("f", b"two").if_match(e1.clone()).send().await.unwrap().e_tag.unwrap();
+    let e2 = cput("f", b"two")
+        .if_match(e1.clone())
+        .send()
+        .await
+        .unwrap()
+        .e_tag
+        .unwrap();
     assert_eq!(get(s3, "f").await, b"two");
     // The old ETag no longer matches.
     let e = cput("f", b"three").if_match(e1).send().await.unwrap_err();
@@ -398,7 +562,13 @@ async fn conditional_put() {
     // If-Match on a missing key: 404, as S3.
     let e = cput("missing", b"x").if_match(e2).send().await.unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchKey".to_owned())));
-    let e = s3.head_object().bucket(BUCKET).key("missing").send().await.unwrap_err();
+    let e = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("missing")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e).0, 404);
 }
 
@@ -425,8 +595,24 @@ async fn conditional_get_and_head() {
     assert_eq!(status(g().if_unmodified_since(past).send().await), 412);
     assert_eq!(status(g().if_unmodified_since(future).send().await), 200);
     // If-None-Match wins over If-Modified-Since, If-Match over If-Unmodified-Since.
-    assert_eq!(status(g().if_none_match(other).if_modified_since(future).send().await), 200);
-    assert_eq!(status(g().if_match(etag.clone()).if_unmodified_since(past).send().await), 200);
+    assert_eq!(
+        status(
+            g().if_none_match(other)
+                .if_modified_since(future)
+                .send()
+                .await
+        ),
+        200
+    );
+    assert_eq!(
+        status(
+            g().if_match(etag.clone())
+                .if_unmodified_since(past)
+                .send()
+                .await
+        ),
+        200
+    );
 
     let hstatus = |r: Result<_, aws_sdk_s3::error::SdkError<_, _>>| match r {
         Ok(_) => 200,
@@ -445,7 +631,13 @@ async fn ranged_get() {
     let body = data(1_000_000, 7);
     put(s3, "r", &body).await;
     let range = |r: &'static str| async move {
-        let out = s3.get_object().bucket(BUCKET).key("r").range(r).send().await?;
+        let out = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key("r")
+            .range(r)
+            .send()
+            .await?;
         let cr = out.content_range().map(str::to_owned);
         let bytes = out.body.collect().await.unwrap().into_bytes().to_vec();
         Ok::<_, aws_sdk_s3::error::SdkError<_, _>>((cr, bytes))
@@ -499,7 +691,13 @@ async fn wrong_credentials_are_rejected() {
     let before = f.server.stats();
 
     let bad_secret = client(&f.server.endpoint(), AK, "not-the-secret");
-    let e = bad_secret.get_object().bucket(BUCKET).key("k").send().await.unwrap_err();
+    let e = bad_secret
+        .get_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (403, Some("SignatureDoesNotMatch".to_owned())));
     let e = bad_secret
         .put_object()
@@ -512,7 +710,12 @@ async fn wrong_credentials_are_rejected() {
     assert_eq!(failure(e).0, 403);
 
     let bad_key = client(&f.server.endpoint(), "someone-else", SK);
-    let e = bad_key.list_objects_v2().bucket(BUCKET).send().await.unwrap_err();
+    let e = bad_key
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (403, Some("InvalidAccessKeyId".to_owned())));
 
     // Nothing reached the backend, and nothing changed.
@@ -547,7 +750,11 @@ async fn hostile_keys_are_stored_verbatim() {
     put(s3, &long_key, b"long").await;
 
     for (i, k) in keys.iter().enumerate() {
-        assert_eq!(get(s3, k).await, format!("body {i}").as_bytes(), "key {k:?}");
+        assert_eq!(
+            get(s3, k).await,
+            format!("body {i}").as_bytes(),
+            "key {k:?}"
+        );
     }
     let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     expected.push(long_key.clone());
@@ -575,7 +782,8 @@ async fn hostile_keys_are_stored_verbatim() {
     for e in std::fs::read_dir(&data).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(
-            ["blobs", "uploads", "tmp"].contains(&name.as_str()) || name.starts_with("index.sqlite3"),
+            ["blobs", "uploads", "tmp"].contains(&name.as_str())
+                || name.starts_with("index.sqlite3"),
             "unexpected entry {name:?} in the data directory"
         );
     }
@@ -583,7 +791,10 @@ async fn hostile_keys_are_stored_verbatim() {
         let e = e.unwrap();
         assert!(e.file_type().unwrap().is_file());
         let name = e.file_name().into_string().unwrap();
-        assert!(name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'), "{name:?}");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+            "{name:?}"
+        );
     }
 }
 
@@ -592,8 +803,16 @@ async fn buckets() {
     let f = start().await;
     let s3 = &f.s3;
     s3.create_bucket().bucket("second").send().await.unwrap();
-    let e = s3.create_bucket().bucket("second").send().await.unwrap_err();
-    assert_eq!(failure(e), (409, Some("BucketAlreadyOwnedByYou".to_owned())));
+    let e = s3
+        .create_bucket()
+        .bucket("second")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failure(e),
+        (409, Some("BucketAlreadyOwnedByYou".to_owned()))
+    );
     let names: Vec<_> = s3
         .list_buckets()
         .send()
@@ -608,7 +827,13 @@ async fn buckets() {
     s3.head_bucket().bucket("second").send().await.unwrap();
     let e = s3.head_bucket().bucket("missing").send().await.unwrap_err();
     assert_eq!(failure(e).0, 404);
-    let e = s3.get_object().bucket("missing").key("k").send().await.unwrap_err();
+    let e = s3
+        .get_object()
+        .bucket("missing")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchBucket".to_owned())));
     let e = s3
         .put_object()
@@ -619,7 +844,12 @@ async fn buckets() {
         .await
         .unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchBucket".to_owned())));
-    let e = s3.list_objects_v2().bucket("missing").send().await.unwrap_err();
+    let e = s3
+        .list_objects_v2()
+        .bucket("missing")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (404, Some("NoSuchBucket".to_owned())));
 
     // Same key in two buckets: independent.
@@ -633,9 +863,19 @@ async fn buckets() {
     put(s3, "k", b"first").await;
     assert_eq!(get(s3, "k").await, b"first");
 
-    let e = s3.delete_bucket().bucket("second").send().await.unwrap_err();
+    let e = s3
+        .delete_bucket()
+        .bucket("second")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e), (409, Some("BucketNotEmpty".to_owned())));
-    s3.delete_object().bucket("second").key("k").send().await.unwrap();
+    s3.delete_object()
+        .bucket("second")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
     s3.delete_bucket().bucket("second").send().await.unwrap();
     let e = s3.head_bucket().bucket("second").send().await.unwrap_err();
     assert_eq!(failure(e).0, 404);
@@ -648,8 +888,19 @@ async fn stats_count_requests_and_bytes() {
     let t0 = f.server.stats();
     put(s3, "a", &[1; 1000]).await;
     get(s3, "a").await;
-    s3.get_object().bucket(BUCKET).key("a").range("bytes=0-9").send().await.unwrap();
-    s3.head_object().bucket(BUCKET).key("a").send().await.unwrap();
+    s3.get_object()
+        .bucket(BUCKET)
+        .key("a")
+        .range("bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("a")
+        .send()
+        .await
+        .unwrap();
     s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
     s3.copy_object()
         .bucket(BUCKET)
@@ -658,9 +909,17 @@ async fn stats_count_requests_and_bytes() {
         .send()
         .await
         .unwrap();
-    s3.delete_object().bucket(BUCKET).key("a").send().await.unwrap();
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key("a")
+        .send()
+        .await
+        .unwrap();
     let d = f.server.stats() - t0;
-    assert_eq!((d.put, d.get, d.head, d.list, d.copy, d.delete), (1, 2, 1, 1, 1, 1));
+    assert_eq!(
+        (d.put, d.get, d.head, d.list, d.copy, d.delete),
+        (1, 2, 1, 1, 1, 1)
+    );
     assert_eq!(d.put_bytes, 1000);
     assert_eq!(d.get_bytes, 1010);
 }
@@ -669,17 +928,81 @@ async fn stats_count_requests_and_bytes() {
 async fn data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let server = s3shim_s3server::Server::start(config(&data_dir)).await.unwrap();
+    let server = s3shim_s3server::Server::start(config(&data_dir))
+        .await
+        .unwrap();
     let s3 = client(&server.endpoint(), AK, SK);
     put(&s3, "persist/me", b"still here").await;
     put(&s3, "persist/", b"").await;
     server.shutdown().await;
 
-    let server = s3shim_s3server::Server::start(config(&data_dir)).await.unwrap();
+    let server = s3shim_s3server::Server::start(config(&data_dir))
+        .await
+        .unwrap();
     let s3 = client(&server.endpoint(), AK, SK);
     assert_eq!(get(&s3, "persist/me").await, b"still here");
     assert_eq!(all_keys(&s3, "").await, ["persist/", "persist/me"]);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_file_upload_with_trailing_checksum() {
+    // A body from a file is sent aws-chunked with the CRC32 as a trailer: the agent's path.
+    let f = start().await;
+    let s3 = &f.s3;
+    let body = data(3 * 1024 * 1024 + 17, 11);
+    let path = f.dir.path().join("upload.bin");
+    std::fs::write(&path, &body).unwrap();
+    let etag = s3
+        .put_object()
+        .bucket(BUCKET)
+        .key("streamed")
+        .body(ByteStream::from_path(&path).await.unwrap())
+        .send()
+        .await
+        .unwrap()
+        .e_tag
+        .unwrap();
+    assert_eq!(etag, format!("\"{}\"", md5_hex(&body)));
+    assert_eq!(get(s3, "streamed").await, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_uploads_are_refused() {
+    let f = start().await;
+    let s3 = &f.s3;
+    put(s3, "k", b"original").await;
+    // base64 MD5 of "other bytes", not of the body sent.
+    let e = s3
+        .put_object()
+        .bucket(BUCKET)
+        .key("k")
+        .body(ByteStream::from_static(b"new bytes"))
+        .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(e), (400, Some("BadDigest".to_owned())));
+    let e = s3
+        .put_object()
+        .bucket(BUCKET)
+        .key("k")
+        .body(ByteStream::from_static(b"new bytes"))
+        .checksum_crc32("AAAAAA==")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(e), (400, Some("BadDigest".to_owned())));
+    assert_eq!(get(s3, "k").await, b"original");
+    // Nothing half-written is left behind.
+    let tmp = std::fs::read_dir(f.dir.path().join("data/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0);
+    let blobs = std::fs::read_dir(f.dir.path().join("data/blobs"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 1);
 }
 
 use futures::StreamExt as _;

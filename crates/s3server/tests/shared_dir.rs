@@ -28,8 +28,19 @@ async fn two_servers_on_one_data_dir_see_each_others_writes() {
     assert_eq!(get(&sb, "from-b/f").await, big);
 
     // Delete through b, gone for a.
-    sb.delete_object().bucket(BUCKET).key("from-a").send().await.unwrap();
-    let e = sa.head_object().bucket(BUCKET).key("from-a").send().await.unwrap_err();
+    sb.delete_object()
+        .bucket(BUCKET)
+        .key("from-a")
+        .send()
+        .await
+        .unwrap();
+    let e = sa
+        .head_object()
+        .bucket(BUCKET)
+        .key("from-a")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(failure(e).0, 404);
 
     // Create-only writes racing through both servers: exactly one wins each round.
@@ -57,7 +68,11 @@ async fn two_servers_on_one_data_dir_see_each_others_writes() {
                 assert_eq!(failure(e).0, 412);
                 b"b"
             }
-            (ra, rb) => panic!("round {round}: both or neither won: {:?} / {:?}", ra.is_ok(), rb.is_ok()),
+            (ra, rb) => panic!(
+                "round {round}: both or neither won: {:?} / {:?}",
+                ra.is_ok(),
+                rb.is_ok()
+            ),
         };
         assert_eq!(get(&sa, &key).await, winner);
         assert_eq!(get(&sb, &key).await, winner);

@@ -29,7 +29,9 @@ pub fn config(data_dir: &Path) -> Config {
 
 pub async fn start() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(&dir.path().join("data"))).await.unwrap();
+    let server = Server::start(config(&dir.path().join("data")))
+        .await
+        .unwrap();
     let s3 = client(&server.endpoint(), AK, SK);
     Fixture { dir, server, s3 }
 }
@@ -71,9 +73,14 @@ pub async fn get(s3: &Client, key: &str) -> Vec<u8> {
 }
 
 /// HTTP status and S3 error code of a failed request.
-pub fn failure<E: ProvideErrorMetadata + std::fmt::Debug>(e: SdkError<E, HttpResponse>) -> (u16, Option<String>) {
+pub fn failure<E: ProvideErrorMetadata + std::fmt::Debug>(
+    e: SdkError<E, HttpResponse>,
+) -> (u16, Option<String>) {
     match e {
-        SdkError::ServiceError(se) => (se.raw().status().as_u16(), se.err().code().map(str::to_owned)),
+        SdkError::ServiceError(se) => (
+            se.raw().status().as_u16(),
+            se.err().code().map(str::to_owned),
+        ),
         other => panic!("expected a service error, got {other:?}"),
     }
 }
@@ -82,7 +89,7 @@ pub fn failure<E: ProvideErrorMetadata + std::fmt::Debug>(e: SdkError<E, HttpRes
 pub async fn all_keys(s3: &Client, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut token = None;
-    loop {
+    for _ in 0..MAX_PAGES {
         let out = s3
             .list_objects_v2()
             .bucket(BUCKET)
@@ -96,16 +103,28 @@ pub async fn all_keys(s3: &Client, prefix: &str) -> Vec<String> {
             return keys;
         }
         token = out.next_continuation_token.clone();
-        assert!(token.is_some(), "truncated listing without a continuation token");
+        assert!(
+            token.is_some(),
+            "truncated listing without a continuation token"
+        );
     }
+    panic!("listing did not end within {MAX_PAGES} pages");
 }
+
+/// Bound on pages in test listings, so a server that never ends a listing fails the test
+/// instead of hanging it.
+pub const MAX_PAGES: usize = 100;
 
 /// Deterministic bytes (a simple LCG), so failures reproduce.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 56) as u8
         })
         .collect()
