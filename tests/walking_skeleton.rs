@@ -306,9 +306,11 @@ fn bad_configuration_fails_fast_with_one_sentence() {
     let c = run_true(t, &s3.endpoint, "no-such-bucket", &t.join("c2"));
     assert_fails_clearly(c, "does not exist");
 
-    let mut c = run_true(t, &s3.endpoint, BUCKET, &t.join("c3"));
-    c.env("AWS_SECRET_ACCESS_KEY", "wrong-secret");
-    assert_fails_clearly(c, "refused access");
+    if s3.enforces_auth {
+        let mut c = run_true(t, &s3.endpoint, BUCKET, &t.join("c3"));
+        c.env("AWS_SECRET_ACCESS_KEY", "wrong-secret");
+        assert_fails_clearly(c, "refused access");
+    }
 
     // A cache path under a regular file cannot be created (this also holds for root).
     let file = t.join("a-file");

@@ -50,12 +50,15 @@ fn free_port() -> u16 {
 pub struct S3Server {
     child: Child,
     pub endpoint: String,
+    /// Whether the server checks signatures (moto accepts any credentials).
+    pub enforces_auth: bool,
     _data: tempfile::TempDir,
 }
 
 impl S3Server {
     pub fn start() -> S3Server {
         let data = tempfile::tempdir().unwrap();
+        let moto = std::env::var("S3SHIM_TEST_S3").as_deref() == Ok("moto");
         let (child, endpoint) = match std::env::var("S3SHIM_TEST_S3").as_deref() {
             Ok("moto") => {
                 let port = free_port();
@@ -91,6 +94,7 @@ impl S3Server {
         let s = S3Server {
             child,
             endpoint,
+            enforces_auth: !moto,
             _data: data,
         };
         s.wait_ready();
