@@ -9,6 +9,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Waits (bounded) for a process under test to signal progress by creating `flag`.
+fn wait_for_file(flag: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !flag.exists() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn build_tree(w: &str) -> String {
     format!(
         "bash {} {w} {}",
@@ -169,11 +178,7 @@ fn second_run_on_the_same_cache_joins_the_first_and_sees_its_changes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !flag.exists() {
-        assert!(Instant::now() < deadline, "first run never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&flag, "the first run to write");
     let out = ws.bash("one", "cat /shared/a && echo from-second > /shared/b");
     assert_eq!(out, "from-first\n");
     let first = first.wait_with_output().unwrap();
@@ -211,11 +216,7 @@ fn flush_inside_the_tree_returns_once_the_change_is_in_s3() {
         )
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !flag.exists() {
-        assert!(Instant::now() < deadline, "flush never returned");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&flag, "flush to return");
     // The command is still running: only the explicit flush can have uploaded it.
     assert_eq!(s3.get("f/d").as_deref(), Some(&b"durable\n"[..]));
     std::fs::write(&release, "").unwrap();

@@ -159,11 +159,11 @@ impl Ctx {
             fsops::set_mtime(path, h.mtime.0, h.mtime.1)?;
         }
         let md = std::fs::symlink_metadata(path)?;
-        Ok(Some(Row {
-            kind: Kind::Dir,
-            etag: head.map(|h| h.etag.clone()).unwrap_or_default(),
-            fp: Fingerprint::of(&md),
-        }))
+        Ok(Some(Row::new(
+            Kind::Dir,
+            head.map(|h| h.etag.clone()).unwrap_or_default(),
+            Fingerprint::of(&md),
+        )))
     }
 
     /// Creates a placeholder (or an empty file, or a symlink) for one object.
@@ -193,11 +193,11 @@ impl Ctx {
                 std::os::unix::fs::symlink(target, path)?;
                 fsops::set_mtime(path, head.mtime.0, head.mtime.1)?;
                 let md = std::fs::symlink_metadata(path)?;
-                Ok(Some(Row {
-                    kind: Kind::Symlink,
-                    etag: head.etag.clone(),
-                    fp: Fingerprint::of(&md),
-                }))
+                Ok(Some(Row::new(
+                    Kind::Symlink,
+                    head.etag.clone(),
+                    Fingerprint::of(&md),
+                )))
             }
             meta::Kind::File => {
                 // Empty objects are complete as created: nothing to fetch later.
@@ -207,11 +207,11 @@ impl Ctx {
                 };
                 let marker = (head.size > 0).then_some(&marker);
                 let md = fsops::create_placeholder(path, head.size, mode, head.mtime, marker)?;
-                Ok(Some(Row {
-                    kind: Kind::File,
-                    etag: head.etag.clone(),
-                    fp: Fingerprint::of(&md),
-                }))
+                Ok(Some(Row::new(
+                    Kind::File,
+                    head.etag.clone(),
+                    Fingerprint::of(&md),
+                )))
             }
         }
     }
@@ -367,11 +367,11 @@ impl Ctx {
         }
         fsops::fset_mtime(&dst, mtime.0, mtime.1)?;
         fsops::fremove_marker(&dst)?;
-        Ok(Some(Row {
-            kind: Kind::File,
-            etag: head.etag.clone(),
-            fp: Fingerprint::of(&dst.metadata()?),
-        }))
+        Ok(Some(Row::new(
+            Kind::File,
+            head.etag.clone(),
+            Fingerprint::of(&dst.metadata()?),
+        )))
     }
 
     /// Drops a placeholder's marker without downloading (its content is being replaced),

@@ -57,6 +57,12 @@ pub struct Row {
     pub fp: Fingerprint,
 }
 
+impl Row {
+    pub fn new(kind: Kind, etag: String, fp: Fingerprint) -> Row {
+        Row { kind, etag, fp }
+    }
+}
+
 pub struct Index {
     db: Mutex<Connection>,
 }

@@ -281,16 +281,19 @@ impl S3 {
         }
     }
 
-    /// Downloads `key` into `file` (which the caller created); returns what the GET said.
-    pub async fn get_into(&self, key: &str, file: &mut tokio::fs::File) -> Result<ObjectHead> {
-        let mut o = self
-            .client
+    async fn get(&self, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        self.client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("downloading", key, e))?;
+            .map_err(|e| self.err("downloading", key, e))
+    }
+
+    /// Downloads `key` into `file` (which the caller created); returns what the GET said.
+    pub async fn get_into(&self, key: &str, file: &mut tokio::fs::File) -> Result<ObjectHead> {
+        let mut o = self.get(key).await?;
         let head = ObjectHead::from_parts(
             o.content_length(),
             o.e_tag(),
@@ -319,15 +322,9 @@ impl S3 {
 
     /// Reads a small object whole (symlink targets).
     pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
-        let o = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err("downloading", key, e))?;
-        let data = o
+        let data = self
+            .get(key)
+            .await?
             .body
             .collect()
             .await

@@ -172,14 +172,7 @@ impl Ctx {
                 .s3
                 .put_bytes(&self.key(rel), target.as_os_str().as_bytes().to_vec(), m)
                 .await?;
-            self.index.put(
-                rel,
-                &Row {
-                    kind: Kind::Symlink,
-                    etag,
-                    fp,
-                },
-            )?;
+            self.index.put(rel, &Row::new(Kind::Symlink, etag, fp))?;
             return Ok(Outcome::default());
         }
         if !ft.is_file() {
@@ -201,14 +194,7 @@ impl Ctx {
                 if source == own && (indexed_same || row.is_none()) {
                     // Only ctime moved (our own xattr or a rename back), or a listing whose
                     // index row was lost: S3 already has exactly this.
-                    self.index.put(
-                        rel,
-                        &Row {
-                            kind: Kind::File,
-                            etag,
-                            fp,
-                        },
-                    )?;
+                    self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
                     return Ok(Outcome::default());
                 }
                 // Moved, or mode/mtime changed: copy server-side with the local metadata.
@@ -225,14 +211,7 @@ impl Ctx {
                     },
                 )?;
                 let fp = Fingerprint::of(&std::fs::symlink_metadata(&path)?);
-                self.index.put(
-                    rel,
-                    &Row {
-                        kind: Kind::File,
-                        etag: new_etag,
-                        fp,
-                    },
-                )?;
+                self.index.put(rel, &Row::new(Kind::File, new_etag, fp))?;
                 Ok(Outcome {
                     copied: true,
                     ..Outcome::default()
@@ -242,14 +221,7 @@ impl Ctx {
                 let etag = self.s3.put_file(&own, &path, self.posix_meta(&md)).await?;
                 match std::fs::symlink_metadata(&path) {
                     Ok(after) if Fingerprint::of(&after) == fp => {
-                        self.index.put(
-                            rel,
-                            &Row {
-                                kind: Kind::File,
-                                etag,
-                                fp,
-                            },
-                        )?;
+                        self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
                     }
                     // Written to while uploading: upload again once it settles.
                     _ => self.queue.mark(rel.to_string()),
@@ -289,14 +261,8 @@ impl Ctx {
                     self.ensure_dir_object(&own, md).await?;
                 }
                 let fp = Fingerprint::of(&std::fs::symlink_metadata(path)?);
-                self.index.put(
-                    rel,
-                    &Row {
-                        kind: Kind::Dir,
-                        etag: String::new(),
-                        fp,
-                    },
-                )?;
+                self.index
+                    .put(rel, &Row::new(Kind::Dir, String::new(), fp))?;
             }
             return Ok(out);
         }
@@ -313,14 +279,7 @@ impl Ctx {
                 .put_bytes(&own, Vec::new(), self.posix_meta(md))
                 .await?
         };
-        self.index.put(
-            rel,
-            &Row {
-                kind: Kind::Dir,
-                etag,
-                fp,
-            },
-        )?;
+        self.index.put(rel, &Row::new(Kind::Dir, etag, fp))?;
         let mut out = Outcome::default();
         if row.as_ref().is_none_or(|r| r.kind != Kind::Dir) {
             // New here (created, or moved in): its contents may have no events of their own.

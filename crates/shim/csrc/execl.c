@@ -33,58 +33,41 @@ extern char **environ;
         }                                                                                \
     } while (0)
 
+/* Declares `argv` (NULL-terminated) from `arg, ...`, and `ap`, left open just past the
+ * last argument collected (execle's envp follows the NULL that ends the list). */
+#define COLLECT_ARGV(arg)                                                                \
+    long argc;                                                                           \
+    COUNT_ARGS(arg, argc);                                                               \
+    if (argc < 0) {                                                                      \
+        errno = E2BIG;                                                                   \
+        return -1;                                                                       \
+    }                                                                                    \
+    const char *argv[argc + 1];                                                          \
+    va_list ap;                                                                          \
+    va_start(ap, arg);                                                                   \
+    for (long i = 0; i < argc; i++)                                                      \
+        argv[i] = i == 0 ? arg : va_arg(ap, const char *);                               \
+    argv[argc] = NULL
+
 HIDDEN int s3shim_c_execl(const char *path, const char *arg, ...) {
-    long argc;
-    COUNT_ARGS(arg, argc);
-    if (argc < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[argc + 1];
-    va_list ap;
-    va_start(ap, arg);
-    for (long i = 0; i < argc; i++)
-        argv[i] = i == 0 ? arg : va_arg(ap, const char *);
+    COLLECT_ARGV(arg);
     va_end(ap);
-    argv[argc] = NULL;
     return execve(path, (char *const *)argv, environ);
 }
 
 HIDDEN int s3shim_c_execle(const char *path, const char *arg, ...) {
-    long argc;
-    COUNT_ARGS(arg, argc);
-    if (argc < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[argc + 1];
-    va_list ap;
-    va_start(ap, arg);
-    for (long i = 0; i < argc; i++)
-        argv[i] = i == 0 ? arg : va_arg(ap, const char *);
+    COLLECT_ARGV(arg);
     /* The envp follows the NULL that ends the list (when arg itself was NULL, that NULL
      * was `arg`, so the envp is the first variadic argument). */
     if (argc > 0)
         (void)va_arg(ap, const char *);
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
-    argv[argc] = NULL;
     return execve(path, (char *const *)argv, envp);
 }
 
 HIDDEN int s3shim_c_execlp(const char *file, const char *arg, ...) {
-    long argc;
-    COUNT_ARGS(arg, argc);
-    if (argc < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[argc + 1];
-    va_list ap;
-    va_start(ap, arg);
-    for (long i = 0; i < argc; i++)
-        argv[i] = i == 0 ? arg : va_arg(ap, const char *);
+    COLLECT_ARGV(arg);
     va_end(ap);
-    argv[argc] = NULL;
     return execvp(file, (char *const *)argv);
 }
