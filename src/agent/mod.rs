@@ -183,6 +183,12 @@ async fn run(settings: Settings) -> i32 {
         return 1;
     }
     init_logging(&state.join(layout::LOG_NAME));
+    // A panicking task would leave the agent half alive (a dead sync worker makes every
+    // flush wait forever): log it and stop, so `run` reports a dead agent instead.
+    std::panic::set_hook(Box::new(|info| {
+        error!("agent bug, stopping: {info}");
+        std::process::abort();
+    }));
     let _lock = match take_lock(&state.join(layout::LOCK_NAME)) {
         Ok(Some(f)) => f,
         Ok(None) => {
