@@ -225,6 +225,29 @@ fn flush_inside_the_tree_returns_once_the_change_is_in_s3() {
 }
 
 #[test]
+fn a_run_outliving_the_agents_first_session_timeout_keeps_its_agent() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "", "/long");
+    let mut c = ws.command(
+        "c",
+        &[
+            "bash",
+            "-c",
+            "sleep 3 && echo late > /long/late && cat /long/late",
+        ],
+    );
+    // The agent gives up on a `run` that never connects after this long; a run that did
+    // connect must keep it however long it lasts.
+    c.env("S3SHIM_FIRST_SESSION_TIMEOUT", "1");
+    let out = timed_output(c, 120);
+    assert_success(&out, "long run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    assert_eq!(s3.get("late").as_deref(), Some(&b"late\n"[..]));
+    let log = std::fs::read_to_string(ws.cache("c").join(".s3shim/agent.log")).unwrap();
+    assert!(!log.contains("no session within"), "{log}");
+}
+
+#[test]
 fn exit_status_of_the_command_is_kept() {
     let s3 = S3Server::start();
     let ws = Workspace::new(&s3, "", "/status");

@@ -34,8 +34,16 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-/// How long a freshly started agent waits for its first session before giving up.
-const FIRST_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a freshly started agent waits for its first session before giving up (the
+/// `run` that started it died before connecting). `S3SHIM_FIRST_SESSION_TIMEOUT`
+/// (seconds) overrides it, for tests.
+fn first_session_timeout() -> Duration {
+    std::env::var("S3SHIM_FIRST_SESSION_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30))
+}
 
 /// Shared state of the running agent.
 pub struct Ctx {
@@ -418,7 +426,8 @@ async fn serve(
             return 1;
         }
     };
-    let first_session = tokio::time::sleep(FIRST_SESSION_TIMEOUT);
+    let wait_first = first_session_timeout();
+    let first_session = tokio::time::sleep(wait_first);
     tokio::pin!(first_session);
     loop {
         tokio::select! {
@@ -438,7 +447,12 @@ async fn serve(
                 }
             }
             _ = &mut first_session, if !server.had_session.load(Ordering::SeqCst) => {
-                warn!("no session within {FIRST_SESSION_TIMEOUT:?}; stopping");
+                // The guard was read when this select began: a session may have started
+                // since.
+                if server.had_session.load(Ordering::SeqCst) {
+                    continue;
+                }
+                warn!("no session within {wait_first:?}; stopping");
                 break;
             }
         }
