@@ -1,6 +1,6 @@
 //! Local filesystem operations on the cache that std does not offer: the hydration
-//! marker (an extended attribute), placeholders, nanosecond times, and
-//! `renameat2(RENAME_EXCHANGE)`.
+//! marker (an extended attribute), placeholders published whole with
+//! `renameat2(RENAME_NOREPLACE)`, and nanosecond times.
 
 use s3shim_protocol::marker::{Marker, XATTR_NAME};
 use std::ffi::CString;
@@ -114,9 +114,29 @@ pub fn fset_mtime(f: &File, secs: i64, nanos: u32) -> io::Result<()> {
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
-/// Creates a placeholder: a sparse file of `size` bytes with `mode` and `mtime`, marked
-/// with `marker`. Fails with `AlreadyExists` if anything is at `path` (local wins).
+/// Moves an entry finished in the staging directory to `path` in the tree, failing with
+/// `AlreadyExists` if anything is there (local wins). Entries are made in staging so
+/// that no reader ever sees one half made: a directory without its `D` marker looks
+/// listed and empty, a file without its `F` marker looks complete and empty.
+pub fn publish(staged: &Path, path: &Path) -> io::Result<()> {
+    let (from, to) = (cpath(staged)?, cpath(path)?);
+    // SAFETY: two NUL-terminated paths.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    })
+}
+
+/// Creates a placeholder at `path`: a sparse file of `size` bytes with `mode` and
+/// `mtime`, marked with `marker`, made at `staged` (in the cache's staging directory)
+/// and published whole. Fails with `AlreadyExists` if anything is at `path`.
 pub fn create_placeholder(
+    staged: &Path,
     path: &Path,
     size: u64,
     mode: u32,
@@ -127,14 +147,22 @@ pub fn create_placeholder(
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    f.set_len(size)?;
-    if let Some(m) = marker {
-        fwrite_marker(&f, m)?;
+        .open(staged)?;
+    let made = (|| {
+        f.set_len(size)?;
+        if let Some(m) = marker {
+            fwrite_marker(&f, m)?;
+        }
+        // SAFETY: open fd.
+        check(unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o7777) as libc::mode_t) })?;
+        fset_mtime(&f, mtime.0, mtime.1)?;
+        publish(staged, path)
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(staged);
+        return Err(e);
     }
-    // SAFETY: open fd.
-    check(unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o7777) as libc::mode_t) })?;
-    fset_mtime(&f, mtime.0, mtime.1)?;
+    // After the rename, which changed the ctime the index fingerprints.
     f.metadata()
 }
 
@@ -142,17 +170,25 @@ pub fn create_placeholder(
 /// hydration marker). Returns a sentence for the user on failure.
 pub fn check_cache_fs(dir: &Path) -> Result<(), String> {
     let probe = dir.join(format!("probe-{}", std::process::id()));
+    let published = dir.join(format!("probe-{}-published", std::process::id()));
     let result = (|| -> io::Result<()> {
         let _ = std::fs::remove_file(&probe);
         File::create(&probe)?;
         write_marker(&probe, &Marker::Unlisted { source_prefix: "" })?;
         match read_marker(&probe)? {
-            Some(v) if v == b"D" => Ok(()),
-            _ => Err(io::Error::other("extended attribute did not read back")),
+            Some(v) if v == b"D" => {}
+            _ => return Err(io::Error::other("extended attribute did not read back")),
         }
+        // Entries are published with renameat2(RENAME_NOREPLACE).
+        publish(&probe, &published)
     })();
     let _ = std::fs::remove_file(&probe);
+    let _ = std::fs::remove_file(&published);
     result.map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) => format!(
+            "the cache directory {} is on a filesystem without renameat2(RENAME_NOREPLACE); put --cache on ext4, xfs, btrfs or tmpfs",
+            dir.display()
+        ),
         Some(libc::ENOTSUP) => format!(
             "the cache directory {} is on a filesystem without user extended attributes; put --cache on ext4, xfs, btrfs or tmpfs (Linux 6.6+)",
             dir.display()
@@ -174,19 +210,36 @@ mod tests {
     fn placeholder_has_size_mode_time_marker_and_no_blocks() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
+        let staged = d.path().join("staged");
         let m = Marker::Placeholder {
             etag: "\"e\"",
             source_key: "ws/f",
         };
-        let md = create_placeholder(&p, 1 << 20, 0o100755, (1_700_000_000, 42), Some(&m)).unwrap();
+        let md = create_placeholder(
+            &staged,
+            &p,
+            1 << 20,
+            0o100755,
+            (1_700_000_000, 42),
+            Some(&m),
+        )
+        .unwrap();
+        assert!(!staged.exists(), "the staged file was moved into place");
+        assert_eq!(md.ino(), std::fs::metadata(&p).unwrap().ino());
+        assert_eq!(md.ctime_nsec(), std::fs::metadata(&p).unwrap().ctime_nsec());
         assert_eq!(md.size(), 1 << 20);
         assert_eq!(md.mode() & 0o7777, 0o755);
         assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 42));
         assert_eq!(md.blocks(), 0, "placeholders must not take disk space");
         let v = read_marker(&p).unwrap().unwrap();
         assert_eq!(Marker::parse(&v), Some(m));
-        let again = create_placeholder(&p, 1, 0o644, (0, 0), None);
+        let again = create_placeholder(&staged, &p, 1, 0o644, (0, 0), None);
         assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert!(
+            !staged.exists(),
+            "a refused placeholder leaves no staged file"
+        );
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20, "local wins");
         remove_marker(&p).unwrap();
         remove_marker(&p).unwrap();
         assert_eq!(read_marker(&p).unwrap(), None);

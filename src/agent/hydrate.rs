@@ -144,19 +144,28 @@ impl Ctx {
         Ok(())
     }
 
-    /// Creates an unlisted directory for the prefix `key` (ending in `/`).
+    /// Creates an unlisted directory for the prefix `key` (ending in `/`), published whole
+    /// (see [`fsops::publish`]).
     fn make_dir(
         &self,
         path: &Path,
         key: &str,
         head: Option<&super::s3::ObjectHead>,
     ) -> io::Result<Option<Row>> {
-        std::fs::create_dir(path)?;
-        let mode = head.and_then(|h| h.mode).unwrap_or(meta::DEFAULT_DIR_MODE);
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
-        fsops::write_marker(path, &Marker::Unlisted { source_prefix: key })?;
-        if let Some(h) = head {
-            fsops::set_mtime(path, h.mtime.0, h.mtime.1)?;
+        let staged = self.tmp_path();
+        std::fs::create_dir(&staged)?;
+        let made = (|| {
+            let mode = head.and_then(|h| h.mode).unwrap_or(meta::DEFAULT_DIR_MODE);
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            fsops::write_marker(&staged, &Marker::Unlisted { source_prefix: key })?;
+            if let Some(h) = head {
+                fsops::set_mtime(&staged, h.mtime.0, h.mtime.1)?;
+            }
+            fsops::publish(&staged, path)
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir(&staged);
+            return Err(e);
         }
         let md = std::fs::symlink_metadata(path)?;
         Ok(Some(Row::new(
@@ -190,8 +199,14 @@ impl Ctx {
                     return Ok(None);
                 }
                 let target = std::ffi::OsStr::from_bytes(&target);
-                std::os::unix::fs::symlink(target, path)?;
-                fsops::set_mtime(path, head.mtime.0, head.mtime.1)?;
+                let staged = self.tmp_path();
+                std::os::unix::fs::symlink(target, &staged)?;
+                let made = fsops::set_mtime(&staged, head.mtime.0, head.mtime.1)
+                    .and_then(|()| fsops::publish(&staged, path));
+                if let Err(e) = made {
+                    let _ = std::fs::remove_file(&staged);
+                    return Err(e);
+                }
                 let md = std::fs::symlink_metadata(path)?;
                 Ok(Some(Row::new(
                     Kind::Symlink,
@@ -206,7 +221,14 @@ impl Ctx {
                     source_key: key,
                 };
                 let marker = (head.size > 0).then_some(&marker);
-                let md = fsops::create_placeholder(path, head.size, mode, head.mtime, marker)?;
+                let md = fsops::create_placeholder(
+                    &self.tmp_path(),
+                    path,
+                    head.size,
+                    mode,
+                    head.mtime,
+                    marker,
+                )?;
                 Ok(Some(Row::new(
                     Kind::File,
                     head.etag.clone(),

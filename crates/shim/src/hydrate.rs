@@ -129,7 +129,13 @@ pub fn parent_of(path: &[u8]) -> &[u8] {
 pub enum Missing {
     /// The agent listed what was unlisted: try the call once more.
     Retry,
-    /// The ENOENT is the truth (the deepest existing ancestor is listed).
+    /// The deepest existing ancestor is listed now, but its listing may have finished
+    /// between the failed call and this check (entries appear while a directory is being
+    /// listed; its marker goes last): call once more. If that fails with ENOENT too, the
+    /// lookup rule runs again and a second `Listed` is the truth.
+    Listed,
+    /// The ENOENT is the truth: the path is outside the tree or an ancestor is not a
+    /// directory.
     Authoritative,
     /// The agent failed: return this errno.
     Failed(c_int),
@@ -172,7 +178,8 @@ pub fn lookup_missing(loc: &Loc) -> Missing {
                 };
             }
             Err(libc::ENOENT) => continue,
-            // Listed, a file (ENOTDIR), or unreadable: nothing to look up.
+            Ok(Mark::None) => return Missing::Listed,
+            // A file (ENOTDIR), or unreadable: nothing to look up.
             _ => return Missing::Authoritative,
         }
     }

@@ -105,9 +105,15 @@ const workers = [0, 1, 2, 3, 4, 5].map(churn);
     const env = Object.assign({}, process.env); delete env.LD_PRELOAD;
     const r = await new Promise((res) => {
       const c = cp.spawn('/workspace/bin/child.sh', [], { env });
-      let out = '';
+      let out = '', err = '';
       c.stdout.on('data', (d) => (out += d));
-      c.on('close', (code) => res(code === 0 && out === 'file 1\n'));
+      c.stderr.on('data', (d) => (err += d));
+      c.on('error', (e) => console.error('spawn', i, e.message));
+      c.on('close', (code, sig) => {
+        const good = code === 0 && out === 'file 1\n';
+        if (!good) console.error('child', i, code, sig, JSON.stringify(out), JSON.stringify(err));
+        res(good);
+      });
     });
     if (r) ok++;
   }
@@ -127,7 +133,12 @@ const workers = [0, 1, 2, 3, 4, 5].map(churn);
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "60 true\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "60 true\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -341,7 +341,7 @@ trampoline!(execlp, s3shim_c_execlp);
 
 /// posix_spawn returns an error number (errno is left alone): map, fetch, follow a `#!`
 /// chain as exec does (the spawn child's internal execve never reaches the shim), spawn,
-/// and on ENOENT apply the lookup rule once.
+/// and on ENOENT apply the lookup rule.
 unsafe fn spawn_at(
     path: *const c_char,
     argv: Argv,
@@ -371,18 +371,23 @@ unsafe fn spawn_at(
     };
     let r = (|| {
         hydrate::pre(&loc, Pre::Fetch)?;
-        let r = attempt();
-        if r != libc::ENOENT {
-            return Ok(r);
-        }
-        match hydrate::lookup_missing(&loc) {
-            hydrate::Missing::Retry => {
-                hydrate::pre(&loc, Pre::Fetch)?;
-                Ok(attempt())
+        let mut r = attempt();
+        let mut rechecked = false;
+        while r == libc::ENOENT {
+            match hydrate::lookup_missing(&loc) {
+                hydrate::Missing::Retry => {
+                    hydrate::pre(&loc, Pre::Fetch)?;
+                    return Ok(attempt());
+                }
+                hydrate::Missing::Listed if !rechecked => {
+                    rechecked = true;
+                    r = attempt();
+                }
+                hydrate::Missing::Listed | hydrate::Missing::Authoritative => break,
+                hydrate::Missing::Failed(e) => return Err(e),
             }
-            hydrate::Missing::Authoritative => Ok(r),
-            hydrate::Missing::Failed(e) => Err(e),
         }
+        Ok(r)
     })();
     set_errno(saved);
     r.unwrap_or_else(|e| e)

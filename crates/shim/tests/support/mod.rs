@@ -148,6 +148,13 @@ struct Agent {
 }
 
 impl Agent {
+    fn staging_path(&self) -> PathBuf {
+        self.tmp.join(format!(
+            "st{}",
+            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
     /// Lists `rel` if it is unlisted: one placeholder per remote entry that is not in the
     /// cache yet, then the `D` marker goes.
     fn list_dir(&self, rel: &str) -> i32 {
@@ -172,24 +179,28 @@ impl Agent {
                     continue;
                 }
                 let md = fs::symlink_metadata(e.path()).unwrap();
+                // Made whole in staging and renamed in, as the real agent does: a
+                // directory seen before its marker would look listed and empty.
+                let staged = self.staging_path();
                 if md.file_type().is_symlink() {
                     let target = fs::read_link(e.path()).unwrap();
-                    std::os::unix::fs::symlink(target, &dst).unwrap();
+                    std::os::unix::fs::symlink(target, &staged).unwrap();
                 } else if md.is_dir() {
-                    fs::create_dir(&dst).unwrap();
-                    fs::set_permissions(&dst, md.permissions()).unwrap();
-                    set_marker(&dst, format!("D{child_rel}/").as_bytes());
+                    fs::create_dir(&staged).unwrap();
+                    fs::set_permissions(&staged, md.permissions()).unwrap();
+                    set_marker(&staged, format!("D{child_rel}/").as_bytes());
                 } else {
-                    let f = fs::File::create(&dst).unwrap();
+                    let f = fs::File::create(&staged).unwrap();
                     f.set_len(md.len()).unwrap();
                     f.set_modified(md.modified().unwrap()).unwrap();
                     drop(f);
-                    fs::set_permissions(&dst, md.permissions()).unwrap();
+                    fs::set_permissions(&staged, md.permissions()).unwrap();
                     let mut v = format!("F\"{}\"", md.len()).into_bytes();
                     v.push(0);
                     v.extend_from_slice(child_rel.as_bytes());
-                    set_marker(&dst, &v);
+                    set_marker(&staged, &v);
                 }
+                fs::rename(&staged, &dst).unwrap();
             }
         }
         remove_marker(&local);
@@ -244,10 +255,7 @@ impl Agent {
         };
         let md = fs::metadata(&src).unwrap();
         if self.fetch_by_rename.load(Ordering::Relaxed) {
-            let tmp = self.tmp.join(format!(
-                "dl{}",
-                self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-            ));
+            let tmp = self.staging_path();
             let mut f = fs::File::create(&tmp).unwrap();
             f.write_all(&bytes).unwrap();
             f.set_modified(md.modified().unwrap()).unwrap();
