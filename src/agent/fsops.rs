@@ -115,10 +115,8 @@ pub fn fset_mtime(f: &File, secs: i64, nanos: u32) -> io::Result<()> {
 }
 
 /// Moves an entry finished in the staging directory to `path` in the tree, failing with
-/// `AlreadyExists` if anything is there (local wins). Entries are made in staging so
-/// that no reader ever sees one half made: a directory without its `D` marker looks
-/// listed and empty, a file without its `F` marker looks complete and empty.
-pub fn publish(staged: &Path, path: &Path) -> io::Result<()> {
+/// `AlreadyExists` if anything is there (local wins).
+fn publish(staged: &Path, path: &Path) -> io::Result<()> {
     let (from, to) = (cpath(staged)?, cpath(path)?);
     // SAFETY: two NUL-terminated paths.
     check(unsafe {
@@ -132,9 +130,27 @@ pub fn publish(staged: &Path, path: &Path) -> io::Result<()> {
     })
 }
 
+/// Makes an entry at `staged` (in the cache's staging directory) with `make`, then
+/// publishes it at `path` (see [`publish`]); on failure removes whatever was staged.
+/// Entries are made in staging so that no reader ever sees one half made: a directory
+/// without its `D` marker looks listed and empty, a file without its `F` marker looks
+/// complete and empty.
+pub fn make_published<T>(
+    staged: &Path,
+    path: &Path,
+    make: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
+    let made = make(staged).and_then(|t| publish(staged, path).map(|()| t));
+    if made.is_err() {
+        // A file, a symlink or a directory.
+        let _ = std::fs::remove_file(staged).or_else(|_| std::fs::remove_dir(staged));
+    }
+    made
+}
+
 /// Creates a placeholder at `path`: a sparse file of `size` bytes with `mode` and
-/// `mtime`, marked with `marker`, made at `staged` (in the cache's staging directory)
-/// and published whole. Fails with `AlreadyExists` if anything is at `path`.
+/// `mtime`, marked with `marker`, made at `staged` and published whole
+/// ([`make_published`]). Fails with `AlreadyExists` if anything is at `path`.
 pub fn create_placeholder(
     staged: &Path,
     path: &Path,
@@ -143,12 +159,12 @@ pub fn create_placeholder(
     mtime: (i64, u32),
     marker: Option<&Marker<'_>>,
 ) -> io::Result<std::fs::Metadata> {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(staged)?;
-    let made = (|| {
+    let f = make_published(staged, path, |p| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)?;
         f.set_len(size)?;
         if let Some(m) = marker {
             fwrite_marker(&f, m)?;
@@ -156,12 +172,8 @@ pub fn create_placeholder(
         // SAFETY: open fd.
         check(unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o7777) as libc::mode_t) })?;
         fset_mtime(&f, mtime.0, mtime.1)?;
-        publish(staged, path)
-    })();
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(staged);
-        return Err(e);
-    }
+        Ok(f)
+    })?;
     // After the rename, which changed the ctime the index fingerprints.
     f.metadata()
 }

@@ -145,28 +145,23 @@ impl Ctx {
     }
 
     /// Creates an unlisted directory for the prefix `key` (ending in `/`), published whole
-    /// (see [`fsops::publish`]).
+    /// (see [`fsops::make_published`]).
     fn make_dir(
         &self,
         path: &Path,
         key: &str,
         head: Option<&super::s3::ObjectHead>,
     ) -> io::Result<Option<Row>> {
-        let staged = self.tmp_path();
-        std::fs::create_dir(&staged)?;
-        let made = (|| {
+        fsops::make_published(&self.tmp_path(), path, |p| {
+            std::fs::create_dir(p)?;
             let mode = head.and_then(|h| h.mode).unwrap_or(meta::DEFAULT_DIR_MODE);
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode & 0o7777))?;
-            fsops::write_marker(&staged, &Marker::Unlisted { source_prefix: key })?;
-            if let Some(h) = head {
-                fsops::set_mtime(&staged, h.mtime.0, h.mtime.1)?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            fsops::write_marker(p, &Marker::Unlisted { source_prefix: key })?;
+            match head {
+                Some(h) => fsops::set_mtime(p, h.mtime.0, h.mtime.1),
+                None => Ok(()),
             }
-            fsops::publish(&staged, path)
-        })();
-        if let Err(e) = made {
-            let _ = std::fs::remove_dir(&staged);
-            return Err(e);
-        }
+        })?;
         let md = std::fs::symlink_metadata(path)?;
         Ok(Some(Row::new(
             Kind::Dir,
@@ -199,14 +194,10 @@ impl Ctx {
                     return Ok(None);
                 }
                 let target = std::ffi::OsStr::from_bytes(&target);
-                let staged = self.tmp_path();
-                std::os::unix::fs::symlink(target, &staged)?;
-                let made = fsops::set_mtime(&staged, head.mtime.0, head.mtime.1)
-                    .and_then(|()| fsops::publish(&staged, path));
-                if let Err(e) = made {
-                    let _ = std::fs::remove_file(&staged);
-                    return Err(e);
-                }
+                fsops::make_published(&self.tmp_path(), path, |p| {
+                    std::os::unix::fs::symlink(target, p)?;
+                    fsops::set_mtime(p, head.mtime.0, head.mtime.1)
+                })?;
                 let md = std::fs::symlink_metadata(path)?;
                 Ok(Some(Row::new(
                     Kind::Symlink,

@@ -124,9 +124,48 @@ pub fn parent_of(path: &[u8]) -> &[u8] {
     }
 }
 
-/// After an in-tree call failed with ENOENT.
+/// What a caller does after its in-tree call failed with ENOENT (the lookup rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missing {
+pub enum AfterMiss {
+    /// The agent listed what was unlisted: run the pre-check and the call once more,
+    /// and take that result.
+    LookedUp,
+    /// A directory on the way may have been listed just after the call: call once more
+    /// and apply the rule again to a new ENOENT.
+    CallAgain,
+    /// The ENOENT is the truth.
+    Enoent,
+    /// The agent failed: return this errno.
+    Failed(c_int),
+}
+
+/// The lookup rule for a call on the in-tree locations `locs` (two for rename and
+/// link) that failed with ENOENT. `called_again` is the caller's, false for its first
+/// call and kept between rounds: a listed directory is worth one more call, not two.
+pub fn after_miss<'a>(
+    locs: impl IntoIterator<Item = &'a Loc>,
+    called_again: &mut bool,
+) -> AfterMiss {
+    let mut listed = false;
+    for loc in locs {
+        match lookup_missing(loc) {
+            Missing::Retry => return AfterMiss::LookedUp,
+            Missing::Listed => listed = true,
+            Missing::Failed(e) => return AfterMiss::Failed(e),
+            Missing::Authoritative => {}
+        }
+    }
+    if listed && !*called_again {
+        *called_again = true;
+        AfterMiss::CallAgain
+    } else {
+        AfterMiss::Enoent
+    }
+}
+
+/// What the lookup rule found for one location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
     /// The agent listed what was unlisted: try the call once more.
     Retry,
     /// The deepest existing ancestor is listed now, but its listing may have finished
@@ -143,7 +182,7 @@ pub enum Missing {
 
 /// Rule 1: find the deepest existing ancestor; only if it is unlisted, ask the agent to
 /// look the path up. A negative lookup in a listed directory costs one xattr read.
-pub fn lookup_missing(loc: &Loc) -> Missing {
+fn lookup_missing(loc: &Loc) -> Missing {
     let mut abs = [0u8; PATH_MAX];
     let Some(n) = loc.real_abs(&mut abs) else {
         return Missing::Authoritative;

@@ -11,7 +11,7 @@
 use super::{in_tree, real};
 use crate::config;
 use crate::env::{self, count, Arena, Candidates, Inject, DEFAULT_PATH};
-use crate::hydrate::{self, Pre};
+use crate::hydrate::{self, AfterMiss, Pre};
 use crate::loc::Loc;
 use crate::ret::Ret;
 use crate::sys::{cbytes, errno, set_errno, PATH_MAX};
@@ -374,17 +374,14 @@ unsafe fn spawn_at(
         let mut r = attempt();
         let mut rechecked = false;
         while r == libc::ENOENT {
-            match hydrate::lookup_missing(&loc) {
-                hydrate::Missing::Retry => {
+            match hydrate::after_miss([&loc], &mut rechecked) {
+                AfterMiss::LookedUp => {
                     hydrate::pre(&loc, Pre::Fetch)?;
                     return Ok(attempt());
                 }
-                hydrate::Missing::Listed if !rechecked => {
-                    rechecked = true;
-                    r = attempt();
-                }
-                hydrate::Missing::Listed | hydrate::Missing::Authoritative => break,
-                hydrate::Missing::Failed(e) => return Err(e),
+                AfterMiss::CallAgain => r = attempt(),
+                AfterMiss::Enoent => break,
+                AfterMiss::Failed(e) => return Err(e),
             }
         }
         Ok(r)

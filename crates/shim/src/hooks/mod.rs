@@ -17,7 +17,7 @@ pub mod temp;
 pub mod xattr;
 
 use crate::config;
-use crate::hydrate::{self, Missing, Pre};
+use crate::hydrate::{self, AfterMiss, Pre};
 use crate::loc::Loc;
 use crate::ret::Ret;
 use crate::sys::{errno, set_errno};
@@ -68,39 +68,27 @@ pub(crate) fn in_tree<R: Ret>(
         return R::fail(e);
     }
     let mut r = call(loc.dirfd, loc.ptr());
-    let mut rechecked = false;
-    loop {
-        if !r.failed() {
-            if rechecked {
-                set_errno(saved);
-            }
-            return r;
-        }
-        if errno() != libc::ENOENT {
-            return r;
-        }
-        match hydrate::lookup_missing(loc) {
-            Missing::Retry => {
+    // Set once the shim has called again; a success then restores the caller's errno.
+    let mut again = false;
+    while r.failed() && errno() == libc::ENOENT {
+        match hydrate::after_miss([loc], &mut again) {
+            AfterMiss::LookedUp => {
                 if let Err(e) = hydrate::pre(loc, pre) {
                     return R::fail(e);
                 }
-                let r = call(loc.dirfd, loc.ptr());
-                if !r.failed() {
-                    set_errno(saved);
-                }
-                return r;
-            }
-            Missing::Listed if !rechecked => {
-                rechecked = true;
+                again = true;
                 r = call(loc.dirfd, loc.ptr());
+                break;
             }
-            Missing::Listed | Missing::Authoritative => {
-                set_errno(libc::ENOENT);
-                return r;
-            }
-            Missing::Failed(e) => return R::fail(e),
+            AfterMiss::CallAgain => r = call(loc.dirfd, loc.ptr()),
+            AfterMiss::Enoent => return R::fail(libc::ENOENT),
+            AfterMiss::Failed(e) => return R::fail(e),
         }
     }
+    if again && !r.failed() {
+        set_errno(saved);
+    }
+    r
 }
 
 /// Two-path calls (rename, link): both resolved; a source in the tree with a destination
@@ -145,45 +133,24 @@ pub(crate) unsafe fn two_paths(
         }
     }
     let mut r = go();
-    let mut rechecked = false;
-    loop {
-        if r == 0 {
-            if rechecked {
-                set_errno(saved);
+    // As in `in_tree`.
+    let mut again = false;
+    while r != 0 && errno() == libc::ENOENT {
+        match hydrate::after_miss([&lo, &ln].into_iter().filter(|l| l.in_tree), &mut again) {
+            AfterMiss::LookedUp => {
+                again = true;
+                r = go();
+                break;
             }
-            return r;
+            AfterMiss::CallAgain => r = go(),
+            AfterMiss::Enoent => return Ret::fail(libc::ENOENT),
+            AfterMiss::Failed(e) => return Ret::fail(e),
         }
-        if errno() != libc::ENOENT {
-            return r;
-        }
-        // Looked up: retry and stop; listed (possibly just now): retry once more.
-        let mut looked_up = false;
-        let mut listed = false;
-        for (l, inside) in [(&lo, lo.in_tree), (&ln, dst_in)] {
-            if !inside || looked_up {
-                continue;
-            }
-            match hydrate::lookup_missing(l) {
-                Missing::Retry => looked_up = true,
-                Missing::Listed => listed = true,
-                Missing::Failed(e) => return Ret::fail(e),
-                Missing::Authoritative => {}
-            }
-        }
-        if looked_up {
-            let r = go();
-            if r == 0 {
-                set_errno(saved);
-            }
-            return r;
-        }
-        if !listed || rechecked {
-            set_errno(libc::ENOENT);
-            return r;
-        }
-        rechecked = true;
-        r = go();
     }
+    if again && r == 0 {
+        set_errno(saved);
+    }
+    r
 }
 
 #[cfg(test)]
