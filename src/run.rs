@@ -33,9 +33,18 @@ pub fn run(settings: &Settings, command: &[OsString]) -> Result<i32> {
     let (session, agent_pid) = connect_or_start(settings)?;
     let status = run_command(settings, &lib, command)?;
     wait_for_orphans(agent_pid, ORPHAN_GRACE);
+    let draining = Instant::now();
     let (errno, report) =
         client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;
     drop(session);
+    let sig = STOPPED_BY.load(Ordering::SeqCst);
+    if sig != 0 {
+        // A container stop: say that the queue was drained, and how long it took.
+        eprintln!(
+            "s3shim: stopped by signal {sig}; drained uploads in {:.1} s",
+            draining.elapsed().as_secs_f64()
+        );
+    }
     let mut code = status;
     if errno != 0 {
         eprintln!(
@@ -196,8 +205,11 @@ fn spawn_agent(settings: &Settings, deadline: Instant) -> Result<AgentStart> {
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// The signal that stopped `run` (SIGTERM, SIGHUP), 0 if none.
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward_signal(sig: libc::c_int) {
+    STOPPED_BY.store(sig, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.

@@ -117,6 +117,11 @@ pub fn fset_mtime(f: &File, secs: i64, nanos: u32) -> io::Result<()> {
 /// Moves an entry finished in the staging directory to `path` in the tree, failing with
 /// `AlreadyExists` if anything is there (local wins).
 fn publish(staged: &Path, path: &Path) -> io::Result<()> {
+    rename_noreplace(staged, path)
+}
+
+/// `rename(from, to)` that fails with `AlreadyExists` instead of replacing `to`.
+pub fn rename_noreplace(staged: &Path, path: &Path) -> io::Result<()> {
     let (from, to) = (cpath(staged)?, cpath(path)?);
     // SAFETY: two NUL-terminated paths.
     check(unsafe {

@@ -85,9 +85,27 @@ impl Index {
                 mtime_ns TEXT NOT NULL,
                 ctime_ns TEXT NOT NULL,
                 mode INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
             ) WITHOUT ROWID;",
         )?;
         Ok(Index { db: Mutex::new(db) })
+    }
+
+    /// This cache's writer id (random, made once, kept with the index).
+    pub fn writer_id(&self) -> Result<String> {
+        let db = self.db.lock();
+        db.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES ('writer', ?1)",
+            params![hex::encode(rand::random::<[u8; 8]>())],
+        )?;
+        Ok(db.query_row(
+            "SELECT value FROM settings WHERE name = 'writer'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn get(&self, path: &str) -> Result<Option<Row>> {
@@ -228,6 +246,15 @@ mod tests {
         assert_eq!(left, vec!["a-b", "a0", "ab"]);
         ix.delete_subtree("").unwrap();
         assert_eq!(ix.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn writer_id_is_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.db");
+        let first = Index::open(&p).unwrap().writer_id().unwrap();
+        assert_eq!(first.len(), 16);
+        assert_eq!(Index::open(&p).unwrap().writer_id().unwrap(), first);
     }
 
     #[test]

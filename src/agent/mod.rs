@@ -262,6 +262,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     let s3 = s3::S3::new(endpoint.as_deref(), settings.bucket(), keys).await;
     s3.check_bucket().await.map_err(anyhow::Error::msg)?;
     let index = index::Index::open(&settings.state_dir().join(layout::INDEX_NAME))?;
+    s3.set_writer(index.writer_id()?);
     if !tree.exists() {
         std::fs::create_dir(tree).with_context(|| format!("creating {}", tree.display()))?;
         fsops::write_marker(
@@ -461,15 +462,42 @@ async fn serve(
     // our lock) rather than join one that is leaving.
     drop(listener);
     let _ = std::fs::remove_file(socket);
-    let failed = server.flush(None).await;
+    let limit = drain_timeout();
+    let started = std::time::Instant::now();
+    let failed = match tokio::time::timeout(limit, server.flush(None)).await {
+        Ok(f) => f,
+        Err(_) => {
+            let (pending, in_flight, _) = server.ctx.queue.counts();
+            error!(
+                "draining took longer than {limit:?} (S3SHIM_DRAIN_TIMEOUT_SECS): stopping with {} changes not in S3; they stay in the cache and are uploaded when the agent next starts",
+                pending + in_flight
+            );
+            return 1;
+        }
+    };
     for (p, why) in &failed {
         error!("not in S3 at exit: {p}: {why}");
     }
+    info!(
+        "drained in {:.1} s ({} not uploaded)",
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
     if failed.is_empty() {
         0
     } else {
         1
     }
+}
+
+/// The longest the agent drains its queue before it exits (`S3SHIM_DRAIN_TIMEOUT_SECS`,
+/// default 60 s; container runtimes send SIGKILL after their own grace period).
+fn drain_timeout() -> Duration {
+    std::env::var("S3SHIM_DRAIN_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
 }
 
 impl Server {
@@ -591,6 +619,24 @@ impl Server {
         );
         for (p, why) in failed {
             s.push_str(&format!("  {p}: {why}\n"));
+        }
+        let ago = |t: std::time::SystemTime| t.elapsed().unwrap_or_default().as_secs();
+        match self.ctx.queue.paused() {
+            Some((since, why)) => s.push_str(&format!(
+                "uploads: paused for {} s, S3 unreachable: {why}\n",
+                ago(since)
+            )),
+            None => s.push_str("uploads: running\n"),
+        }
+        let conflicts = self.ctx.queue.conflicts();
+        s.push_str(&format!("conflicts: {}\n", conflicts.len()));
+        for c in conflicts {
+            s.push_str(&format!(
+                "  {}: changed in S3 by another writer {} s ago; the local version is {}\n",
+                c.path,
+                ago(c.at),
+                c.saved_as
+            ));
         }
         s
     }

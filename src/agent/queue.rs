@@ -7,25 +7,51 @@
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+
+/// A path waiting for its upload: the sequence number of its earliest unhandled mark,
+/// and when it was first and last marked (for the per-file debounce).
+struct Pending {
+    seq: u64,
+    first: Instant,
+    last: Instant,
+    /// Due at once (a retry, or a path a batch with deletes must take along).
+    due: bool,
+}
+
+/// A failed attempt: its mark, the problem, and whether it is worth retrying by itself
+/// (the endpoint was unreachable or overloaded, as opposed to e.g. access denied).
+struct Failure {
+    seq: u64,
+    problem: String,
+    transient: bool,
+}
+
+/// A conflict resolved by keeping both versions (see `sync`).
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub path: String,
+    pub saved_as: String,
+    pub at: std::time::SystemTime,
+}
 
 #[derive(Default)]
 struct State {
     next_seq: u64,
-    /// Path → the earliest mark not yet handled.
-    pending: HashMap<String, u64>,
+    pending: HashMap<String, Pending>,
     in_flight: HashMap<String, u64>,
-    /// Path → (seq, problem) for the last failed attempt.
-    failed: BTreeMap<String, (u64, String)>,
+    failed: BTreeMap<String, Failure>,
     /// Entries that cannot be synced as they are (a name that is not UTF-8): reported,
     /// never retried, forgotten once the entry is gone from the cache.
     unsyncable: BTreeMap<PathBuf, (u64, String, String)>,
     /// A whole-tree reconcile was requested (start-up, inotify overflow).
     scan: Option<u64>,
-    last_mark: Option<Instant>,
     /// Someone waits for a flush: skip the debounce.
     urgent: usize,
+    /// Uploads are paused since this time: the endpoint did not answer (last error).
+    paused: Option<(std::time::SystemTime, String)>,
+    conflicts: Vec<Conflict>,
 }
 
 pub struct Queue {
@@ -56,8 +82,16 @@ impl Queue {
         let mut s = self.state.lock();
         let seq = s.next_seq;
         s.next_seq += 1;
-        s.pending.entry(rel).or_insert(seq);
-        s.last_mark = Some(Instant::now());
+        let now = Instant::now();
+        s.pending
+            .entry(rel)
+            .and_modify(|p| p.last = now)
+            .or_insert(Pending {
+                seq,
+                first: now,
+                last: now,
+                due: false,
+            });
         drop(s);
         self.work.notify_one();
     }
@@ -80,55 +114,72 @@ impl Queue {
         s.unsyncable.entry(local).or_insert((seq, shown, problem));
     }
 
-    /// Waits until there is work, then until writes have been quiet for `quiet`
-    /// (unless a flush is waiting or `max_wait` passed since the work appeared).
-    pub async fn next_batch(
-        &self,
-        quiet: std::time::Duration,
-        max_wait: std::time::Duration,
-    ) -> Batch {
+    /// Waits until some path is due, and returns every due path. A path is due once it
+    /// has been quiet for `quiet` since its last mark, or `max_wait` passed since its
+    /// first (a file saved without pause still gets uploaded), or at once when a flush or
+    /// fsync waits. So a burst of saves to one file uploads it once, while other files
+    /// go on their own schedule.
+    pub async fn next_batch(&self, quiet: Duration, max_wait: Duration) -> Batch {
         loop {
             let notified = self.work.notified();
-            {
-                let s = self.state.lock();
-                if !s.pending.is_empty() || s.scan.is_some() {
-                    break;
-                }
-            }
-            notified.await;
-        }
-        let started = Instant::now();
-        loop {
             let wait = {
-                let s = self.state.lock();
-                if s.urgent > 0 {
-                    None
-                } else {
-                    let since = s.last_mark.map(|t| t.elapsed()).unwrap_or(quiet);
-                    let left_quiet = quiet.saturating_sub(since);
-                    let left_max = max_wait.saturating_sub(started.elapsed());
-                    let w = left_quiet.min(left_max);
-                    (!w.is_zero()).then_some(w)
+                let mut s = self.state.lock();
+                let now = Instant::now();
+                let all = s.urgent > 0 || s.scan.is_some();
+                let due_at = |p: &Pending| {
+                    if all || p.due {
+                        now
+                    } else {
+                        (p.last + quiet).min(p.first + max_wait)
+                    }
+                };
+                let due: Vec<String> = s
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| due_at(p) <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !due.is_empty() || s.scan.is_some() {
+                    let paths = Self::take(&mut s, due);
+                    return Batch {
+                        paths,
+                        scan: s.scan.take(),
+                    };
                 }
+                s.pending
+                    .values()
+                    .map(|p| due_at(p) - now)
+                    .min()
             };
             match wait {
-                None => break,
+                // A flush or a new mark may make something due sooner.
                 Some(w) => {
-                    // A flush arriving during the wait cuts it short.
-                    let _ = tokio::time::timeout(w, self.work.notified()).await;
+                    let _ = tokio::time::timeout(w, notified).await;
                 }
+                None => notified.await,
             }
         }
+    }
+
+    /// Moves `paths` from pending to in flight.
+    fn take(s: &mut State, paths: Vec<String>) -> Vec<(String, u64)> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            if let Some(pending) = s.pending.remove(&p) {
+                let e = s.in_flight.entry(p.clone()).or_insert(pending.seq);
+                *e = (*e).min(pending.seq);
+                out.push((p, pending.seq));
+            }
+        }
+        out
+    }
+
+    /// Takes every pending path, due or not (a batch that deletes must first handle
+    /// what may be the other end of a rename).
+    pub fn take_all_pending(&self) -> Vec<(String, u64)> {
         let mut s = self.state.lock();
-        let paths: Vec<(String, u64)> = s.pending.drain().collect();
-        for (p, seq) in &paths {
-            let e = s.in_flight.entry(p.clone()).or_insert(*seq);
-            *e = (*e).min(*seq);
-        }
-        Batch {
-            paths,
-            scan: s.scan.take(),
-        }
+        let all: Vec<String> = s.pending.keys().cloned().collect();
+        Self::take(&mut s, all)
     }
 
     /// Adds a path discovered while handling a batch (it is in flight at once).
@@ -140,6 +191,16 @@ impl Queue {
 
     /// Marks a path of the current batch done (`Ok`) or failed.
     pub fn finish(&self, rel: &str, result: Result<(), String>) {
+        self.finish_as(rel, result, false)
+    }
+
+    /// Like [`Queue::finish`], for a failure worth retrying by itself (the endpoint
+    /// was unreachable): retried by [`Queue::retry_transient`].
+    pub fn finish_transient(&self, rel: &str, problem: String) {
+        self.finish_as(rel, Err(problem), true)
+    }
+
+    fn finish_as(&self, rel: &str, result: Result<(), String>, transient: bool) {
         let mut s = self.state.lock();
         let seq = s.in_flight.remove(rel).unwrap_or(u64::MAX);
         match result {
@@ -147,11 +208,84 @@ impl Queue {
                 s.failed.remove(rel);
             }
             Err(problem) => {
-                s.failed.insert(rel.to_string(), (seq, problem));
+                s.failed.insert(
+                    rel.to_string(),
+                    Failure {
+                        seq,
+                        problem,
+                        transient,
+                    },
+                );
             }
         }
         drop(s);
         self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Hands a path of the current batch back to the queue, due at once (a transient
+    /// failure while the endpoint answers: try again rather than report it).
+    pub fn requeue(&self, rel: &str) {
+        let mut s = self.state.lock();
+        let seq = s.in_flight.remove(rel).unwrap_or(u64::MAX);
+        Self::make_due(&mut s, rel.to_string(), seq);
+        drop(s);
+        self.work.notify_one();
+    }
+
+    fn make_due(s: &mut State, rel: String, seq: u64) {
+        let now = Instant::now();
+        let p = s.pending.entry(rel).or_insert(Pending {
+            seq,
+            first: now,
+            last: now,
+            due: true,
+        });
+        p.seq = p.seq.min(seq);
+        p.due = true;
+    }
+
+    /// Queues every transient failure again; returns how many.
+    pub fn retry_transient(&self) -> usize {
+        let mut s = self.state.lock();
+        let again: Vec<(String, u64)> = s
+            .failed
+            .iter()
+            .filter(|(_, f)| f.transient)
+            .map(|(p, f)| (p.clone(), f.seq))
+            .collect();
+        for (p, seq) in &again {
+            s.failed.remove(p);
+            Self::make_due(&mut s, p.clone(), *seq);
+        }
+        drop(s);
+        if !again.is_empty() {
+            self.work.notify_one();
+        }
+        again.len()
+    }
+
+    /// Uploads stop (the endpoint is unreachable: `why`) or go on (`None`).
+    pub fn set_paused(&self, why: Option<String>) {
+        let mut s = self.state.lock();
+        match why {
+            Some(w) => {
+                let since = s.paused.as_ref().map(|p| p.0);
+                s.paused = Some((since.unwrap_or_else(std::time::SystemTime::now), w));
+            }
+            None => s.paused = None,
+        }
+    }
+
+    pub fn paused(&self) -> Option<(std::time::SystemTime, String)> {
+        self.state.lock().paused.clone()
+    }
+
+    pub fn add_conflict(&self, c: Conflict) {
+        self.state.lock().conflicts.push(c);
+    }
+
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.state.lock().conflicts.clone()
     }
 
     /// A scan of the whole tree finished.
@@ -169,7 +303,7 @@ impl Queue {
 
     fn done_before(s: &State, barrier: u64, only: Option<&str>) -> bool {
         let before = |(p, seq): (&String, &u64)| *seq < barrier && only.is_none_or(|o| o == p);
-        !s.pending.iter().any(before)
+        !s.pending.iter().any(|(p, e)| before((p, &e.seq)))
             && !s.in_flight.iter().any(before)
             && s.scan.is_none_or(|seq| seq >= barrier)
     }
@@ -182,12 +316,11 @@ impl Queue {
             let retry: Vec<(String, u64)> = s
                 .failed
                 .iter()
-                .filter(|(p, (seq, _))| *seq < barrier && only.is_none_or(|o| o == p.as_str()))
-                .map(|(p, (seq, _))| (p.clone(), *seq))
+                .filter(|(p, f)| f.seq < barrier && only.is_none_or(|o| o == p.as_str()))
+                .map(|(p, f)| (p.clone(), f.seq))
                 .collect();
             for (p, seq) in retry {
-                let e = s.pending.entry(p).or_insert(seq);
-                *e = (*e).min(seq);
+                Self::make_due(&mut s, p, seq);
             }
             s.urgent += 1;
         }
@@ -208,8 +341,8 @@ impl Queue {
         let mut out: Vec<(String, String)> = s
             .failed
             .iter()
-            .filter(|(p, (seq, _))| *seq < barrier && only.is_none_or(|o| o == p.as_str()))
-            .map(|(p, (_, why))| (p.clone(), why.clone()))
+            .filter(|(p, f)| f.seq < barrier && only.is_none_or(|o| o == p.as_str()))
+            .map(|(p, f)| (p.clone(), f.problem.clone()))
             .collect();
         if only.is_none() {
             out.extend(
@@ -228,7 +361,7 @@ impl Queue {
         let failed = s
             .failed
             .iter()
-            .map(|(p, (_, w))| (p.clone(), w.clone()))
+            .map(|(p, f)| (p.clone(), f.problem.clone()))
             .chain(
                 s.unsyncable
                     .values()

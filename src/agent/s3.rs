@@ -23,6 +23,9 @@ pub struct PosixMeta {
     pub gid: u32,
 }
 
+/// User metadata naming the cache that wrote an object (see [`S3::set_writer`]).
+pub const WRITER: &str = "s3shim-writer";
+
 impl PosixMeta {
     fn to_headers(self) -> HashMap<String, String> {
         HashMap::from([
@@ -46,6 +49,8 @@ pub struct ObjectHead {
     pub mode: Option<u32>,
     /// `mtime` metadata, else Last-Modified.
     pub mtime: (i64, u32),
+    /// The cache that wrote it, when it was one of ours.
+    pub writer: Option<String>,
 }
 
 impl ObjectHead {
@@ -65,6 +70,7 @@ impl ObjectHead {
             etag: etag.unwrap_or_default().to_string(),
             mode: lookup(meta::MODE).and_then(|v| meta::parse_mode(v)),
             mtime,
+            writer: lookup(WRITER).cloned(),
         }
     }
 }
@@ -86,6 +92,113 @@ pub struct S3 {
     bucket: String,
     /// For messages: the endpoint URL or "AWS".
     pub endpoint_desc: String,
+    tuning: Tuning,
+    writer: std::sync::OnceLock<String>,
+    /// The server refused a conditional write as not implemented: check with HEAD.
+    no_conditional_writes: std::sync::atomic::AtomicBool,
+}
+
+/// Knobs read from the environment once (tests make them small).
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Files at least this large are uploaded in parts (`S3SHIM_MULTIPART_THRESHOLD`).
+    pub multipart_threshold: u64,
+    /// Part size (`S3SHIM_MULTIPART_PART_SIZE`; S3 needs at least 5 MiB).
+    pub part_size: u64,
+    /// Parts uploaded at once; memory is bounded by this times the part size.
+    pub part_concurrency: usize,
+    /// Attempts per request, with exponential backoff and jitter between them
+    /// (`S3SHIM_S3_ATTEMPTS`).
+    pub attempts: u32,
+    /// Longest wait for a response, from sending the request (`S3SHIM_S3_TIMEOUT_MS`).
+    pub timeout: Duration,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+impl Tuning {
+    pub fn from_env() -> Tuning {
+        const MIB: u64 = 1 << 20;
+        Tuning {
+            multipart_threshold: env_u64("S3SHIM_MULTIPART_THRESHOLD").unwrap_or(16 * MIB),
+            part_size: env_u64("S3SHIM_MULTIPART_PART_SIZE")
+                .unwrap_or(16 * MIB)
+                .max(5 * MIB),
+            part_concurrency: 4,
+            attempts: env_u64("S3SHIM_S3_ATTEMPTS").unwrap_or(6).max(1) as u32,
+            timeout: Duration::from_millis(env_u64("S3SHIM_S3_TIMEOUT_MS").unwrap_or(120_000)),
+        }
+    }
+}
+
+/// A write's precondition on the object it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    /// Only if the object still has this ETag (we last saw it so).
+    IfMatch(String),
+    /// Only if no object has the key (we never saw one).
+    IfNoneMatch,
+}
+
+/// How an S3 call failed, as far as the sync engine cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Unreachable, timed out, reset, 5xx, throttled: worth trying again later.
+    Transient,
+    /// A precondition did not hold (412), or `If-Match` on a key that is gone (404).
+    Conflict,
+    /// Anything else (access denied, bad request...).
+    Other,
+}
+
+/// The error of an S3 call: a sentence for the user, and its [`Failure`] class.
+#[derive(Debug)]
+pub struct S3Error {
+    pub failure: Failure,
+    sentence: String,
+}
+
+impl std::fmt::Display for S3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.sentence)
+    }
+}
+
+impl std::error::Error for S3Error {}
+
+/// The class of an error from this module (`Other` for anything else).
+pub fn failure_of(e: &anyhow::Error) -> Failure {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<S3Error>())
+        .map(|e| e.failure)
+        .unwrap_or(Failure::Other)
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: &SdkError<E, HttpResponse>,
+) -> Failure {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Failure::Transient
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = e.code().unwrap_or("");
+            if status == 412 || code == "PreconditionFailed" {
+                Failure::Conflict
+            } else if status >= 500
+                || status == 429
+                || matches!(code, "SlowDown" | "Throttling" | "RequestTimeout")
+            {
+                Failure::Transient
+            } else {
+                Failure::Other
+            }
+        }
+        _ => Failure::Other,
+    }
 }
 
 /// Credentials for the embedded server, which accepts exactly one key pair.
@@ -96,11 +209,21 @@ pub struct StaticKeys {
 
 impl S3 {
     pub async fn new(endpoint: Option<&str>, bucket: &str, keys: Option<StaticKeys>) -> S3 {
+        let tuning = Tuning::from_env();
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
+            .read_timeout(tuning.timeout)
             .build();
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+        // The SDK's standard retry: exponential backoff with full jitter on 5xx,
+        // throttling (503 SlowDown), timeouts and connection errors; more attempts than
+        // its default 3, since a sync engine would rather wait than report.
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(tuning.attempts)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(10));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .retry_config(retry);
         // With a custom endpoint, take the region from the environment or the profile,
         // else sign for us-east-1, rather than asking EC2's metadata service (which
         // fails, slowly, off EC2).
@@ -138,7 +261,30 @@ impl S3 {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
             endpoint_desc: endpoint.unwrap_or("AWS").to_string(),
+            tuning,
+            writer: Default::default(),
+            no_conditional_writes: Default::default(),
         }
+    }
+
+    /// Names this cache on every object it uploads, so that after a crash between a
+    /// PUT and its record in the index the agent recognises its own object and does not
+    /// take it for another writer's.
+    pub fn set_writer(&self, id: String) {
+        let _ = self.writer.set(id);
+    }
+
+    pub fn writer(&self) -> Option<&str> {
+        self.writer.get().map(String::as_str)
+    }
+
+    /// The user metadata of an upload: POSIX attributes and the writer.
+    fn metadata(&self, m: PosixMeta) -> HashMap<String, String> {
+        let mut h = m.to_headers();
+        if let Some(w) = self.writer.get() {
+            h.insert(WRITER.to_string(), w.clone());
+        }
+        h
     }
 
     pub fn bucket(&self) -> &str {
@@ -210,7 +356,29 @@ impl S3 {
         key: &str,
         e: SdkError<E, HttpResponse>,
     ) -> anyhow::Error {
-        anyhow!("{what} {key}: {}", self.explain(&e))
+        anyhow::Error::new(S3Error {
+            failure: classify(&e),
+            sentence: format!("{what} {key}: {}", self.explain(&e)),
+        })
+    }
+
+    /// One HEAD of the bucket, without retries: is the endpoint back?
+    pub async fn probe(&self) -> std::result::Result<(), String> {
+        let attempt = self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::new()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
+            .send();
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Err(_) => Err(format!("{} did not answer within 10 s", self.endpoint_desc)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.explain(&e)),
+        }
     }
 
     /// Lists the objects and sub-prefixes directly under `prefix` (delimiter `/`).
@@ -332,35 +500,259 @@ impl S3 {
         Ok(data.into_bytes().to_vec())
     }
 
-    /// Uploads a local file as `key`; returns the new ETag.
-    pub async fn put_file(&self, key: &str, path: &Path, m: PosixMeta) -> Result<String> {
+    /// Uploads a local file as `key` under `cond`; returns the new ETag. Files at or
+    /// above the multipart threshold go up in parts, read from the file as they are sent.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        m: PosixMeta,
+        cond: Option<Cond>,
+    ) -> Result<String> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?
+            .len();
+        let cond = self.check_cond(key, cond).await?;
+        if size >= self.tuning.multipart_threshold && size > self.tuning.part_size {
+            return self.put_multipart(key, path, size, m, cond).await;
+        }
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?;
-        self.put(key, body, m).await
+        self.put(key, body, m, cond).await
     }
 
     pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>, m: PosixMeta) -> Result<String> {
-        self.put(key, ByteStream::from(bytes), m).await
+        self.put(key, ByteStream::from(bytes), m, None).await
     }
 
-    async fn put(&self, key: &str, body: ByteStream, m: PosixMeta) -> Result<String> {
+    /// On a server without conditional writes, checks the precondition with a HEAD
+    /// (racy, but catches the common case) and sends the write unconditionally.
+    async fn check_cond(&self, key: &str, cond: Option<Cond>) -> Result<Option<Cond>> {
+        use std::sync::atomic::Ordering;
+        if cond.is_none() || !self.no_conditional_writes.load(Ordering::Relaxed) {
+            return Ok(cond);
+        }
+        let current = self.head(key).await?.map(|h| h.etag);
+        let holds = match (&cond, current) {
+            (Some(Cond::IfMatch(e)), Some(cur)) => *e == cur,
+            (Some(Cond::IfNoneMatch), None) => true,
+            _ => false,
+        };
+        if holds {
+            Ok(None)
+        } else {
+            Err(anyhow::Error::new(S3Error {
+                failure: Failure::Conflict,
+                sentence: format!("uploading {key}: the object changed in S3 (HEAD check)"),
+            }))
+        }
+    }
+
+    /// A conditional write the server rejected as not implemented: remember to check
+    /// with HEAD from now on, and say so once.
+    fn conditional_unsupported<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        e: &SdkError<E, HttpResponse>,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        let status = match e {
+            SdkError::ServiceError(se) => se.raw().status().as_u16(),
+            _ => return false,
+        };
+        if status != 501 && e.code() != Some("NotImplemented") {
+            return false;
+        }
+        if !self.no_conditional_writes.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "{} does not support conditional writes (If-Match / If-None-Match); checking for concurrent changes with HEAD before each upload instead, which leaves a small window for lost updates",
+                self.endpoint_desc
+            );
+        }
+        true
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        m: PosixMeta,
+        cond: Option<Cond>,
+    ) -> Result<String> {
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(body)
-            .set_metadata(Some(m.to_headers()));
+            .set_metadata(Some(self.metadata(m)));
         if key.ends_with('/') {
             // What s3fs gives directory objects.
             req = req.content_type("application/x-directory");
         }
-        let o = req
+        req = match &cond {
+            Some(Cond::IfMatch(e)) => req.if_match(e),
+            Some(Cond::IfNoneMatch) => req.if_none_match("*"),
+            None => req,
+        };
+        match req.send().await {
+            Ok(o) => Ok(o.e_tag().unwrap_or_default().to_string()),
+            // Tried again at once, with the HEAD check.
+            Err(e) if cond.is_some() && self.conditional_unsupported(&e) => {
+                Err(anyhow::Error::new(S3Error {
+                    failure: Failure::Transient,
+                    sentence: format!(
+                        "uploading {key}: the server does not support conditional writes"
+                    ),
+                }))
+            }
+            Err(e) => Err(self.if_match_gone(key, &cond, e)),
+        }
+    }
+
+    /// `If-Match` on a key deleted meanwhile answers 404: that is a conflict too.
+    fn if_match_gone<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        key: &str,
+        cond: &Option<Cond>,
+        e: SdkError<E, HttpResponse>,
+    ) -> anyhow::Error {
+        let gone = matches!(cond, Some(Cond::IfMatch(_)))
+            && matches!(&e, SdkError::ServiceError(se) if se.raw().status().as_u16() == 404);
+        let mut err = S3Error {
+            failure: classify(&e),
+            sentence: format!("uploading {key}: {}", self.explain(&e)),
+        };
+        if gone {
+            err.failure = Failure::Conflict;
+            err.sentence = format!("uploading {key}: the object was deleted in S3 meanwhile");
+        }
+        anyhow::Error::new(err)
+    }
+
+    /// Multipart upload: parts of `part_size` read from the file at their offset,
+    /// `part_concurrency` at a time, so memory stays at their product whatever the file
+    /// size. The upload is aborted on any failure (no orphaned parts are left to bill).
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        m: PosixMeta,
+        cond: Option<Cond>,
+    ) -> Result<String> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        use futures::{StreamExt, TryStreamExt};
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(self.metadata(m)))
             .send()
             .await
-            .map_err(|e| self.err("uploading", key, e))?;
-        Ok(o.e_tag().unwrap_or_default().to_string())
+            .map_err(|e| self.err("starting the upload of", key, e))?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| anyhow!("uploading {key}: the server gave no upload id"))?
+            .to_string();
+        let part_size = self.tuning.part_size;
+        let count = size.div_ceil(part_size);
+        let parts = futures::stream::iter(0..count)
+            .map(|i| {
+                let id = &id;
+                async move {
+                    let offset = i * part_size;
+                    let len = part_size.min(size - offset);
+                    let bytes = read_range(path, offset, len).await?;
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .part_number(i as i32 + 1)
+                        .body(ByteStream::from(bytes))
+                        .send()
+                        .await
+                        .map_err(|e| self.err("uploading a part of", key, e))?;
+                    Ok::<_, anyhow::Error>(
+                        CompletedPart::builder()
+                            .part_number(i as i32 + 1)
+                            .set_e_tag(out.e_tag().map(str::to_string))
+                            .build(),
+                    )
+                }
+            })
+            .buffered(self.tuning.part_concurrency)
+            .try_collect::<Vec<_>>()
+            .await;
+        let result = match parts {
+            Ok(parts) => {
+                let mut req = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    );
+                req = match &cond {
+                    Some(Cond::IfMatch(e)) => req.if_match(e),
+                    Some(Cond::IfNoneMatch) => req.if_none_match("*"),
+                    None => req,
+                };
+                req.send()
+                    .await
+                    .map(|o| o.e_tag().unwrap_or_default().to_string())
+                    .map_err(|e| self.if_match_gone(key, &cond, e))
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// Whether the object at `key` holds exactly the bytes of the local file (an upload
+    /// whose answer was lost: the agent was killed after the PUT, before recording it).
+    /// Returns its ETag when it does. Streams both sides; memory stays small.
+    pub async fn holds_same_bytes(&self, key: &str, path: &Path) -> Result<Option<String>> {
+        use tokio::io::AsyncReadExt;
+        let Some(head) = self.head(key).await? else {
+            return Ok(None);
+        };
+        let local_size = tokio::fs::metadata(path).await?.len();
+        if head.size != local_size {
+            return Ok(None);
+        }
+        let mut o = self.get(key).await?;
+        let mut f = tokio::fs::File::open(path).await?;
+        let mut buf = Vec::new();
+        while let Some(chunk) = o
+            .body
+            .try_next()
+            .await
+            .map_err(|e| anyhow!("downloading {key}: {e}"))?
+        {
+            buf.resize(chunk.len(), 0);
+            if f.read_exact(&mut buf).await.is_err() || buf[..] != chunk[..] {
+                return Ok(None);
+            }
+        }
+        Ok(Some(o.e_tag().unwrap_or(&head.etag).to_string()))
     }
 
     /// Server-side copy with new metadata; returns the new ETag.
@@ -372,7 +764,7 @@ impl S3 {
             .copy_source(format!("{}/{}", self.bucket, encode_key(src)))
             .key(dst)
             .metadata_directive(MetadataDirective::Replace)
-            .set_metadata(Some(m.to_headers()))
+            .set_metadata(Some(self.metadata(m)))
             .send()
             .await
             .map_err(|e| self.err("copying to", dst, e))?;
@@ -436,6 +828,18 @@ impl S3 {
         }
         Ok(())
     }
+}
+
+/// `len` bytes of the file at `offset` (one multipart part).
+async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)
+        .await
+        .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?;
+    Ok(buf)
 }
 
 /// The innermost cause of an error chain, which is the part that names the problem

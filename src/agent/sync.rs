@@ -13,8 +13,8 @@
 
 use super::hydrate::{marker_of, same_content_and_meta, OwnedMarker};
 use super::index::{Fingerprint, Kind, Row};
-use super::queue::Batch;
-use super::s3::PosixMeta;
+use super::queue::{Batch, Conflict};
+use super::s3::{failure_of, Cond, Failure, PosixMeta};
 use super::watch::NOT_UTF8;
 use super::{fsops, Ctx};
 use anyhow::{anyhow, Context, Result};
@@ -27,7 +27,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use tracing::{debug, info, warn};
+use std::time::Duration;
+use tracing::{debug, error, info, warn};
 
 /// Uploads/copies in flight at once.
 const SYNC_CONCURRENCY: usize = 16;
@@ -44,15 +45,65 @@ struct Outcome {
 impl Ctx {
     /// The sync worker: forever takes batches of changed paths and reconciles them.
     pub async fn sync_worker(self: Arc<Self>) {
+        let (quiet, max_wait) = debounce();
+        tokio::spawn(self.clone().resume_when_back());
         loop {
-            let batch = self
-                .queue
-                .next_batch(
-                    std::time::Duration::from_millis(200),
-                    std::time::Duration::from_secs(2),
-                )
-                .await;
+            let batch = self.queue.next_batch(quiet, max_wait).await;
             self.run_batch(batch).await;
+        }
+    }
+
+    /// While uploads are paused, probes the endpoint with growing, jittered intervals
+    /// (1 s to 30 s) and resumes the failed uploads once it answers.
+    async fn resume_when_back(self: Arc<Self>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let jitter = rand::random::<f64>() * 0.5 + 0.75;
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            if self.queue.paused().is_none() {
+                backoff = Duration::from_secs(1);
+                continue;
+            }
+            match self.s3.probe().await {
+                Ok(()) => {
+                    self.queue.set_paused(None);
+                    let n = self.queue.retry_transient();
+                    info!("S3 answers again: uploads resume ({n} paths to retry)");
+                    backoff = Duration::from_secs(1);
+                }
+                Err(why) => {
+                    self.queue.set_paused(Some(why));
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Decides what transient failures mean: the endpoint answers (a fault that the
+    /// SDK's retries did not outlast): try again; it does not: pause uploads, report the
+    /// paths as not uploaded yet, and let [`Ctx::resume_when_back`] retry them.
+    async fn settle_transient(&self, failed: Vec<(String, String)>) {
+        if failed.is_empty() {
+            return;
+        }
+        match self.s3.probe().await {
+            Ok(()) => {
+                for (rel, _) in failed {
+                    self.queue.requeue(&rel);
+                }
+            }
+            Err(why) => {
+                if self.queue.paused().is_none() {
+                    error!("S3 is unreachable ({why}); uploads are paused until it answers, changes stay in the cache");
+                }
+                self.queue.set_paused(Some(why));
+                for (rel, problem) in failed {
+                    self.queue.finish_transient(
+                        &rel,
+                        format!("{problem} (uploads are paused; retried when S3 answers)"),
+                    );
+                }
+            }
         }
     }
 
@@ -74,17 +125,43 @@ impl Ctx {
             }
             self.queue.scan_done();
         }
+        if let Some((_, why)) = self.queue.paused() {
+            // Paused: one probe instead of a doomed request per path.
+            if self.s3.probe().await.is_err() {
+                self.settle_transient(work.into_iter().map(|(p, _)| (p, why.clone())).collect())
+                    .await;
+                return;
+            }
+            self.queue.set_paused(None);
+            let n = self.queue.retry_transient();
+            info!("S3 answers again: uploads resume ({n} paths to retry)");
+        }
         let (mut present, mut missing) = (Vec::new(), Vec::new());
+        let exists = |rel: &str| std::fs::symlink_metadata(self.local(rel)).is_ok();
         for (rel, seq) in work {
-            if std::fs::symlink_metadata(self.local(&rel)).is_ok() {
+            if exists(&rel) {
                 present.push((rel, seq));
             } else {
                 missing.push(rel);
             }
         }
-
+        if !missing.is_empty() {
+            // A delete may be the old half of a rename whose new half is still in its
+            // debounce: handle that first, or the delete could lose the only copy.
+            for (rel, seq) in self.queue.take_all_pending() {
+                if exists(&rel) {
+                    present.push((rel, seq));
+                } else {
+                    missing.push(rel);
+                }
+            }
+        }
+        let mut transient: Vec<(String, String)> = Vec::new();
         // Phase one, to a fixpoint: new directories add their contents.
         let mut copy_failed = false;
+        // Some copy failed for a reason other than the endpoint's health: its source
+        // must stay until a later flush or scan.
+        let mut copy_failed_for_good = false;
         while !present.is_empty() {
             let results: Vec<(String, u64, Result<Outcome>)> = stream::iter(present)
                 .map(|(rel, seq)| async move {
@@ -107,9 +184,16 @@ impl Ctx {
                     Err(e) => {
                         // A failed copy may be the only way to keep a moved placeholder's
                         // bytes; a failed plain upload is not.
-                        copy_failed |= e.is::<CopyFailed>();
+                        if e.is::<CopyFailed>() {
+                            copy_failed = true;
+                            copy_failed_for_good |= failure(&e) != Failure::Transient;
+                        }
                         warn!("sync of {rel:?} failed: {e:#}");
-                        self.queue.finish(&rel, Err(format!("{e:#}")));
+                        if failure(&e) == Failure::Transient {
+                            transient.push((rel, format!("{e:#}")));
+                        } else {
+                            self.queue.finish(&rel, Err(format!("{e:#}")));
+                        }
                     }
                 }
             }
@@ -126,9 +210,19 @@ impl Ctx {
             };
             if let Err(e) = &r {
                 warn!("delete of {rel:?} failed: {e:#}");
+                let waits_for_retry = if copy_failed {
+                    !copy_failed_for_good
+                } else {
+                    failure(e) == Failure::Transient
+                };
+                if waits_for_retry {
+                    transient.push((rel, format!("{e:#}")));
+                    continue;
+                }
             }
             self.queue.finish(&rel, r.map_err(|e| format!("{e:#}")));
         }
+        self.settle_transient(transient).await;
     }
 
     fn posix_meta(&self, md: &std::fs::Metadata) -> PosixMeta {
@@ -152,6 +246,22 @@ impl Ctx {
         let row = self.index.get(rel)?;
         let fp = Fingerprint::of(&md);
         let ft = md.file_type();
+        if row.is_none() && (ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+            // Journal before any request: from here on an object may exist for this
+            // path, so if the agent dies after the upload but before recording it, and
+            // the path is gone by the next start, that start deletes the object instead
+            // of leaving it behind. The empty fingerprint matches no local state, so the
+            // entry is reconciled again.
+            let kind = if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_symlink() {
+                Kind::Symlink
+            } else {
+                Kind::File
+            };
+            self.index
+                .put(rel, &Row::new(kind, String::new(), Fingerprint::default()))?;
+        }
         if ft.is_dir() {
             return self.upsert_dir(rel, &path, &md, row).await;
         }
@@ -218,7 +328,32 @@ impl Ctx {
                 })
             }
             _ => {
-                let etag = self.s3.put_file(&own, &path, self.posix_meta(&md)).await?;
+                // Conditional on what we last saw, so another writer's version is never
+                // overwritten silently.
+                let cond = match &row {
+                    Some(r) if r.kind != Kind::Dir && !r.etag.is_empty() => {
+                        Cond::IfMatch(r.etag.clone())
+                    }
+                    _ => Cond::IfNoneMatch,
+                };
+                let etag = match self
+                    .s3
+                    .put_file(&own, &path, self.posix_meta(&md), Some(cond))
+                    .await
+                {
+                    Ok(etag) => etag,
+                    Err(e) if failure(&e) == Failure::Conflict => {
+                        match self.own_object(&own, &path).await? {
+                            Some(cond) => {
+                                self.s3
+                                    .put_file(&own, &path, self.posix_meta(&md), Some(cond))
+                                    .await?
+                            }
+                            None => return self.keep_both(rel, &path, fp).await,
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
                 match std::fs::symlink_metadata(&path) {
                     Ok(after) if Fingerprint::of(&after) == fp => {
                         self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
@@ -229,6 +364,77 @@ impl Ctx {
                 Ok(Outcome::default())
             }
         }
+    }
+
+    /// After a failed precondition: whether the object in S3 is in fact ours (written
+    /// by this cache, whose index lost the answer to the PUT when the agent was killed,
+    /// or holding exactly the local bytes). Then the condition to overwrite it with.
+    async fn own_object(&self, key: &str, path: &Path) -> Result<Option<Cond>> {
+        let Some(head) = self.s3.head(key).await? else {
+            return Ok(None);
+        };
+        if head.writer.is_some() && head.writer.as_deref() == self.s3.writer() {
+            return Ok(Some(Cond::IfMatch(head.etag)));
+        }
+        Ok(self
+            .s3
+            .holds_same_bytes(key, path)
+            .await?
+            .map(Cond::IfMatch))
+    }
+
+    /// The object changed in S3 since we last saw it (another writer): the remote
+    /// version keeps the name (as a placeholder, fetched when read), the local one is
+    /// renamed beside it ([`conflict_name`]) and uploaded as a new object. Both are kept;
+    /// the conflict is logged and listed by `s3shim status`. The caller holds `rel`'s
+    /// lock.
+    async fn keep_both(&self, rel: &str, path: &Path, fp: Fingerprint) -> Result<Outcome> {
+        let own = self.key(rel);
+        let Some(head) = self.s3.head(&own).await? else {
+            // Deleted in S3 meanwhile: the local change is the only version; keep it.
+            let md = std::fs::symlink_metadata(path)?;
+            let etag = self
+                .s3
+                .put_file(&own, path, self.posix_meta(&md), Some(Cond::IfNoneMatch))
+                .await?;
+            self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
+            warn!("{rel:?} was deleted in S3 by another writer; uploaded the local version again");
+            return Ok(Outcome::default());
+        };
+        let saved = free_conflict_name(&self.tree, rel);
+        fsops::rename_noreplace(path, &self.local(&saved))
+            .with_context(|| format!("saving the local version of {rel} as {saved}"))?;
+        let staged = self.tmp_path();
+        let mode = head.mode.unwrap_or(meta::DEFAULT_FILE_MODE);
+        match fsops::create_placeholder(
+            &staged,
+            path,
+            head.size,
+            mode,
+            head.mtime,
+            Some(&Marker::Placeholder {
+                etag: &head.etag,
+                source_key: &own,
+            }),
+        ) {
+            Ok(md) => self.index.put(
+                rel,
+                &Row::new(Kind::File, head.etag.clone(), Fingerprint::of(&md)),
+            )?,
+            // A writer re-created it meanwhile: its version is uploaded in turn.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).context("placing the remote version"),
+        }
+        error!(
+            "CONFLICT: {rel} was changed in S3 by another writer; the remote version keeps the name, the local version is saved as {saved} and uploaded"
+        );
+        self.queue.add_conflict(Conflict {
+            path: rel.to_string(),
+            saved_as: saved.clone(),
+            at: std::time::SystemTime::now(),
+        });
+        self.queue.mark(saved);
+        Ok(Outcome::default())
     }
 
     async fn upsert_dir(
@@ -417,6 +623,100 @@ impl Ctx {
     }
 }
 
+/// The debounce: a file is uploaded once it has been quiet for `S3SHIM_DEBOUNCE_MS`
+/// (default 500 ms), or `S3SHIM_DEBOUNCE_MAX_MS` (default 5 s) after its first unsynced
+/// change, whichever comes first.
+fn debounce() -> (Duration, Duration) {
+    let ms = |name: &str, default: u64| {
+        Duration::from_millis(
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    let quiet = ms("S3SHIM_DEBOUNCE_MS", 500);
+    (quiet, ms("S3SHIM_DEBOUNCE_MAX_MS", 5000).max(quiet))
+}
+
+/// Where the local version of `rel` goes when S3 holds another writer's:
+/// `name.conflict-<host>-<UTC time>.ext` beside it (`ext` is what follows the last `.`
+/// of the name, unless the name starts with its only `.`; no extension, no suffix).
+pub fn conflict_name(rel: &str, host: &str, now: time::OffsetDateTime) -> String {
+    let (dir, name) = match rel.rsplit_once('/') {
+        Some((d, n)) => (Some(d), n),
+        None => (None, rel),
+    };
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let file = format!("{stem}.conflict-{host}-{stamp}{ext}");
+    match dir {
+        Some(d) => format!("{d}/{file}"),
+        None => file,
+    }
+}
+
+/// [`conflict_name`] for now and this host, with `-2`, `-3`... on the stem if taken.
+fn free_conflict_name(tree: &Path, rel: &str) -> String {
+    let host = hostname();
+    let now = time::OffsetDateTime::now_utc();
+    let base = conflict_name(rel, &host, now);
+    let mut n = 1;
+    loop {
+        let cand = if n == 1 {
+            base.clone()
+        } else {
+            conflict_name(rel, &format!("{host}-{n}"), now)
+        };
+        if std::fs::symlink_metadata(tree.join(&cand)).is_err() {
+            return cand;
+        }
+        n += 1;
+    }
+}
+
+/// This machine's name, reduced to characters safe in a file name.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: a valid buffer of that length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let raw = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(63)
+        .collect();
+    if clean.is_empty() {
+        "host".to_string()
+    } else {
+        clean
+    }
+}
+
+/// How an error of this module failed (see [`Failure`]), looking inside [`CopyFailed`].
+fn failure(e: &anyhow::Error) -> Failure {
+    match e.downcast_ref::<CopyFailed>() {
+        Some(c) => failure_of(&c.0),
+        None => failure_of(e),
+    }
+}
+
 /// A server-side copy failed; its source must not be deleted in the same batch.
 #[derive(Debug)]
 struct CopyFailed(anyhow::Error);
@@ -434,3 +734,29 @@ impl std::fmt::Display for CopyFailed {
 }
 
 impl std::error::Error for CopyFailed {}
+
+#[cfg(test)]
+mod tests {
+    use super::conflict_name;
+
+    #[test]
+    fn conflict_names_keep_the_extension() {
+        let t = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(
+            conflict_name("src/notes.txt", "box", t),
+            "src/notes.conflict-box-20231114T221320Z.txt"
+        );
+        assert_eq!(
+            conflict_name("a.tar.gz", "box", t),
+            "a.tar.conflict-box-20231114T221320Z.gz"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", "box", t),
+            ".bashrc.conflict-box-20231114T221320Z"
+        );
+        assert_eq!(
+            conflict_name("d.x/Makefile", "box", t),
+            "d.x/Makefile.conflict-box-20231114T221320Z"
+        );
+    }
+}

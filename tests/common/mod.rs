@@ -2,6 +2,9 @@
 //! `S3SHIM_TEST_S3=moto`), `s3shim run` invocations, and native-vs-shim comparisons.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod tree;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -216,6 +219,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// One workspace (bucket prefix + mount path) and how to run commands on it.
 pub struct Workspace<'s> {
     pub s3: &'s S3Server,
+    /// The endpoint `run` is given: the server's, or a proxy's in front of it.
+    pub endpoint: String,
     pub prefix: String,
     pub mount: String,
     /// Where tests keep temp files (caches, HOME, ...).
@@ -226,6 +231,7 @@ impl<'s> Workspace<'s> {
     pub fn new(s3: &'s S3Server, prefix: &str, mount: &str) -> Workspace<'s> {
         Workspace {
             s3,
+            endpoint: s3.endpoint.clone(),
             prefix: prefix.into(),
             mount: mount.into(),
             tmp: tempfile::tempdir().unwrap(),
@@ -241,7 +247,7 @@ impl<'s> Workspace<'s> {
     pub fn command(&self, cache: &str, argv: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("run")
-            .args(["--bucket", BUCKET, "--endpoint", &self.s3.endpoint])
+            .args(["--bucket", BUCKET, "--endpoint", &self.endpoint])
             .args(["--key-prefix", &self.prefix, "--mount", &self.mount])
             .arg("--cache")
             .arg(self.cache(cache))

@@ -251,4 +251,8 @@ reals! {
     close_range: fn(c_uint, c_uint, c_int) -> c_int;
     closefrom: fn(c_int) -> ();
     fclose: fn(*mut FILE) -> c_int;
+
+    // durability
+    fsync: fn(c_int) -> c_int;
+    fdatasync: fn(c_int) -> c_int;
 }

@@ -9,6 +9,7 @@ pub mod cwd;
 pub mod dir;
 pub mod exec;
 pub mod fd;
+pub mod fsync;
 pub mod meta;
 pub mod open;
 pub mod stat;

@@ -1,0 +1,223 @@
+//! Durability of the write-back: fsync/fdatasync wait for S3, a burst of saves uploads
+//! once, SIGTERM drains, and kill -9 of the agent at any point loses nothing. Real
+//! programs under `s3shim run` against a real S3 server on loopback.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::tree::*;
+use common::*;
+use s3shim_protocol::layout;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A debounce so long that nothing is uploaded by the background write-back during a
+/// test: whatever is in S3 got there because something waited for it.
+const NEVER: &str = "600000";
+
+/// Lets a program under test go on past step `n` once `check` holds.
+fn at_step(hs: &std::path::Path, n: u32, check: impl FnOnce()) {
+    wait_for_file(&hs.join(format!("step-{n}")), &format!("step {n}"));
+    check();
+    std::fs::write(hs.join(format!("go-{n}")), "").unwrap();
+}
+
+#[test]
+fn fsync_and_fdatasync_return_once_the_file_is_in_s3() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "fs/", "/fsyncws");
+    let hs = ws.tmp.path().join("hs");
+    std::fs::create_dir(&hs).unwrap();
+    let mut cmd = ws.command(
+        "c",
+        &[
+            "python3",
+            scenario("fsync_steps.py").to_str().unwrap(),
+            "/fsyncws",
+            hs.to_str().unwrap(),
+        ],
+    );
+    cmd.env("S3SHIM_DEBOUNCE_MS", NEVER)
+        .env("S3SHIM_DEBOUNCE_MAX_MS", NEVER)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = cmd.spawn().unwrap();
+    // The program is still running (its file open): only its own sync can have
+    // uploaded the bytes.
+    at_step(&hs, 1, || {
+        assert_eq!(s3.get("fs/saved.txt").as_deref(), Some(&b"version 1\n"[..]))
+    });
+    at_step(&hs, 2, || {
+        assert_eq!(
+            s3.get("fs/saved.txt").as_deref(),
+            Some(&b"version 2, longer\n"[..])
+        )
+    });
+    at_step(&hs, 3, || {
+        assert_eq!(
+            s3.get("fs/saved.txt").as_deref(),
+            Some(&b"version 3, raw syscall\n"[..])
+        )
+    });
+    let out = run.wait_with_output().unwrap();
+    assert_success(&out, "fsync_steps.py");
+}
+
+#[test]
+fn a_burst_of_saves_uploads_once_with_the_final_bytes() {
+    let s3 = S3Server::start();
+    let proxy = Proxy::start(&s3.endpoint);
+    let mut ws = Workspace::new(&s3, "burst/", "/burstws");
+    ws.endpoint = proxy.endpoint.clone();
+    // 50 saves of one file, 20 ms apart (1 s in all), as an editor's autosave would, with
+    // the default debounce; then the end of `run` flushes.
+    let out = ws.bash(
+        "c",
+        "for i in $(seq 1 50); do echo \"save $i\" > /burstws/doc.txt; sleep 0.02; done; echo done",
+    );
+    assert_eq!(out, "done\n");
+    assert_eq!(s3.get("burst/doc.txt").as_deref(), Some(&b"save 50\n"[..]));
+    let puts = proxy.count("PUT", &format!("/{BUCKET}/burst/doc.txt"));
+    assert!(
+        (1..=3).contains(&puts),
+        "50 saves in a burst took {puts} PUTs; the debounce should make it 1 or 2"
+    );
+}
+
+/// `s3shim run` started with `argv`, in its own process group (so a test can kill it and
+/// everything it started, except the agent, which has its own session).
+fn spawn_run(ws: &Workspace, cache: &str, argv: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut c = ws.command(cache, argv);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a process this test started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn wait_gone(pid: u32, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while !gone(pid) {
+        assert!(Instant::now() < deadline, "{what} still runs after {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes three files, announces it, then waits (as a long-lived editor would).
+fn write_then_wait(mount: &str, flag: &std::path::Path) -> String {
+    format!(
+        "mkdir -p {mount}/d && echo one > {mount}/a.txt && echo two > {mount}/d/b.txt && \
+         head -c 300000 /dev/urandom > {mount}/d/c.bin && touch {} && exec sleep 600",
+        flag.display()
+    )
+}
+
+#[test]
+fn sigterm_to_the_agent_drains_the_queue_before_it_exits() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "term/", "/termws");
+    let flag = ws.tmp.path().join("written");
+    let script = write_then_wait("/termws", &flag);
+    let env = [
+        ("S3SHIM_DEBOUNCE_MS", NEVER),
+        ("S3SHIM_DEBOUNCE_MAX_MS", NEVER),
+    ];
+    let mut run = spawn_run(&ws, "c", &["bash", "-c", &script], &env);
+    let agent = agent_of(run.id());
+    wait_for_file(&flag, "the files to be written");
+    assert!(s3.get("term/a.txt").is_none(), "nothing is uploaded before the drain");
+    signal(agent, libc::SIGTERM);
+    wait_gone(agent, Duration::from_secs(60), "the agent");
+    let n = assert_bucket_equals_tree(&s3, "term/", &ws.cache("c").join(layout::TREE_DIR));
+    assert_eq!(n, 4, "a.txt, d/, d/b.txt, d/c.bin");
+    let log = std::fs::read_to_string(
+        ws.cache("c").join(layout::STATE_DIR).join(layout::LOG_NAME),
+    )
+    .unwrap();
+    assert!(log.contains("SIGTERM: draining"), "{log}");
+    assert!(log.contains("drained in "), "the drain time is reported:\n{log}");
+    // SAFETY: the run's process group, started by this test.
+    unsafe { libc::killpg(run.id() as i32, libc::SIGKILL) };
+    let _ = run.wait();
+}
+
+#[test]
+fn sigterm_to_run_stops_the_command_and_drains_before_exit() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "rterm/", "/rtermws");
+    let flag = ws.tmp.path().join("written");
+    let script = write_then_wait("/rtermws", &flag);
+    let env = [
+        ("S3SHIM_DEBOUNCE_MS", NEVER),
+        ("S3SHIM_DEBOUNCE_MAX_MS", NEVER),
+    ];
+    let run = spawn_run(&ws, "c", &["bash", "-c", &script], &env);
+    wait_for_file(&flag, "the files to be written");
+    signal(run.id(), libc::SIGTERM);
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The command died of SIGTERM: run reports its status (128 + 15).
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("drained"), "run reports the drain: {err}");
+    let n = assert_bucket_equals_tree(&s3, "rterm/", &ws.cache("c").join(layout::TREE_DIR));
+    assert_eq!(n, 4);
+}
+
+/// kill -9 of the agent at random points of a write workload, then a restart on the
+/// same cache: the bucket equals the cache byte for byte. `S3SHIM_CRASH_ITERATIONS`
+/// sets the count (default 20).
+#[test]
+fn kill_9_of_the_agent_at_random_points_loses_nothing() {
+    let iterations: u32 = std::env::var("S3SHIM_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "crash/", "/crashws");
+    let seed: u64 = std::env::var("S3SHIM_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash test seed {seed} (S3SHIM_CRASH_SEED to repeat)");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let env = [("S3SHIM_DEBOUNCE_MS", "20"), ("S3SHIM_DEBOUNCE_MAX_MS", "100")];
+    for i in 0..iterations {
+        eprintln!("crash iteration {i}");
+        let flag = ws.tmp.path().join(format!("started-{i}"));
+        let wseed = rand::Rng::gen::<u32>(&mut rng).to_string();
+        let mut run = spawn_run(
+            &ws,
+            "c",
+            &[
+                "python3",
+                scenario("churn.py").to_str().unwrap(),
+                "/crashws",
+                flag.to_str().unwrap(),
+                &wseed,
+            ],
+            &env,
+        );
+        let agent = agent_of(run.id());
+        wait_for_file(&flag, "the workload to start");
+        let after = rand::Rng::gen_range(&mut rng, 0..600);
+        std::thread::sleep(Duration::from_millis(after));
+        signal(agent, libc::SIGKILL);
+        wait_gone(agent, Duration::from_secs(10), "the killed agent");
+        // SAFETY: the run's process group, started by this test.
+        unsafe { libc::killpg(run.id() as i32, libc::SIGKILL) };
+        let _ = run.wait();
+        // Restart on the same cache; `run` returns once everything is in S3.
+        let out = ws.try_bash("c", "true");
+        assert_success(&out, &format!("restart after crash {i} (seed {seed})"));
+        assert_bucket_equals_tree(&s3, "crash/", &ws.cache("c").join(layout::TREE_DIR));
+    }
+}
