@@ -15,7 +15,9 @@ use std::time::Duration;
 /// What the proxy does to requests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
-    /// Share of requests (0.0..=1.0) that fail, each with one of the four faults.
+    /// Share of requests (0.0..=1.0) that fail, each with one of five faults: 500,
+    /// 503 SlowDown, a reset before forwarding, a stall, or a reset after the server
+    /// carried the request out (the answer is lost).
     pub share: f64,
     /// Every connection is closed unanswered (the endpoint is down).
     pub down: bool,
@@ -147,7 +149,7 @@ async fn handle(
         let pick = if f.down {
             Some(2)
         } else if rand::random::<f64>() < f.share {
-            Some(rand::random::<u8>() % 4)
+            Some(rand::random::<u8>() % 5)
         } else {
             None
         };
@@ -164,8 +166,12 @@ async fn handle(
         Some((0, _)) => return Ok(s3_error(500, "InternalError", "injected fault")),
         Some((1, _)) => return Ok(s3_error(503, "SlowDown", "Please reduce your request rate.")),
         Some((2, _)) => return Err(Dropped),
-        Some((_, stall)) => {
+        Some((3, stall)) => {
             tokio::time::sleep(stall).await;
+            return Err(Dropped);
+        }
+        Some(_) => {
+            let _ = forward(parts, body, &upstream).await;
             return Err(Dropped);
         }
         None => {}

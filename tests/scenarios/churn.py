@@ -1,12 +1,14 @@
-"""A write workload that runs until killed: creates, rewrites, appends, truncates,
-renames files and directories (with content), deletes; sizes from empty to 256 KiB.
-argv: mount dir, flag file to create once started, random seed."""
+"""A write workload: creates, rewrites, appends, truncates, renames files and
+directories (with content), deletes; sizes from empty to 256 KiB. Runs until killed,
+or for as many operations as the optional fourth argument says.
+argv: mount dir, flag file to create once started, random seed[, operations]."""
 import os
 import random
 import shutil
 import sys
 
 mount, flag, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+limit = int(sys.argv[4]) if len(sys.argv) > 4 else None
 rng = random.Random(seed)
 root = os.path.join(mount, "w")
 os.makedirs(root, exist_ok=True)
@@ -25,7 +27,7 @@ def dirs():
 
 
 n = 0
-while True:
+while limit is None or n < limit:
     n += 1
     op = rng.random()
     fs = files()
