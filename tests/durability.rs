@@ -217,7 +217,17 @@ fn kill_9_of_the_agent_at_random_points_loses_nothing() {
         let _ = run.wait();
         // Restart on the same cache; `run` returns once everything is in S3.
         let out = ws.try_bash("c", "true");
-        assert_success(&out, &format!("restart after crash {i} (seed {seed})"));
-        assert_bucket_equals_tree(&s3, "crash/", &ws.cache("c").join(layout::TREE_DIR));
+        let checked = std::panic::catch_unwind(|| {
+            assert_success(&out, &format!("restart after crash {i} (seed {seed})"));
+            assert_bucket_equals_tree(&s3, "crash/", &ws.cache("c").join(layout::TREE_DIR));
+        });
+        if let Err(e) = checked {
+            let log = ws.cache("c").join(layout::STATE_DIR).join(layout::LOG_NAME);
+            eprintln!(
+                "agent log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::panic::resume_unwind(e);
+        }
     }
 }

@@ -47,6 +47,9 @@ struct State {
     unsyncable: BTreeMap<PathBuf, (u64, String, String)>,
     /// A whole-tree reconcile was requested (start-up, inotify overflow).
     scan: Option<u64>,
+    /// A reconcile handed to the worker that has not yet put what it found in flight: a
+    /// flush must wait for it as for a requested one.
+    scanning: Option<u64>,
     /// Someone waits for a flush: skip the debounce.
     urgent: usize,
     /// Uploads are paused since this time: the endpoint did not answer (last error).
@@ -141,10 +144,11 @@ impl Queue {
                     .collect();
                 if !due.is_empty() || s.scan.is_some() {
                     let paths = Self::take(&mut s, due);
-                    return Batch {
-                        paths,
-                        scan: s.scan.take(),
-                    };
+                    let scan = s.scan.take();
+                    if scan.is_some() {
+                        s.scanning = scan;
+                    }
+                    return Batch { paths, scan };
                 }
                 s.pending
                     .values()
@@ -290,6 +294,7 @@ impl Queue {
 
     /// A scan of the whole tree finished.
     pub fn scan_done(&self) {
+        self.state.lock().scanning = None;
         self.progress.send_modify(|n| *n += 1);
     }
 
@@ -306,6 +311,7 @@ impl Queue {
         !s.pending.iter().any(|(p, e)| before((p, &e.seq)))
             && !s.in_flight.iter().any(before)
             && s.scan.is_none_or(|seq| seq >= barrier)
+            && s.scanning.is_none_or(|seq| seq >= barrier)
     }
 
     /// Waits until every change marked before `barrier` (for `only`, if given) is
@@ -402,6 +408,49 @@ mod tests {
         q.finish("a", Err("denied".into()));
         let failed = waiter.await.unwrap();
         assert_eq!(failed, vec![("a".to_string(), "denied".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_a_scan_in_progress() {
+        let q = Arc::new(Queue::default());
+        q.request_scan();
+        let batch = q.next_batch(Duration::ZERO, Duration::ZERO).await;
+        assert!(batch.scan.is_some());
+        // The worker is scanning (nothing in flight yet) when the flush comes.
+        let barrier = q.barrier();
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait(barrier, None).await })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "the scan's findings are not in flight yet");
+        q.add_in_flight("found", batch.scan.unwrap());
+        q.scan_done();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "what the scan found is still in flight");
+        q.finish("found", Ok(()));
+        assert!(waiter.await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_file_waits_for_its_own_quiet_time() {
+        let q = Queue::default();
+        q.mark("old".into());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        q.mark("new".into());
+        let b = q
+            .next_batch(Duration::from_millis(250), Duration::from_secs(60))
+            .await;
+        let names: Vec<_> = b.paths.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["old"], "a path marked just now is not due yet");
+        let b = q
+            .next_batch(Duration::from_millis(250), Duration::from_secs(60))
+            .await;
+        assert_eq!(b.paths[0].0, "new");
     }
 
     #[tokio::test]
