@@ -145,6 +145,8 @@ struct Agent {
     work: Mutex<()>,
     tmp_seq: AtomicUsize,
     fetch_by_rename: AtomicBool,
+    /// What Sync and Flush answer (0: "in S3").
+    sync_errno: std::sync::atomic::AtomicI32,
 }
 
 impl Agent {
@@ -299,6 +301,7 @@ impl Agent {
                         }
                         0
                     }
+                    Op::Sync | Op::Flush => self.sync_errno.load(Ordering::Relaxed),
                     _ => libc::ENOSYS,
                 }
             }
@@ -351,6 +354,7 @@ impl Ws {
             work: Mutex::new(()),
             tmp_seq: AtomicUsize::new(0),
             fetch_by_rename: AtomicBool::new(false),
+            sync_errno: std::sync::atomic::AtomicI32::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (a, st) = (agent.clone(), stop.clone());
@@ -397,6 +401,11 @@ impl Ws {
     /// Makes Fetch replace the placeholder with a new inode instead of filling it.
     pub fn fetch_by_rename(&self, on: bool) {
         self.agent.fetch_by_rename.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes Sync and Flush answer `errno` (0: success).
+    pub fn sync_answer(&self, errno: i32) {
+        self.agent.sync_errno.store(errno, Ordering::Relaxed);
     }
 
     pub fn clear_requests(&self) {
