@@ -54,8 +54,8 @@ fn two_agents_editing_the_same_file_keep_both_versions() {
     let keys = s3.keys("two/");
     assert_eq!(s3.get("two/fresh.txt").as_deref(), Some(&b"new A\n"[..]));
     assert!(
-        keys.iter()
-            .any(|k| k.starts_with("two/fresh.conflict-") && s3.get(k).as_deref() == Some(&b"new B\n"[..])),
+        keys.iter().any(|k| k.starts_with("two/fresh.conflict-")
+            && s3.get(k).as_deref() == Some(&b"new B\n"[..])),
         "{keys:?}"
     );
 }

@@ -86,7 +86,12 @@ fn a_burst_of_saves_uploads_once_with_the_final_bytes() {
 
 /// `s3shim run` started with `argv`, in its own process group (so a test can kill it and
 /// everything it started, except the agent, which has its own session).
-fn spawn_run(ws: &Workspace, cache: &str, argv: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+fn spawn_run(
+    ws: &Workspace,
+    cache: &str,
+    argv: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     let mut c = ws.command(cache, argv);
     for (k, v) in env {
@@ -107,7 +112,10 @@ fn signal(pid: u32, sig: i32) {
 fn wait_gone(pid: u32, within: Duration, what: &str) {
     let deadline = Instant::now() + within;
     while !gone(pid) {
-        assert!(Instant::now() < deadline, "{what} still runs after {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} still runs after {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -134,17 +142,21 @@ fn sigterm_to_the_agent_drains_the_queue_before_it_exits() {
     let mut run = spawn_run(&ws, "c", &["bash", "-c", &script], &env);
     let agent = agent_of(run.id());
     wait_for_file(&flag, "the files to be written");
-    assert!(s3.get("term/a.txt").is_none(), "nothing is uploaded before the drain");
+    assert!(
+        s3.get("term/a.txt").is_none(),
+        "nothing is uploaded before the drain"
+    );
     signal(agent, libc::SIGTERM);
     wait_gone(agent, Duration::from_secs(60), "the agent");
     let n = assert_bucket_equals_tree(&s3, "term/", &ws.cache("c").join(layout::TREE_DIR));
     assert_eq!(n, 4, "a.txt, d/, d/b.txt, d/c.bin");
-    let log = std::fs::read_to_string(
-        ws.cache("c").join(layout::STATE_DIR).join(layout::LOG_NAME),
-    )
-    .unwrap();
+    let log = std::fs::read_to_string(ws.cache("c").join(layout::STATE_DIR).join(layout::LOG_NAME))
+        .unwrap();
     assert!(log.contains("SIGTERM: draining"), "{log}");
-    assert!(log.contains("drained in "), "the drain time is reported:\n{log}");
+    assert!(
+        log.contains("drained in "),
+        "the drain time is reported:\n{log}"
+    );
     // SAFETY: the run's process group, started by this test.
     unsafe { libc::killpg(run.id() as i32, libc::SIGKILL) };
     let _ = run.wait();
@@ -189,7 +201,10 @@ fn kill_9_of_the_agent_at_random_points_loses_nothing() {
         .unwrap_or_else(rand::random);
     eprintln!("crash test seed {seed} (S3SHIM_CRASH_SEED to repeat)");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
-    let env = [("S3SHIM_DEBOUNCE_MS", "20"), ("S3SHIM_DEBOUNCE_MAX_MS", "100")];
+    let env = [
+        ("S3SHIM_DEBOUNCE_MS", "20"),
+        ("S3SHIM_DEBOUNCE_MAX_MS", "100"),
+    ];
     for i in 0..iterations {
         eprintln!("crash iteration {i}");
         let flag = ws.tmp.path().join(format!("started-{i}"));

@@ -112,8 +112,7 @@ fn an_endpoint_down_pauses_uploads_and_resumes_without_loss() {
     go(2);
     // Resumed by the agent itself (no flush asked for): wait for the bytes.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while s3.get("down/d/c.txt").map(|b| b.len()) != Some(100000)
-        || s3.get("down/b.txt").is_none()
+    while s3.get("down/d/c.txt").map(|b| b.len()) != Some(100000) || s3.get("down/b.txt").is_none()
     {
         assert!(Instant::now() < deadline, "uploads did not resume");
         std::thread::sleep(Duration::from_millis(100));
@@ -171,7 +170,10 @@ fn a_file_above_the_multipart_threshold_goes_up_in_parts() {
     for (key, mode) in [("mp/big.bin", 0o100750), ("mp/small.bin", 0o100644)] {
         let m = s3.metadata(key);
         assert_eq!(m.get("mode"), Some(&mode.to_string()), "{key}: {m:?}");
-        assert_eq!(m.get("mtime").map(String::as_str), Some("1704164645.123456789"));
+        assert_eq!(
+            m.get("mtime").map(String::as_str),
+            Some("1704164645.123456789")
+        );
         assert_eq!(m.get("uid"), Some(&uid), "{key}");
         assert_eq!(m.get("gid"), Some(&gid), "{key}");
     }

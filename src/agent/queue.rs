@@ -150,10 +150,7 @@ impl Queue {
                     }
                     return Batch { paths, scan };
                 }
-                s.pending
-                    .values()
-                    .map(|p| due_at(p) - now)
-                    .min()
+                s.pending.values().map(|p| due_at(p) - now).min()
             };
             match wait {
                 // A flush or a new mark may make something due sooner.
@@ -425,13 +422,19 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert!(!waiter.is_finished(), "the scan's findings are not in flight yet");
+        assert!(
+            !waiter.is_finished(),
+            "the scan's findings are not in flight yet"
+        );
         q.add_in_flight("found", batch.scan.unwrap());
         q.scan_done();
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert!(!waiter.is_finished(), "what the scan found is still in flight");
+        assert!(
+            !waiter.is_finished(),
+            "what the scan found is still in flight"
+        );
         q.finish("found", Ok(()));
         assert!(waiter.await.unwrap().is_empty());
     }

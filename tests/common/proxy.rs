@@ -164,7 +164,13 @@ async fn handle(
     };
     match fault {
         Some((0, _)) => return Ok(s3_error(500, "InternalError", "injected fault")),
-        Some((1, _)) => return Ok(s3_error(503, "SlowDown", "Please reduce your request rate.")),
+        Some((1, _)) => {
+            return Ok(s3_error(
+                503,
+                "SlowDown",
+                "Please reduce your request rate.",
+            ))
+        }
         Some((2, _)) => return Err(Dropped),
         Some((3, stall)) => {
             tokio::time::sleep(stall).await;
