@@ -230,4 +230,48 @@ mod tests {
         assert!(same_etag("\"abc\"", "abc"));
         assert!(!same_etag("\"abc\"", "\"abd\""));
     }
+
+    use crate::agent::testkit::{kit, put};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_objects_come_as_ranged_gets_from_one_version() {
+        let dl = Downloads {
+            ranged_threshold: 1 << 20,
+            part_size: 300 << 10,
+        };
+        let k = kit("", dl).await;
+        let body: Vec<u8> = (0..(3 << 20) + 12345u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        put(&k.ctx, "big", &body).await;
+        let out = k._dir.path().join("out");
+        let f = File::create(&out).unwrap();
+        let before = k.server.stats();
+        let head = k
+            .ctx
+            .s3
+            .download("big", &f, body.len() as u64, dl)
+            .await
+            .unwrap();
+        let gets = (k.server.stats() - before).get;
+        assert_eq!(head.size, body.len() as u64);
+        assert_eq!(std::fs::read(&out).unwrap(), body);
+        assert_eq!(
+            gets,
+            (body.len() as u64).div_ceil(300 << 10),
+            "one GET per part"
+        );
+
+        // Below the threshold: one GET.
+        let f = File::create(&out).unwrap();
+        let before = k.server.stats();
+        k.ctx.s3.download("big", &f, 1000, dl).await.unwrap();
+        assert_eq!((k.server.stats() - before).get, 1);
+        assert_eq!(std::fs::read(&out).unwrap(), body);
+
+        // A part of another version is refused, never stitched in.
+        let wrong = k.ctx.s3.get_range("big", 0, 10, Some("\"0000\"")).await;
+        assert!(wrong.is_err());
+        k.server.shutdown().await;
+    }
 }
