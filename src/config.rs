@@ -38,7 +38,7 @@ pub struct WorkspaceArgs {
     pub embedded_data: Option<PathBuf>,
 
     /// Allow plain http:// to an endpoint that is not on loopback.
-    #[arg(long, env = "S3SHIM_ALLOW_HTTP")]
+    #[arg(long, env = "S3SHIM_ALLOW_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_http: bool,
 
     /// Seconds between checks for changes other writers made in S3 to directories
