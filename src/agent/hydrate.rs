@@ -517,3 +517,47 @@ fn subdirs(dir: &Path, rel: &str) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_listed_or_fetched_through_a_symlink() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "p/f", b"remote bytes").await;
+        // Outside the cache: an unlisted directory and a placeholder, as another cache
+        // would hold them, reachable through a symlink in this cache.
+        let outside = k._dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        fsops::write_marker(
+            &outside.join("sub"),
+            &Marker::Unlisted {
+                source_prefix: "p/",
+            },
+        )
+        .unwrap();
+        std::fs::write(outside.join("x"), [0u8; 12]).unwrap();
+        fsops::write_marker(
+            &outside.join("x"),
+            &Marker::Placeholder {
+                etag: "e",
+                source_key: "p/f",
+            },
+        )
+        .unwrap();
+        ctx.list_dir("").await.unwrap();
+        std::os::unix::fs::symlink(&outside, ctx.local("link")).unwrap();
+        ctx.list_dir("link/sub").await.unwrap();
+        ctx.fetch("link/x").await.unwrap();
+        assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0);
+        assert!(fsops::read_marker(&outside.join("sub")).unwrap().is_some());
+        assert_eq!(std::fs::read(outside.join("x")).unwrap(), [0u8; 12]);
+        // The same requests inside the cache do work.
+        ctx.fetch("f").await.unwrap();
+        assert_eq!(std::fs::read(ctx.local("f")).unwrap(), b"remote bytes");
+        k.server.shutdown().await;
+    }
+}
