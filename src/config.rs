@@ -38,8 +38,21 @@ pub struct WorkspaceArgs {
     pub embedded_data: Option<PathBuf>,
 
     /// Allow plain http:// to an endpoint that is not on loopback.
-    #[arg(long, env = "S3SHIM_ALLOW_HTTP")]
+    #[arg(long, env = "S3SHIM_ALLOW_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_http: bool,
+
+    /// Seconds between checks for changes other writers made in S3 to directories
+    /// already listed here (0 turns the check off).
+    #[arg(long, env = "S3SHIM_POLL_INTERVAL", default_value_t = 5.0)]
+    pub poll_interval: f64,
+
+    /// Objects at least this large (bytes) are downloaded as parallel ranged GETs.
+    #[arg(long, env = "S3SHIM_RANGED_GET_THRESHOLD", default_value_t = 32 << 20)]
+    pub ranged_get_threshold: u64,
+
+    /// Size (bytes) of each ranged GET.
+    #[arg(long, env = "S3SHIM_RANGED_GET_PART", default_value_t = 8 << 20)]
+    pub ranged_get_part: u64,
 }
 
 /// Where the objects are.
@@ -63,6 +76,18 @@ pub struct Settings {
     pub mount: PathBuf,
     /// Absolute.
     pub cache: PathBuf,
+    pub allow_http: bool,
+    /// `None`: remote changes are not looked for.
+    pub poll_interval: Option<std::time::Duration>,
+    pub downloads: Downloads,
+}
+
+/// How large objects are downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downloads {
+    /// Objects at least this large are fetched as parallel ranged GETs.
+    pub ranged_threshold: u64,
+    pub part_size: u64,
 }
 
 impl Settings {
@@ -127,11 +152,27 @@ impl Settings {
                 mount.display()
             );
         }
+        let poll_interval = match args.poll_interval {
+            i if i.is_finite() && i == 0.0 => None,
+            i if i.is_finite() && i > 0.0 => Some(std::time::Duration::from_secs_f64(i)),
+            i => {
+                bail!("--poll-interval {i} is not a number of seconds; pass e.g. 5 (or 0 for off)")
+            }
+        };
+        if args.ranged_get_part == 0 {
+            bail!("--ranged-get-part must be at least 1 byte; pass e.g. 8388608");
+        }
         Ok(Settings {
             remote,
             key_prefix,
             mount,
             cache,
+            allow_http: args.allow_http,
+            poll_interval,
+            downloads: Downloads {
+                ranged_threshold: args.ranged_get_threshold,
+                part_size: args.ranged_get_part,
+            },
         })
     }
 
@@ -164,7 +205,18 @@ impl Settings {
             self.mount.display().to_string(),
             "--cache".into(),
             self.cache.display().to_string(),
+            "--poll-interval".into(),
+            self.poll_interval
+                .map_or(0.0, |d| d.as_secs_f64())
+                .to_string(),
+            "--ranged-get-threshold".into(),
+            self.downloads.ranged_threshold.to_string(),
+            "--ranged-get-part".into(),
+            self.downloads.part_size.to_string(),
         ];
+        if self.allow_http {
+            a.push("--allow-http".into());
+        }
         match &self.remote {
             Remote::External { endpoint, bucket } => {
                 a.push("--bucket".into());
@@ -248,31 +300,28 @@ fn normalize_mount(m: &Path) -> Result<PathBuf> {
 }
 
 /// Refuses plain HTTP to anything but loopback unless allowed: credentials and data would
-/// cross the network unencrypted.
+/// cross the network unencrypted. The host is what a URL parser says it is (so
+/// `http://127.0.0.1:1@evil.example/` is `evil.example`).
 fn check_endpoint(ep: &str, allow_http: bool) -> Result<()> {
-    let Some(rest) = ep
-        .strip_prefix("http://")
-        .or_else(|| ep.strip_prefix("https://"))
-    else {
-        bail!("the endpoint {ep:?} is not an http:// or https:// URL");
-    };
-    if ep.starts_with("https://") || allow_http {
-        return Ok(());
+    let url = url::Url::parse(ep).map_err(|e| {
+        anyhow::anyhow!("the endpoint {ep:?} is not a URL ({e}); pass e.g. https://s3.example.com")
+    })?;
+    match url.scheme() {
+        "https" => return Ok(()),
+        "http" if allow_http => return Ok(()),
+        "http" => {}
+        _ => bail!("the endpoint {ep:?} is not an http:// or https:// URL"),
     }
-    let host_port = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     };
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false);
     if !loopback {
         bail!(
-            "refusing plain http to {host}: data and credentials would cross the network unencrypted; use https or pass --allow-http"
+            "refusing plain http to {}: data and credentials would cross the network unencrypted; use https, or pass --allow-http (S3SHIM_ALLOW_HTTP=1) if the network is trusted",
+            url.host_str().unwrap_or("?")
         );
     }
     Ok(())
@@ -291,6 +340,12 @@ mod tests {
         assert!(check_endpoint("http://s3.example.com", false).is_err());
         assert!(check_endpoint("http://s3.example.com", true).is_ok());
         assert!(check_endpoint("ftp://x", true).is_err());
+        assert!(check_endpoint("HTTP://127.0.0.1:9000", false).is_ok());
+        // Userinfo is not the host.
+        assert!(check_endpoint("http://127.0.0.1:9000@evil.example/", false).is_err());
+        assert!(check_endpoint("http://localhost.evil.example", false).is_err());
+        assert!(check_endpoint("http://127.1.2.3:9000", false).is_ok());
+        assert!(check_endpoint("not a url", false).is_err());
     }
 
     #[test]

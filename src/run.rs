@@ -21,8 +21,11 @@ const AGENT_START_TIMEOUT: Duration = Duration::from_secs(90);
 /// few seconds) may go on writing before the final flush.
 const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
-/// Variables never passed to the command: credentials belong to the agent alone.
-const SECRET_ENV: [&str; 3] = [
+/// Variables never passed to the command: credentials belong to the agent alone. The key
+/// id goes too: alone it is useless to the command, and tools given half a key pair fail
+/// with a confusing message instead of using their own configuration.
+pub const CREDENTIAL_ENV: [&str; 4] = [
+    "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
@@ -231,9 +234,14 @@ fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<
         .env(layout::ENV_SOCKET, settings.socket())
         .env(layout::ENV_UV_IO_URING, "0")
         .env_remove("S3SHIM_DISABLE");
-    for v in SECRET_ENV {
+    for v in CREDENTIAL_ENV {
         cmd.env_remove(v);
     }
+    // Our own environment still holds them: a non-dumpable process's /proc/PID/environ
+    // and memory are closed to the command, which runs as the same user. (exec resets the
+    // flag, so the command itself is dumpable as usual.)
+    // SAFETY: prctl with these arguments only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // Orphaned descendants become our children, so we can wait for them (bounded) before
     // the final flush instead of flushing while they still write.
     // SAFETY: prctl with these arguments only sets a flag on this process.

@@ -6,6 +6,7 @@
 //! local change (the download is discarded).
 
 use super::fsops;
+use super::ignore::IGNORE_FILE;
 use super::index::{Fingerprint, Kind, Row};
 use super::Ctx;
 use anyhow::{anyhow, Context, Result};
@@ -16,7 +17,7 @@ use s3shim_protocol::names::{self, Rejected};
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
@@ -65,7 +66,27 @@ impl Ctx {
             .await
     }
 
-    async fn list_dir_now(&self, rel: &str) -> Result<()> {
+    /// Whether every directory above `rel` in the cache is a real directory. A symlink
+    /// on the way (made from an S3 object, pointing anywhere) would make the agent write
+    /// where it points.
+    fn under_real_dirs(&self, rel: &str) -> bool {
+        let mut dir = self.tree.clone();
+        let comps: Vec<&str> = rel.split('/').collect();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    async fn list_dir_now(self: &Arc<Self>, rel: &str) -> Result<()> {
+        if !self.under_real_dirs(rel) {
+            warn!("not listing {rel:?}: a directory above it is a symlink");
+            return Ok(());
+        }
         let dir = self.local(rel);
         let source = match marker_of(&dir) {
             Ok(Some(OwnedMarker::Unlisted(src))) => src,
@@ -98,6 +119,23 @@ impl Ctx {
                 Err(why) => warn!("skipping key {:?} while listing {rel:?}: {why}", o.key),
             }
         }
+        if rel.is_empty() {
+            self.take_ignore_file_first(&dir, &files).await?;
+        }
+        let mut kept_dirs = Vec::new();
+        for n in dirs {
+            if !self.local_only(&names::join_rel(rel, &n), true).await {
+                kept_dirs.push(n);
+            }
+        }
+        let dirs = kept_dirs;
+        let mut kept_files = Vec::new();
+        for (n, k) in files {
+            if !self.local_only(&names::join_rel(rel, &n), false).await {
+                kept_files.push((n, k));
+            }
+        }
+        let files = kept_files;
 
         // HEAD every entry for its POSIX metadata; directory markers may be absent
         // (a prefix with objects but no `dir/` object), which means default metadata.
@@ -144,9 +182,31 @@ impl Ctx {
         Ok(())
     }
 
+    /// Brings the root's `.s3shimignore` in, bytes and all, before anything else of the
+    /// root is made: its rules decide which entries are local-only.
+    async fn take_ignore_file_first(
+        self: &Arc<Self>,
+        dir: &Path,
+        files: &[(String, String)],
+    ) -> Result<()> {
+        let Some((name, key)) = files.iter().find(|(n, _)| n == IGNORE_FILE) else {
+            return Ok(());
+        };
+        let Some(head) = self.s3.head(key).await? else {
+            return Ok(());
+        };
+        match self.make_entry(&dir.join(name), key, &head).await {
+            Ok(Some(row)) => self.index.put(name, &row)?,
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {name}")),
+        }
+        self.fetch(name).await
+    }
+
     /// Creates an unlisted directory for the prefix `key` (ending in `/`), published whole
     /// (see [`fsops::make_published`]).
-    fn make_dir(
+    pub(super) fn make_dir(
         &self,
         path: &Path,
         key: &str,
@@ -171,7 +231,7 @@ impl Ctx {
     }
 
     /// Creates a placeholder (or an empty file, or a symlink) for one object.
-    async fn make_entry(
+    pub(super) async fn make_entry(
         &self,
         path: &Path,
         key: &str,
@@ -315,6 +375,10 @@ impl Ctx {
     }
 
     async fn fetch_now(&self, rel: &str) -> Result<()> {
+        if !self.under_real_dirs(rel) {
+            warn!("not fetching {rel:?}: a directory above it is a symlink");
+            return Ok(());
+        }
         let path = self.local(rel);
         let (etag, source) = match marker_of(&path) {
             Ok(Some(OwnedMarker::Placeholder(e, s))) => (e, s),
@@ -409,14 +473,16 @@ impl Ctx {
         etag: &str,
         placeholder: &std::fs::Metadata,
     ) -> Result<(super::s3::ObjectHead, u32, (i64, u32))> {
-        let mut f = tokio::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(tmp)
-            .await
             .with_context(|| format!("creating {}", tmp.display()))?;
-        let head = self.s3.get_into(source, &mut f).await?;
+        let head = self
+            .s3
+            .download(source, &f, placeholder.len(), self.downloads)
+            .await?;
         let (mode, mtime) = if head.etag == etag {
             (
                 placeholder.mode(),
@@ -450,4 +516,48 @@ fn subdirs(dir: &Path, rel: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_listed_or_fetched_through_a_symlink() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "p/f", b"remote bytes").await;
+        // Outside the cache: an unlisted directory and a placeholder, as another cache
+        // would hold them, reachable through a symlink in this cache.
+        let outside = k._dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        fsops::write_marker(
+            &outside.join("sub"),
+            &Marker::Unlisted {
+                source_prefix: "p/",
+            },
+        )
+        .unwrap();
+        std::fs::write(outside.join("x"), [0u8; 12]).unwrap();
+        fsops::write_marker(
+            &outside.join("x"),
+            &Marker::Placeholder {
+                etag: "e",
+                source_key: "p/f",
+            },
+        )
+        .unwrap();
+        ctx.list_dir("").await.unwrap();
+        std::os::unix::fs::symlink(&outside, ctx.local("link")).unwrap();
+        ctx.list_dir("link/sub").await.unwrap();
+        ctx.fetch("link/x").await.unwrap();
+        assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0);
+        assert!(fsops::read_marker(&outside.join("sub")).unwrap().is_some());
+        assert_eq!(std::fs::read(outside.join("x")).unwrap(), [0u8; 12]);
+        // The same requests inside the cache do work.
+        ctx.fetch("f").await.unwrap();
+        assert_eq!(std::fs::read(ctx.local("f")).unwrap(), b"remote bytes");
+        k.server.shutdown().await;
+    }
 }

@@ -8,13 +8,16 @@
 
 pub mod fsops;
 pub mod hydrate;
+pub mod ignore;
 pub mod index;
 pub mod queue;
+pub mod redact;
+pub mod remote;
 pub mod s3;
 pub mod sync;
 pub mod watch;
 
-use crate::config::{Remote, Settings, EMBEDDED_BUCKET};
+use crate::config::{Downloads, Remote, Settings, EMBEDDED_BUCKET};
 use anyhow::{anyhow, Context, Result};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
@@ -57,6 +60,9 @@ pub struct Ctx {
     inflight: Inflight,
     path_locks: PathLocks,
     tmp_seq: AtomicU64,
+    downloads: Downloads,
+    /// `.s3shimignore`: paths that never go to S3 nor come from it.
+    local_only: ignore::LocalOnly,
 }
 
 impl Ctx {
@@ -191,6 +197,16 @@ async fn run(settings: Settings) -> i32 {
         return 1;
     }
     init_logging(&state.join(layout::LOG_NAME));
+    redact::add_secrets(redact::env_secrets());
+    // Same-user processes (everything the shim runs) must not read our memory or
+    // /proc/PID/environ, where the credentials are.
+    // SAFETY: prctl and signal with these arguments only set flags on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // A file lease held while the remote-change check edits a file signals us when
+        // another process opens it; the open just waits, nothing to do here.
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+    }
     // A panicking task would leave the agent half alive (a dead sync worker makes every
     // flush wait forever): log it and stop, so `run` reports a dead agent instead.
     std::panic::set_hook(Box::new(|info| {
@@ -248,7 +264,10 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         }
     }
     let (endpoint, keys, info, server) = match &settings.remote {
-        Remote::External { endpoint, .. } => (endpoint.clone(), None, String::new(), None),
+        Remote::External { endpoint, .. } => {
+            redact::add_secrets(s3::chain_secrets().await);
+            (endpoint.clone(), None, String::new(), None)
+        }
         Remote::Embedded { data_dir } => {
             let (server, keys) = start_embedded(data_dir).await?;
             let ep = server.endpoint();
@@ -286,8 +305,13 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         inflight: Inflight::default(),
         path_locks: PathLocks::default(),
         tmp_seq: AtomicU64::new(0),
+        downloads: settings.downloads,
+        local_only: ignore::LocalOnly::new(tree),
     });
     tokio::spawn(ctx.clone().sync_worker());
+    if let Some(every) = settings.poll_interval {
+        tokio::spawn(ctx.clone().poll_remote(every));
+    }
     let listener = bind_socket(&settings.socket())?;
     info!(
         "agent ready: s3://{}/{} via {}, cache {}",
@@ -310,6 +334,7 @@ async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3:
         access_key: format!("s3shim{}", hex::encode(rand::random::<[u8; 6]>())),
         secret_key: hex::encode(rand::random::<[u8; 20]>()),
     };
+    redact::add_secrets([keys.secret_key.clone()]);
     let cfg = s3shim_s3server::Config::new(data_dir, &keys.access_key, &keys.secret_key)
         .with_bucket(EMBEDDED_BUCKET);
     let server = s3shim_s3server::Server::start(cfg)
@@ -341,6 +366,7 @@ fn init_logging(path: &Path) {
     else {
         return;
     };
+    let file = Arc::new(file);
     let filter = tracing_subscriber::EnvFilter::try_from_env("S3SHIM_LOG").unwrap_or_else(|_| {
         // The SDK logs requests at debug level; keep its output (and anything that
         // could carry credentials) out unless asked for.
@@ -351,7 +377,7 @@ fn init_logging(path: &Path) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(move || redact::Redacting(redact::LogFile(file.clone())))
         .try_init();
 }
 
@@ -647,4 +673,74 @@ async fn reply(stream: &mut UnixStream, errno: i32, payload: &[u8]) -> std::io::
         .write_all(&wire::response_header(errno, payload.len()))
         .await?;
     stream.write_all(payload).await
+}
+
+/// An agent context over an in-process S3 server (ours, real, on loopback), without the
+/// watcher and the sync worker, for tests of hydration and remote changes.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+
+    pub struct Kit {
+        pub ctx: Arc<Ctx>,
+        pub server: s3shim_s3server::Server,
+        pub _dir: tempfile::TempDir,
+    }
+
+    pub async fn kit(prefix: &str, downloads: Downloads) -> Kit {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, keys) = start_embedded(&dir.path().join("s3")).await.unwrap();
+        let s3 = s3::S3::new(Some(&server.endpoint()), EMBEDDED_BUCKET, Some(keys)).await;
+        let tree = dir.path().join("tree");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        fsops::write_marker(
+            &tree,
+            &Marker::Unlisted {
+                source_prefix: prefix,
+            },
+        )
+        .unwrap();
+        let ctx = Arc::new(Ctx {
+            s3,
+            index: index::Index::open(&dir.path().join("index.db")).unwrap(),
+            queue: Arc::new(queue::Queue::default()),
+            local_only: ignore::LocalOnly::new(&tree),
+            tree,
+            tmp,
+            prefix: prefix.to_string(),
+            inflight: Inflight::default(),
+            path_locks: PathLocks::default(),
+            tmp_seq: AtomicU64::new(0),
+            downloads,
+        });
+        Kit {
+            ctx,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Writes an object as another writer would (no POSIX metadata).
+    pub async fn put(ctx: &Ctx, key: &str, body: &[u8]) {
+        ctx.s3
+            .put_bytes(
+                key,
+                body.to_vec(),
+                s3::PosixMeta {
+                    mode: s3shim_protocol::meta::DEFAULT_FILE_MODE,
+                    mtime: (1_700_000_000, 0),
+                    uid: 0,
+                    gid: 0,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    pub const DEFAULT_DOWNLOADS: Downloads = Downloads {
+        ranged_threshold: 32 << 20,
+        part_size: 8 << 20,
+    };
 }

@@ -12,7 +12,9 @@ use s3shim_protocol::meta;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+
+mod read;
+pub use read::{chain_secrets, same_etag, RemoteObject};
 
 /// POSIX attributes stored as user metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct Listing {
 #[derive(Debug, Clone)]
 pub struct ListedObject {
     pub key: String,
+    pub etag: String,
+    pub size: u64,
 }
 
 pub struct S3 {
@@ -400,7 +404,10 @@ impl S3 {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(prefix)
-                .set_continuation_token(token.take());
+                .set_continuation_token(token.take())
+                // Keys may hold characters XML 1.0 cannot carry (a control character in
+                // one key would make the whole listing unparseable).
+                .encoding_type(aws_sdk_s3::types::EncodingType::Url);
             if let Some(d) = delimiter {
                 req = req.delimiter(d);
             }
@@ -409,15 +416,17 @@ impl S3 {
                 .await
                 .map_err(|e| self.err("listing", prefix, e))?;
             for o in page.contents() {
-                if let Some(key) = o.key() {
+                if let Some(key) = o.key().and_then(|k| listed_key(k, prefix)) {
                     out.objects.push(ListedObject {
-                        key: key.to_string(),
+                        key,
+                        etag: o.e_tag().unwrap_or_default().to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
                     });
                 }
             }
             for p in page.common_prefixes() {
-                if let Some(p) = p.prefix() {
-                    out.prefixes.push(p.to_string());
+                if let Some(p) = p.prefix().and_then(|k| listed_key(k, prefix)) {
+                    out.prefixes.push(p);
                 }
             }
             match page.next_continuation_token() {
@@ -457,35 +466,6 @@ impl S3 {
             .send()
             .await
             .map_err(|e| self.err("downloading", key, e))
-    }
-
-    /// Downloads `key` into `file` (which the caller created); returns what the GET said.
-    pub async fn get_into(&self, key: &str, file: &mut tokio::fs::File) -> Result<ObjectHead> {
-        let mut o = self.get(key).await?;
-        let head = ObjectHead::from_parts(
-            o.content_length(),
-            o.e_tag(),
-            o.metadata(),
-            o.last_modified(),
-        );
-        let mut written = 0u64;
-        while let Some(chunk) = o
-            .body
-            .try_next()
-            .await
-            .map_err(|e| anyhow!("downloading {key}: {e}"))?
-        {
-            file.write_all(&chunk).await?;
-            written += chunk.len() as u64;
-        }
-        file.flush().await?;
-        if written != head.size {
-            return Err(anyhow!(
-                "downloading {key}: got {written} bytes, expected {}",
-                head.size
-            ));
-        }
-        Ok(head)
     }
 
     /// Reads a small object whole (symlink targets).
@@ -858,6 +838,22 @@ async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A key from a URL-encoded listing, decoded (`+` is a space, as S3 encodes it); `None`,
+/// with a log line, for one that is not UTF-8 once decoded (S3 keys must be, so only a
+/// misbehaving server sends one) — no local name could be made of it.
+fn listed_key(encoded: &str, listed: &str) -> Option<String> {
+    let plus_as_space = encoded.replace('+', " ");
+    match percent_encoding::percent_decode_str(&plus_as_space).decode_utf8() {
+        Ok(k) => Some(k.into_owned()),
+        Err(_) => {
+            tracing::warn!(
+                "skipping key {encoded:?} (URL-encoded) while listing {listed:?}: not valid UTF-8 once decoded"
+            );
+            None
+        }
+    }
+}
+
 /// The innermost cause of an error chain, which is the part that names the problem
 /// ("Connection refused", "dns error").
 fn short_cause(chain: &str) -> String {
@@ -885,6 +881,14 @@ mod tests {
     fn copy_source_encoding() {
         assert_eq!(encode_key("a b/ü+x.txt"), "a%20b/%C3%BC%2Bx.txt");
         assert_eq!(encode_key("plain/path-1_2.~"), "plain/path-1_2.~");
+    }
+
+    #[test]
+    fn listed_keys_are_decoded_and_invalid_utf8_is_skipped() {
+        assert_eq!(listed_key("a%20b/c+d%2B", "").as_deref(), Some("a b/c d+"));
+        assert_eq!(listed_key("ctl%01x", "").as_deref(), Some("ctl\u{1}x"));
+        assert_eq!(listed_key("bad%FFname", ""), None);
+        assert_eq!(listed_key("%C3%BC", "").as_deref(), Some("ü"));
     }
 
     #[test]

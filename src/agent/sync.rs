@@ -243,6 +243,9 @@ impl Ctx {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::default()),
             Err(e) => return Err(e.into()),
         };
+        if self.local_only(rel, md.is_dir()).await {
+            return Ok(Outcome::default()); // .s3shimignore: never uploaded
+        }
         let row = self.index.get(rel)?;
         let fp = Fingerprint::of(&md);
         let ft = md.file_type();
@@ -540,7 +543,13 @@ impl Ctx {
             // Re-created since: the upsert of its new events handles it.
             return Ok(());
         }
-        match self.index.get(rel)? {
+        let row = self.index.get(rel)?;
+        if let Some(r) = &row {
+            if self.local_only.matches(rel, r.kind == Kind::Dir) {
+                return Ok(()); // .s3shimignore: never deleted in S3
+            }
+        }
+        match row {
             Some(r) if r.kind == Kind::Dir => {
                 let prefix = names::dir_prefix(&self.prefix, rel);
                 let keys: Vec<String> = self

@@ -68,13 +68,32 @@ pub fn parse_mtime(s: &str) -> Option<(i64, u32)> {
     Some((secs, nanos))
 }
 
-/// Parses a decimal `mode` value (s3fs writes decimal; accept a leading `0o`/`0` octal too).
+/// Whether `mode` is a plausible `st_mode`: permission bits plus a real file type, or
+/// permission bits alone (s3fs writes directory modes without the type).
+fn plausible_mode(mode: u32) -> bool {
+    let kind = mode & S_IFMT;
+    mode <= 0o177777
+        && matches!(
+            kind,
+            0 | S_IFREG | S_IFDIR | S_IFLNK | 0o010000 | 0o020000 | 0o060000 | 0o140000
+        )
+}
+
+/// Parses a `mode` value: decimal as s3fs writes it (`33188`); octal as rclone's
+/// `--metadata` writes it (`100644`), recognised because no decimal `st_mode` reads
+/// that way; or with a leading `0o`.
 pub fn parse_mode(s: &str) -> Option<u32> {
     let s = s.trim();
     if let Some(oct) = s.strip_prefix("0o") {
         return u32::from_str_radix(oct, 8).ok();
     }
-    s.parse().ok()
+    let dec: Option<u32> = s.parse().ok();
+    if let Some(d) = dec.filter(|d| plausible_mode(*d)) {
+        return Some(d);
+    }
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|o| plausible_mode(*o) && *o & S_IFMT != 0)
 }
 
 #[cfg(test)]
@@ -100,6 +119,17 @@ mod tests {
     fn modes_and_kinds() {
         assert_eq!(parse_mode("33188"), Some(S_IFREG | 0o644));
         assert_eq!(parse_mode("0o100755"), Some(S_IFREG | 0o755));
+        // s3fs: decimal, directories without the type bits.
+        assert_eq!(parse_mode("33261"), Some(S_IFREG | 0o755));
+        assert_eq!(parse_mode("41471"), Some(S_IFLNK | 0o777));
+        assert_eq!(parse_mode("493"), Some(0o755));
+        assert_eq!(parse_mode("420"), Some(0o644));
+        // rclone --metadata: octal with the type bits.
+        assert_eq!(parse_mode("100644"), Some(S_IFREG | 0o644));
+        assert_eq!(parse_mode("100755"), Some(S_IFREG | 0o755));
+        assert_eq!(parse_mode("120777"), Some(S_IFLNK | 0o777));
+        assert_eq!(parse_mode("40755"), Some(S_IFDIR | 0o755));
+        assert_eq!(parse_mode("999999"), None);
         assert_eq!(kind_of("a/", None), Kind::Dir);
         assert_eq!(kind_of("a", Some(S_IFLNK | 0o777)), Kind::Symlink);
         assert_eq!(kind_of("a", Some(S_IFREG | 0o644)), Kind::File);

@@ -1,0 +1,132 @@
+//! Local-only paths: `.s3shimignore` in the workspace root, in gitignore syntax (e.g.
+//! `node_modules/`, `target/`, `*.log`). A matching path stays on this machine: it is
+//! never uploaded, never deleted in S3, and a same-named object in S3 is not brought
+//! into the cache (listings and the remote-change check skip it). The file itself is an
+//! ordinary synced file, so every machine on the prefix shares the rules.
+
+use super::hydrate::{marker_of, OwnedMarker};
+use super::Ctx;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use parking_lot::Mutex;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Name of the rules file in the workspace root.
+pub const IGNORE_FILE: &str = ".s3shimignore";
+
+/// What the rules file looked like when it was read: any edit changes one of these.
+type Stamp = Option<(u64, u64, i64, i64)>;
+
+/// The rules of the workspace, re-read whenever the file changes.
+pub struct LocalOnly {
+    file: PathBuf,
+    loaded: Mutex<(Stamp, Arc<Gitignore>)>,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((
+        m.ino(),
+        m.size(),
+        m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        m.ctime(),
+    ))
+}
+
+impl LocalOnly {
+    pub fn new(tree: &Path) -> LocalOnly {
+        LocalOnly {
+            file: tree.join(IGNORE_FILE),
+            loaded: Mutex::new((None, Arc::new(Gitignore::empty()))),
+        }
+    }
+
+    fn rules(&self) -> Arc<Gitignore> {
+        let now = stamp(&self.file);
+        let mut loaded = self.loaded.lock();
+        if loaded.0 != now {
+            let root = self.file.parent().unwrap_or(Path::new("/"));
+            let mut b = GitignoreBuilder::new(root);
+            if now.is_some() {
+                if let Some(e) = b.add(&self.file) {
+                    warn!("{IGNORE_FILE}: {e}; the other rules apply");
+                }
+            }
+            let rules = b.build().unwrap_or_else(|e| {
+                warn!("{IGNORE_FILE}: {e}; no path is kept local");
+                Gitignore::empty()
+            });
+            if now.is_some() {
+                info!(
+                    "{IGNORE_FILE}: {} rules",
+                    rules.num_ignores() + rules.num_whitelists()
+                );
+            }
+            *loaded = (now, Arc::new(rules));
+        }
+        loaded.1.clone()
+    }
+
+    /// Whether `rel` (or a directory above it) matches the rules. The rules file itself
+    /// and the root never do.
+    pub fn matches(&self, rel: &str, is_dir: bool) -> bool {
+        if rel.is_empty() || rel == IGNORE_FILE {
+            return false;
+        }
+        self.rules()
+            .matched_path_or_any_parents(rel, is_dir)
+            .is_ignore()
+    }
+}
+
+impl Ctx {
+    /// Whether `rel` is local-only. The rules file is fetched first when only its
+    /// placeholder is here (its bytes decide what else is uploaded).
+    pub async fn local_only(self: &Arc<Self>, rel: &str, is_dir: bool) -> bool {
+        if matches!(
+            marker_of(&self.local(IGNORE_FILE)),
+            Ok(Some(OwnedMarker::Placeholder(..)))
+        ) {
+            if let Err(e) = self.fetch(IGNORE_FILE).await {
+                warn!("cannot fetch {IGNORE_FILE}: {e:#}; its rules do not apply yet");
+            }
+        }
+        self.local_only.matches(rel, is_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitignore_rules_apply_to_paths_and_everything_below() {
+        let d = tempfile::tempdir().unwrap();
+        let lo = LocalOnly::new(d.path());
+        assert!(!lo.matches("node_modules", true), "no file, no rules");
+        std::fs::write(
+            d.path().join(IGNORE_FILE),
+            "node_modules/\n/target/\n*.log\n!keep.log\n",
+        )
+        .unwrap();
+        assert!(lo.matches("node_modules", true));
+        assert!(lo.matches("node_modules/a/b.js", false));
+        assert!(lo.matches("web/node_modules/x", false));
+        assert!(
+            !lo.matches("node_modules", false),
+            "a file named so is not a directory"
+        );
+        assert!(lo.matches("target/debug/x", false));
+        assert!(!lo.matches("sub/target/x", false), "anchored to the root");
+        assert!(lo.matches("a/b.log", false));
+        assert!(!lo.matches("keep.log", false));
+        assert!(!lo.matches("src/main.rs", false));
+        assert!(!lo.matches(IGNORE_FILE, false));
+        // Edits are picked up.
+        std::fs::write(d.path().join(IGNORE_FILE), "src/\n").unwrap();
+        assert!(lo.matches("src/main.rs", false));
+        assert!(!lo.matches("node_modules", true));
+    }
+}

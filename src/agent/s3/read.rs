@@ -1,0 +1,277 @@
+//! The read side of the S3 client beyond a single GET: downloads of large objects as
+//! parallel ranged GETs with bounded memory, the flat listing the remote-change poller
+//! compares against, and the credentials the log must never show.
+
+use super::{ObjectHead, S3};
+use crate::config::Downloads;
+use anyhow::{anyhow, Context, Result};
+use aws_credential_types::provider::ProvideCredentials;
+use futures::{stream, StreamExt, TryStreamExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use tracing::info;
+
+/// Ranged GETs in flight for one object. Memory held is about this many write buffers.
+const PART_CONCURRENCY: usize = 4;
+/// Bytes gathered from a response body before one positioned write.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// One object of a flat listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteObject {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// The secret parts of the credentials the standard AWS chain resolves (secret key,
+/// session token), which is where the client gets its own: for the log's redaction list.
+/// Empty when none resolve (the bucket check reports that).
+pub async fn chain_secrets() -> Vec<String> {
+    let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+        .build()
+        .await;
+    match chain.provide_credentials().await {
+        Ok(c) => std::iter::once(c.secret_access_key().to_string())
+            .chain(c.session_token().map(str::to_string))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// ETags compare without their quotes (servers differ on quoting in listings).
+pub fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
+}
+
+impl S3 {
+    /// Every object under `prefix` at any depth, with ETag and size.
+    pub async fn list_flat(&self, prefix: &str) -> Result<Vec<RemoteObject>> {
+        Ok(self
+            .list(prefix, None)
+            .await?
+            .objects
+            .into_iter()
+            .map(|o| RemoteObject {
+                key: o.key,
+                etag: o.etag,
+                size: o.size,
+            })
+            .collect())
+    }
+
+    /// Downloads `key` into `file` (empty, created by the caller), as parallel ranged
+    /// GETs when `size_hint` (the size last seen) reaches the threshold. Every part is
+    /// read from the same version of the object (`If-Match` on the first part's ETag,
+    /// and the ETag checked again), and the byte count is checked: an error leaves a
+    /// partial file that the caller must discard.
+    pub async fn download(
+        &self,
+        key: &str,
+        file: &File,
+        size_hint: u64,
+        dl: Downloads,
+    ) -> Result<ObjectHead> {
+        if size_hint < dl.ranged_threshold || size_hint <= dl.part_size {
+            return self.download_whole(key, file).await;
+        }
+        let part = dl.part_size;
+        let first = self.get_range(key, 0, part, None).await?;
+        let (head, total) = first.head_and_total(key)?;
+        let file = Arc::new(file.try_clone()?);
+        let mut written = first.write_at(key, &file, 0).await?;
+        let parts: Vec<u64> = (1..total.div_ceil(part)).map(|i| i * part).collect();
+        let n_parts = parts.len() + 1;
+        let etag = head.etag.clone();
+        let sizes: Vec<u64> = stream::iter(parts)
+            .map(|start| {
+                let (file, etag) = (file.clone(), etag.clone());
+                async move {
+                    let len = part.min(total - start);
+                    let got = self.get_range(key, start, len, Some(&etag)).await?;
+                    if !same_etag(got.etag(), &etag) {
+                        return Err(anyhow!("downloading {key}: it changed during the download"));
+                    }
+                    got.write_at(key, &file, start).await
+                }
+            })
+            .buffer_unordered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        written += sizes.iter().sum::<u64>();
+        if written != total {
+            return Err(anyhow!(
+                "downloading {key}: got {written} bytes, expected {total}"
+            ));
+        }
+        info!("downloaded {key:?} ({total} bytes) as {n_parts} ranged GETs");
+        Ok(head)
+    }
+
+    async fn download_whole(&self, key: &str, file: &File) -> Result<ObjectHead> {
+        let o = self.get(key).await?;
+        let got = Part { out: o };
+        let head = got.head();
+        let written = got.write_at(key, &Arc::new(file.try_clone()?), 0).await?;
+        if written != head.size {
+            return Err(anyhow!(
+                "downloading {key}: got {written} bytes, expected {}",
+                head.size
+            ));
+        }
+        Ok(head)
+    }
+
+    /// GET of `len` bytes from `start`, conditional on `if_match` when given.
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        if_match: Option<&str>,
+    ) -> Result<Part> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={start}-{}", start + len - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.err("downloading", key, e))?;
+        let got = out.content_length().unwrap_or(-1);
+        if u64::try_from(got).ok() != Some(len) && start > 0 {
+            return Err(anyhow!(
+                "downloading {key}: asked for {len} bytes at {start}, the server sends {got}"
+            ));
+        }
+        Ok(Part { out })
+    }
+}
+
+/// One GET response, whole or ranged.
+struct Part {
+    out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+}
+
+impl Part {
+    fn etag(&self) -> &str {
+        self.out.e_tag().unwrap_or_default()
+    }
+
+    fn head(&self) -> ObjectHead {
+        let o = &self.out;
+        ObjectHead::from_parts(
+            o.content_length(),
+            o.e_tag(),
+            o.metadata(),
+            o.last_modified(),
+        )
+    }
+
+    /// What the object is, and its whole size (from `Content-Range`; a server that
+    /// ignored the range sent the whole object, whose size is its length).
+    fn head_and_total(&self, key: &str) -> Result<(ObjectHead, u64)> {
+        let mut head = self.head();
+        let total = match self.out.content_range() {
+            Some(r) => r
+                .rsplit('/')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .with_context(|| format!("downloading {key}: bad Content-Range {r:?}"))?,
+            None => head.size,
+        };
+        head.size = total;
+        Ok((head, total))
+    }
+
+    /// Streams the body into `file` at `offset`, in positioned writes of at most
+    /// [`WRITE_BUFFER`] bytes; returns the byte count.
+    async fn write_at(self, key: &str, file: &Arc<File>, offset: u64) -> Result<u64> {
+        let mut body = self.out.body;
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
+        let mut at = offset;
+        loop {
+            let chunk = body
+                .try_next()
+                .await
+                .map_err(|e| anyhow!("downloading {key}: {e}"))?;
+            let last = chunk.is_none();
+            if let Some(c) = &chunk {
+                buf.extend_from_slice(c);
+            }
+            if buf.len() >= WRITE_BUFFER || (last && !buf.is_empty()) {
+                let (f, data, pos) = (file.clone(), std::mem::take(&mut buf), at);
+                at += data.len() as u64;
+                buf = tokio::task::spawn_blocking(move || {
+                    f.write_all_at(&data, pos).map(|()| {
+                        let mut data = data;
+                        data.clear();
+                        data
+                    })
+                })
+                .await??;
+            }
+            if last {
+                return Ok(at - offset);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_compare_without_quotes() {
+        assert!(same_etag("\"abc\"", "abc"));
+        assert!(!same_etag("\"abc\"", "\"abd\""));
+    }
+
+    use crate::agent::testkit::{kit, put};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_objects_come_as_ranged_gets_from_one_version() {
+        let dl = Downloads {
+            ranged_threshold: 1 << 20,
+            part_size: 300 << 10,
+        };
+        let k = kit("", dl).await;
+        let body: Vec<u8> = (0..(3 << 20) + 12345u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        put(&k.ctx, "big", &body).await;
+        let out = k._dir.path().join("out");
+        let f = File::create(&out).unwrap();
+        let before = k.server.stats();
+        let head = k
+            .ctx
+            .s3
+            .download("big", &f, body.len() as u64, dl)
+            .await
+            .unwrap();
+        let gets = (k.server.stats() - before).get;
+        assert_eq!(head.size, body.len() as u64);
+        assert_eq!(std::fs::read(&out).unwrap(), body);
+        assert_eq!(
+            gets,
+            (body.len() as u64).div_ceil(300 << 10),
+            "one GET per part"
+        );
+
+        // Below the threshold: one GET.
+        let f = File::create(&out).unwrap();
+        let before = k.server.stats();
+        k.ctx.s3.download("big", &f, 1000, dl).await.unwrap();
+        assert_eq!((k.server.stats() - before).get, 1);
+        assert_eq!(std::fs::read(&out).unwrap(), body);
+
+        // A part of another version is refused, never stitched in.
+        let wrong = k.ctx.s3.get_range("big", 0, 10, Some("\"0000\"")).await;
+        assert!(wrong.is_err());
+        k.server.shutdown().await;
+    }
+}
