@@ -14,6 +14,7 @@ use crate::env::{self, count, Arena, Candidates, Inject, DEFAULT_PATH};
 use crate::hydrate::{self, AfterMiss, Pre};
 use crate::loc::Loc;
 use crate::ret::Ret;
+use crate::static_exec;
 use crate::sys::{cbytes, errno, set_errno, PATH_MAX};
 use core::ffi::{c_char, c_int};
 use libc::{pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, AT_FDCWD};
@@ -104,6 +105,9 @@ unsafe fn exec_depth(
         return Ret::fail(e);
     }
     if !loc.in_tree {
+        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+            return Ret::fail(e);
+        }
         return f(loc.ptr(), argv, envp);
     }
     let spare_ptr = spare.as_mut_ptr();
@@ -115,6 +119,9 @@ unsafe fn exec_depth(
             if let Some((interp, new_argv, rest)) = shebang(path, p, argv, spare) {
                 return exec_depth(interp, new_argv, envp, rest, depth + 1);
             }
+        }
+        if let Err(e) = static_exec::prepare(p, argv) {
+            return Ret::fail(e);
         }
         f(p, argv, envp)
     })
@@ -355,6 +362,9 @@ unsafe fn spawn_at(
         return e;
     }
     if !loc.in_tree {
+        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+            return e;
+        }
         return call(loc.ptr(), argv);
     }
     let spare_ptr = spare.as_mut_ptr();
@@ -366,6 +376,9 @@ unsafe fn spawn_at(
             if let Some((interp, new_argv, rest)) = shebang(path, loc.ptr(), argv, spare) {
                 return spawn_at(interp, new_argv, rest, depth + 1, call);
             }
+        }
+        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+            return e;
         }
         call(loc.ptr(), argv)
     };

@@ -7,13 +7,16 @@
 
 pub mod cwd;
 pub mod dir;
+pub mod dl;
 pub mod exec;
 pub mod fd;
 pub mod meta;
+pub mod net;
 pub mod open;
 pub mod stat;
 pub mod syscall;
 pub mod temp;
+pub mod walk;
 pub mod xattr;
 
 use crate::config;
@@ -63,6 +66,28 @@ pub(crate) fn in_tree<R: Ret>(
     pre: Pre,
     call: &mut impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
+    in_tree_resolved(loc, pre, call)
+}
+
+/// The physical resolution of a location ([`crate::resolve::physical`]) and whether a
+/// symlink was followed; `None` when it does not apply (not under the tree, no path).
+fn physical(loc: &Loc, follow_last: bool) -> Option<Result<(Loc, bool), c_int>> {
+    let mut input = [0u8; crate::sys::PATH_MAX];
+    let n = loc.unresolved_abs(&mut input)?;
+    let mut out = [0u8; crate::sys::PATH_MAX];
+    Some(
+        crate::resolve::physical(input.get(..n)?, follow_last, &mut out).and_then(|r| {
+            let l = Loc::from_real(out.get(..r.len).unwrap_or(&[])).ok_or(libc::ENAMETOOLONG)?;
+            Ok((l, r.followed))
+        }),
+    )
+}
+
+fn in_tree_resolved<R: Ret>(
+    loc: &Loc,
+    pre: Pre,
+    call: &mut impl FnMut(c_int, *const c_char) -> R,
+) -> R {
     let saved = errno();
     if let Err(e) = hydrate::pre(loc, pre) {
         return R::fail(e);
@@ -81,14 +106,39 @@ pub(crate) fn in_tree<R: Ret>(
                 break;
             }
             AfterMiss::CallAgain => r = call(loc.dirfd, loc.ptr()),
-            AfterMiss::Enoent => return R::fail(libc::ENOENT),
-            AfterMiss::Failed(e) => return R::fail(e),
+            AfterMiss::Enoent => break,
+            AfterMiss::Failed(e) if e != libc::ENOENT && e != libc::ENOTDIR => return R::fail(e),
+            AfterMiss::Failed(_) => break,
         }
+    }
+    if r.failed() && matches!(errno(), libc::ENOENT | libc::ENOTDIR) {
+        return through_symlinks(loc, pre, call);
     }
     if again && !r.failed() {
         set_errno(saved);
     }
     r
+}
+
+/// The last resort for an in-tree ENOENT: a symlink on the way may name the mount path
+/// (the kernel looked for its target outside the cache). Resolved physically; a
+/// different path is called once, otherwise ENOENT stands.
+fn through_symlinks<R: Ret>(
+    loc: &Loc,
+    pre: Pre,
+    call: &mut impl FnMut(c_int, *const c_char) -> R,
+) -> R {
+    let e = errno();
+    let phys = match physical(loc, true) {
+        Some(Ok((l, true))) => l,
+        _ => return R::fail(e),
+    };
+    if phys.in_tree {
+        if let Err(e) = hydrate::pre(&phys, pre) {
+            return R::fail(e);
+        }
+    }
+    call(phys.dirfd, phys.ptr())
 }
 
 /// Two-path calls (rename, link): both resolved; a source in the tree with a destination
