@@ -346,3 +346,33 @@ fn dotdot_and_symlinks_have_posix_meaning() {
     let out = conform("posix_paths", &[]);
     holds(&out, &["leaf with a needle", "parent holds the folder"]);
 }
+
+/// `s3shim prefetch PATH` makes a cold subtree local (bytes in the cache itself, seen
+/// without the shim) and leaves the rest alone.
+#[test]
+fn prefetch_makes_a_cold_subtree_local() {
+    let s3 = S3Server::start();
+    seed_bucket(&s3);
+    let ws = Workspace::new(&s3, PREFIX, "/workspace");
+    let script = format!(
+        "{} prefetch /workspace/seed/deep && cd /workspace/seed && {} prefetch src/main.c",
+        bin().display(),
+        bin().display()
+    );
+    let out = ws.bash("c", &script);
+    assert_eq!(
+        out,
+        "2 files (33 bytes) under /workspace/seed/deep are local\n\
+         1 files (40 bytes) under /workspace/seed/src/main.c are local\n"
+    );
+    let tree = ws.cache("c").join("tree/seed");
+    let bytes = |p: &str| std::fs::read(tree.join(p)).unwrap();
+    assert_eq!(bytes("deep/a/b/c/leaf.txt"), b"leaf with a needle\n");
+    assert_eq!(bytes("deep/a/other.txt"), b"no match here\n");
+    assert_eq!(bytes("src/main.c"), seed_entries()[2].1);
+    let readme = bytes("readme.txt");
+    assert!(
+        readme.iter().all(|&b| b == 0),
+        "a file outside the prefetched paths stays a placeholder"
+    );
+}

@@ -1,7 +1,12 @@
 /* Result paths from libc calls a shell cannot make directly: getcwd family, realpath,
    canonicalize_file_name, glob, nftw, ftw, fts, readlink of /proc/self, AF_UNIX names. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <fts.h>
 #include <ftw.h>
 #include <glob.h>
@@ -82,6 +87,50 @@ int main(int argc, char **argv) {
   close(p[1]);
   FILE *in = fdopen(p[0], "r");
   while (fgets(buf, sizeof buf, in)) fputs(buf, stdout);
+
+  /* Raw syscalls, as libuv and static-minded code issue them. */
+  char raw[4096];
+  long rn = syscall(SYS_getcwd, raw, sizeof raw);
+  printf("raw-getcwd %d %s\n", rn == (long)strlen(raw) + 1, raw);
+  struct stat st;
+  rn = syscall(SYS_stat, "seed/deep/a/other.txt", &st);
+  printf("raw-stat %ld %ld\n", rn, (long)st.st_size);
+  char target[4200];
+  snprintf(target, sizeof target, "%s/src/main.c", abs);
+  int rfd = syscall(SYS_open, target, O_RDONLY);
+  n = read(rfd, raw, 10);
+  printf("raw-open %.*s\n", (int)(n > 0 ? n : 0), raw);
+  close(rfd);
+  rn = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/cwd", raw, sizeof raw - 1);
+  raw[rn > 0 ? rn : 0] = 0;
+  printf("raw-readlinkat %s\n", raw);
+  struct open_how how = {.flags = O_RDONLY};
+  snprintf(target, sizeof target, "%s/deep/a/b/c/leaf.txt", abs);
+  rfd = syscall(SYS_openat2, AT_FDCWD, target, &how, sizeof how);
+  n = read(rfd, raw, 9);
+  printf("raw-openat2 %.*s\n", (int)(n > 0 ? n : 0), raw);
+  close(rfd);
+  printf("raw-faccessat2 %ld %ld\n", syscall(SYS_faccessat2, AT_FDCWD, target, R_OK, 0),
+         syscall(SYS_faccessat2, AT_FDCWD, "seed/nothing", F_OK, 0));
+  snprintf(target, sizeof target, "%s/../renamed.txt", abs);
+  close(open("to-rename.txt", O_CREAT | O_WRONLY, 0644));
+  printf("raw-renameat2 %ld %d\n", syscall(SYS_renameat2, AT_FDCWD, "to-rename.txt", AT_FDCWD, target, 1 /* NOREPLACE */),
+         access("renamed.txt", F_OK));
+  fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    char *args[] = {"sh", "-c", "echo execveat $(pwd) $(head -c 5 seed/readme.txt)", NULL};
+    char *env[] = {"PATH=/usr/bin:/bin", NULL};
+    syscall(SYS_execveat, AT_FDCWD, "/bin/sh", args, env, 0);
+    _exit(127);
+  }
+  int status;
+  waitpid(child, &status, 0);
+  /* dlopen by path in the folder. */
+  system("cp /lib/x86_64-linux-gnu/libm.so.6 seed-libm.so");
+  snprintf(target, sizeof target, "%s/../seed-libm.so", abs);
+  void *h = dlopen(target, RTLD_NOW);
+  printf("dlopen %d %d\n", h != NULL, h && dlsym(h, "cos") != NULL);
 
   int s = socket(AF_UNIX, SOCK_STREAM, 0);
   struct sockaddr_un a = {.sun_family = AF_UNIX};

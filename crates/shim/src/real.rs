@@ -249,6 +249,8 @@ reals! {
     execv: fn(*const c_char, *const *const c_char) -> c_int;
     execvp: fn(*const c_char, *const *const c_char) -> c_int;
     execvpe: fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+    execveat: fn(c_int, *const c_char, *const *const c_char, *const *const c_char, c_int) -> c_int;
+    fexecve: fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
     posix_spawn: fn(*mut pid_t, *const c_char, *const posix_spawn_file_actions_t,
         *const posix_spawnattr_t, *const *const c_char, *const *const c_char) -> c_int;
     posix_spawnp: fn(*mut pid_t, *const c_char, *const posix_spawn_file_actions_t,

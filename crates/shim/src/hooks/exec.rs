@@ -249,6 +249,41 @@ pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> 
     })
 }
 
+/// An fd exec (`fexecve`, `execveat` with `AT_EMPTY_PATH`) or one relative to a dirfd:
+/// the environment is rebuilt; a relative path in the tree is mapped and fetched.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: Argv,
+    envp: Argv,
+    flags: c_int,
+) -> c_int {
+    let f = real!(execveat);
+    if !config::active() {
+        return f(dirfd, path, argv, envp, flags);
+    }
+    let empty = cbytes(path).is_none_or(|b| b.is_empty());
+    if !empty && flags == 0 && (dirfd == AT_FDCWD || cbytes(path).is_some_and(|b| b[0] == b'/')) {
+        return execve(path, argv, envp);
+    }
+    with_env(envp, 0, |env, _| {
+        if empty {
+            return f(dirfd, path, argv, env, flags);
+        }
+        super::at_path(dirfd, path, Pre::Fetch, |d, p| f(d, p, argv, env, flags))
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
+    let f = real!(fexecve);
+    if !config::active() {
+        return f(fd, argv, envp);
+    }
+    with_env(envp, 0, |env, _| f(fd, argv, env))
+}
+
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
     execve(path, argv, current_environ())
