@@ -114,20 +114,26 @@ impl Loc {
     }
 
     fn resolve_physically(&mut self) -> Result<(), c_int> {
-        let mut input = [0u8; PATH_MAX];
-        let Some(n) = self.unresolved_abs(&mut input) else {
-            return Ok(());
-        };
-        let mut out = [0u8; PATH_MAX];
-        let r = crate::resolve::physical(input.get(..n).unwrap_or(&[]), false, &mut out)?;
-        let real = out.get(..r.len).unwrap_or(&[]);
-        let mut w = Writer::new(self.buf_mut());
-        w.put(real).ok_or(libc::ENAMETOOLONG)?;
-        self.len = w.len;
-        self.kind = Kind::Abs;
-        self.dirfd = libc::AT_FDCWD;
-        self.in_tree = path::under(real, config::get().prefixes().tree).is_some();
+        if let Some(r) = self.physical(false) {
+            *self = r?.0;
+        }
         Ok(())
+    }
+
+    /// The location resolved physically ([`crate::resolve::physical`]) and whether a
+    /// symlink was followed on the way; `None` when that does not apply (not under the
+    /// tree or the mount).
+    pub fn physical(&self, follow_last: bool) -> Option<Result<(Loc, bool), c_int>> {
+        let mut input = [0u8; PATH_MAX];
+        let n = self.unresolved_abs(&mut input)?;
+        let mut out = [0u8; PATH_MAX];
+        Some(
+            crate::resolve::physical(input.get(..n)?, follow_last, &mut out).and_then(|r| {
+                let real = out.get(..r.len).unwrap_or(&[]);
+                let l = Loc::from_real(real).ok_or(libc::ENAMETOOLONG)?;
+                Ok((l, r.followed))
+            }),
+        )
     }
 
     fn resolve_lexically(&mut self, dirfd: c_int, bytes: &[u8]) -> Result<(), c_int> {
@@ -276,17 +282,11 @@ impl Loc {
         }
     }
 
-    /// Whether the caller's path has a `..` component.
-    pub fn has_dotdot(&self) -> bool {
-        // SAFETY: `orig` is the caller's C string (or NULL).
-        unsafe { cbytes(self.orig) }.is_some_and(path::has_dotdot)
-    }
-
     /// The caller's path as an absolute real path under the tree, unnormalised (symlinks
     /// and `..` left for [`crate::resolve::physical`]); `None` when it is not under the
     /// tree or the mount.
     pub fn unresolved_abs(&self, out: &mut [u8]) -> Option<usize> {
-        // SAFETY: as in `has_dotdot`.
+        // SAFETY: `orig` is the caller's C string (or NULL).
         let orig = unsafe { cbytes(self.orig) }?;
         let mut base = [0u8; PATH_MAX];
         let mut joined = [0u8; PATH_MAX];
@@ -317,9 +317,8 @@ impl Loc {
         Some(w.len)
     }
 
-    /// A location for the absolute real path `real` (what [`crate::resolve::physical`]
-    /// found).
-    pub fn from_real(real: &[u8]) -> Option<Loc> {
+    /// A location for the absolute real path `real`.
+    fn from_real(real: &[u8]) -> Option<Loc> {
         let mut l = Loc::new();
         let mut w = Writer::new(l.buf_mut());
         w.put(real)?;

@@ -25,6 +25,16 @@ fn stress_ws(name: &str) -> Ws {
     ws
 }
 
+/// A run under `timeout` that must have ended by itself, successfully.
+fn assert_finished(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "status {} (124 = timed out: deadlock)\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn python_threads_and_fork_exec_do_not_deadlock() {
     let ws = stress_ws("pyfork");
@@ -70,12 +80,7 @@ print(ok)
         .args(["120", "/usr/bin/python3", "-c", code])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "status {} (124 = timed out: deadlock)\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_finished(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     // 150 children each printed "file 1" through cat, then the count.
     assert_eq!(stdout.matches("file 1\n").count(), 150, "{stdout}");
@@ -127,12 +132,7 @@ const workers = [0, 1, 2, 3, 4, 5].map(churn);
         .args(["120", &support::node(), "-e", script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "status {} (124 = timed out: deadlock)\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_finished(&out);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "60 true\n",
@@ -191,12 +191,7 @@ fn a_thousand_forks_under_a_thread_storm_never_deadlock() {
         .arg("1000")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "status {} (124 = timed out: deadlock)\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_finished(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         stdout.matches("file 1\n").count(),

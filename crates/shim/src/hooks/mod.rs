@@ -66,28 +66,6 @@ pub(crate) fn in_tree<R: Ret>(
     pre: Pre,
     call: &mut impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
-    in_tree_resolved(loc, pre, call)
-}
-
-/// The physical resolution of a location ([`crate::resolve::physical`]) and whether a
-/// symlink was followed; `None` when it does not apply (not under the tree, no path).
-fn physical(loc: &Loc, follow_last: bool) -> Option<Result<(Loc, bool), c_int>> {
-    let mut input = [0u8; crate::sys::PATH_MAX];
-    let n = loc.unresolved_abs(&mut input)?;
-    let mut out = [0u8; crate::sys::PATH_MAX];
-    Some(
-        crate::resolve::physical(input.get(..n)?, follow_last, &mut out).and_then(|r| {
-            let l = Loc::from_real(out.get(..r.len).unwrap_or(&[])).ok_or(libc::ENAMETOOLONG)?;
-            Ok((l, r.followed))
-        }),
-    )
-}
-
-fn in_tree_resolved<R: Ret>(
-    loc: &Loc,
-    pre: Pre,
-    call: &mut impl FnMut(c_int, *const c_char) -> R,
-) -> R {
     let saved = errno();
     if let Err(e) = hydrate::pre(loc, pre) {
         return R::fail(e);
@@ -120,16 +98,17 @@ fn in_tree_resolved<R: Ret>(
     r
 }
 
-/// The last resort for an in-tree ENOENT: a symlink on the way may name the mount path
-/// (the kernel looked for its target outside the cache). Resolved physically; a
-/// different path is called once, otherwise ENOENT stands.
+/// The last resort for an in-tree ENOENT or ENOTDIR: a symlink on the way may name the
+/// mount path (the kernel looked for its target outside the cache). Resolved physically;
+/// when a symlink was followed the call is made once more there, otherwise the error
+/// stands.
 fn through_symlinks<R: Ret>(
     loc: &Loc,
     pre: Pre,
     call: &mut impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
     let e = errno();
-    let phys = match physical(loc, true) {
+    let phys = match loc.physical(true) {
         Some(Ok((l, true))) => l,
         _ => return R::fail(e),
     };

@@ -98,24 +98,20 @@ unsafe fn name_back(addr: *mut c_void, len: *mut socklen_t, cap: socklen_t) {
     *len = full as socklen_t;
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut c_void, len: *mut socklen_t) -> c_int {
-    let f = real!(getsockname);
-    let cap = if len.is_null() { 0 } else { *len };
-    let r = f(fd, addr, len);
-    if r == 0 {
-        name_back(addr, len, cap);
-    }
-    r
+macro_rules! name_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(fd: c_int, addr: *mut c_void, len: *mut socklen_t) -> c_int {
+            let f = real!($name);
+            let cap = if len.is_null() { 0 } else { *len };
+            let r = f(fd, addr, len);
+            if r == 0 {
+                name_back(addr, len, cap);
+            }
+            r
+        }
+    };
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut c_void, len: *mut socklen_t) -> c_int {
-    let f = real!(getpeername);
-    let cap = if len.is_null() { 0 } else { *len };
-    let r = f(fd, addr, len);
-    if r == 0 {
-        name_back(addr, len, cap);
-    }
-    r
-}
+name_hook!(getsockname);
+name_hook!(getpeername);

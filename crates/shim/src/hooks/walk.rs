@@ -101,27 +101,23 @@ unsafe fn glob_like(
     r
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn glob(
-    pat: *const c_char,
-    flags: c_int,
-    errfunc: Opaque,
-    g: *mut c_void,
-) -> c_int {
-    let f = real!(glob);
-    glob_like(pat, flags, errfunc, g, f)
+macro_rules! glob_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(
+            pat: *const c_char,
+            flags: c_int,
+            errfunc: Opaque,
+            g: *mut c_void,
+        ) -> c_int {
+            let f = real!($name);
+            glob_like(pat, flags, errfunc, g, f)
+        }
+    };
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn glob64(
-    pat: *const c_char,
-    flags: c_int,
-    errfunc: Opaque,
-    g: *mut c_void,
-) -> c_int {
-    let f = real!(glob64);
-    glob_like(pat, flags, errfunc, g, f)
-}
+glob_hook!(glob);
+glob_hook!(glob64);
 
 /// glibc's `struct FTW`.
 #[repr(C)]
@@ -220,37 +216,39 @@ unsafe fn walk_like(
     r
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn nftw(dir: *const c_char, f: Opaque, fds: c_int, flags: c_int) -> c_int {
-    let real_fn = real!(nftw);
-    let cb = Callback::Nftw(core::mem::transmute::<Opaque, NftwFn>(f));
-    let tramp = nftw_trampoline as NftwFn as Opaque;
-    walk_like(dir, cb, |d, g| real_fn(d, g, fds, flags), tramp, f)
+macro_rules! nftw_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dir: *const c_char,
+            f: Opaque,
+            fds: c_int,
+            flags: c_int,
+        ) -> c_int {
+            let real_fn = real!($name);
+            let cb = Callback::Nftw(core::mem::transmute::<Opaque, NftwFn>(f));
+            let tramp = nftw_trampoline as NftwFn as Opaque;
+            walk_like(dir, cb, |d, g| real_fn(d, g, fds, flags), tramp, f)
+        }
+    };
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn nftw64(dir: *const c_char, f: Opaque, fds: c_int, flags: c_int) -> c_int {
-    let real_fn = real!(nftw64);
-    let cb = Callback::Nftw(core::mem::transmute::<Opaque, NftwFn>(f));
-    let tramp = nftw_trampoline as NftwFn as Opaque;
-    walk_like(dir, cb, |d, g| real_fn(d, g, fds, flags), tramp, f)
+macro_rules! ftw_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(dir: *const c_char, f: Opaque, fds: c_int) -> c_int {
+            let real_fn = real!($name);
+            let cb = Callback::Ftw(core::mem::transmute::<Opaque, FtwFn>(f));
+            let tramp = ftw_trampoline as FtwFn as Opaque;
+            walk_like(dir, cb, |d, g| real_fn(d, g, fds), tramp, f)
+        }
+    };
 }
 
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn ftw(dir: *const c_char, f: Opaque, fds: c_int) -> c_int {
-    let real_fn = real!(ftw);
-    let cb = Callback::Ftw(core::mem::transmute::<Opaque, FtwFn>(f));
-    let tramp = ftw_trampoline as FtwFn as Opaque;
-    walk_like(dir, cb, |d, g| real_fn(d, g, fds), tramp, f)
-}
-
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn ftw64(dir: *const c_char, f: Opaque, fds: c_int) -> c_int {
-    let real_fn = real!(ftw64);
-    let cb = Callback::Ftw(core::mem::transmute::<Opaque, FtwFn>(f));
-    let tramp = ftw_trampoline as FtwFn as Opaque;
-    walk_like(dir, cb, |d, g| real_fn(d, g, fds), tramp, f)
-}
+nftw_hook!(nftw);
+nftw_hook!(nftw64);
+ftw_hook!(ftw);
+ftw_hook!(ftw64);
 
 /// glibc's `FTSENT` (`FTSENT64` has the same layout on 64-bit targets).
 #[repr(C)]
