@@ -107,3 +107,17 @@ pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_static_elf;
+
+    #[test]
+    fn elf_without_an_interpreter_is_static() {
+        // Debian's ldconfig is static-pie; coreutils are dynamic; a script is not ELF.
+        assert!(is_static_elf(c"/sbin/ldconfig"));
+        assert!(!is_static_elf(c"/bin/true"));
+        assert!(!is_static_elf(c"/etc/hostname"));
+        assert!(!is_static_elf(c"/nonexistent"));
+    }
+}
