@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod config;
+mod prefetch;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,19 @@ enum Cmd {
     Flush {
         #[command(flatten)]
         ws: WorkspaceArgs,
+    },
+    /// Make PATH (default: the whole mount) local, bytes included: for programs the shim
+    /// cannot enter (static binaries, Go tools; the shim does this by itself when it sees
+    /// one exec'd in the tree), or before going offline.
+    #[command(after_help = "Examples:\n  \
+        s3shim prefetch                      # inside `s3shim run`: the whole workspace\n  \
+        s3shim prefetch /workspace/docs      # one subtree\n  \
+        s3shim prefetch --cache ~/.cache/s3shim/ws --mount /workspace /workspace/src")]
+    Prefetch {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+        /// A path under the mount (absolute, or relative to the current directory).
+        path: Option<PathBuf>,
     },
     /// Show what the cache's agent is doing: pending uploads and failures.
     #[command(after_help = "Example:\n  s3shim status")]
@@ -93,6 +107,9 @@ fn main() -> ExitCode {
             }
             Ok(1)
         }),
+        Cmd::Prefetch { ws, path } => {
+            with_settings(&ws, |s| prefetch::prefetch(s, path.as_deref()))
+        }
         Cmd::Status { ws } => with_settings(&ws, |s| {
             let (_, text) = client::request(&s.socket(), Op::Status, "")?;
             print!("{text}");

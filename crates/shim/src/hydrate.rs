@@ -82,6 +82,16 @@ pub fn fetch_abs(abs: &[u8]) -> Result<(), c_int> {
     send_abs(Op::Fetch, abs)
 }
 
+/// Makes the subtree at a normalised real path under the tree local, bytes included.
+pub fn fetch_tree_abs(abs: &[u8]) -> Result<(), c_int> {
+    send_abs(Op::FetchTree, abs)
+}
+
+/// Lists the directory at a normalised real path under the tree.
+pub fn list_abs(abs: &[u8]) -> Result<(), c_int> {
+    send_abs(Op::ListDir, abs)
+}
+
 /// Sends `op` for a normalised real path under the tree.
 fn send_abs(op: Op, abs: &[u8]) -> Result<(), c_int> {
     let cfg = config::get();

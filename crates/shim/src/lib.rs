@@ -34,7 +34,9 @@ pub mod loc;
 pub mod owner;
 pub mod path;
 pub mod real;
+pub mod resolve;
 pub mod ret;
+pub mod static_exec;
 pub mod sys;
 
 use core::ffi::{c_char, c_int};

@@ -104,6 +104,39 @@ impl Loc {
         let Some(bytes) = cbytes(path) else {
             return Ok(());
         };
+        self.resolve_lexically(dirfd, bytes)?;
+        if self.in_tree && path::has_dotdot(bytes) {
+            // `..` in the tree means what the kernel would make of it (symlinks before it
+            // count, and at the root it leaves for the mount's parent).
+            self.resolve_physically()?;
+        }
+        Ok(())
+    }
+
+    fn resolve_physically(&mut self) -> Result<(), c_int> {
+        if let Some(r) = self.physical(false) {
+            *self = r?.0;
+        }
+        Ok(())
+    }
+
+    /// The location resolved physically ([`crate::resolve::physical`]) and whether a
+    /// symlink was followed on the way; `None` when that does not apply (not under the
+    /// tree or the mount).
+    pub fn physical(&self, follow_last: bool) -> Option<Result<(Loc, bool), c_int>> {
+        let mut input = [0u8; PATH_MAX];
+        let n = self.unresolved_abs(&mut input)?;
+        let mut out = [0u8; PATH_MAX];
+        Some(
+            crate::resolve::physical(input.get(..n)?, follow_last, &mut out).and_then(|r| {
+                let real = out.get(..r.len).unwrap_or(&[]);
+                let l = Loc::from_real(real).ok_or(libc::ENAMETOOLONG)?;
+                Ok((l, r.followed))
+            }),
+        )
+    }
+
+    fn resolve_lexically(&mut self, dirfd: c_int, bytes: &[u8]) -> Result<(), c_int> {
         match bytes.first() {
             None => Ok(()),
             Some(b'/') => {
@@ -117,6 +150,11 @@ impl Loc {
             Some(_) => {
                 self.kind = Kind::DirRel;
                 self.in_tree = fdtable::is_marked(dirfd);
+                if !self.in_tree && names_a_mount_component(bytes) {
+                    // Maybe a walk down from an ancestor of the mount (rsync opens each
+                    // component with `openat(dirfd, name)`); only then the fd's path.
+                    self.resolve_against_fd(bytes)?;
+                }
                 Ok(())
             }
         }
@@ -183,6 +221,27 @@ impl Loc {
         }
     }
 
+    /// Joins a relative path to the directory `dirfd` refers to; mapped when that lands
+    /// under the mount, otherwise left as it was.
+    fn resolve_against_fd(&mut self, rel: &[u8]) -> Result<(), c_int> {
+        let mut base = [0u8; PATH_MAX];
+        let mut joined = [0u8; PATH_MAX];
+        let Some(j) = sys::fd_path(self.dirfd, &mut base)
+            .and_then(|n| join(base.get(..n)?, rel, &mut joined))
+        else {
+            return Ok(());
+        };
+        let cfg = config::get();
+        let abs = joined.get(..j).unwrap_or(&[]);
+        if path::under(abs, cfg.prefixes().mount).is_none() {
+            return Ok(());
+        }
+        let r = map_abs(&cfg.prefixes(), abs, self.buf_mut());
+        self.kind = Kind::Abs;
+        self.dirfd = libc::AT_FDCWD;
+        self.settle(r)
+    }
+
     /// Joins a relative path to the virtual cwd and maps the result as absolute.
     fn resolve_against_cwd(&mut self, rel: &[u8]) -> Result<(), c_int> {
         let mut vcwd = [0u8; PATH_MAX];
@@ -223,6 +282,53 @@ impl Loc {
         }
     }
 
+    /// The caller's path as an absolute real path under the tree, unnormalised (symlinks
+    /// and `..` left for [`crate::resolve::physical`]); `None` when it is not under the
+    /// tree or the mount.
+    pub fn unresolved_abs(&self, out: &mut [u8]) -> Option<usize> {
+        // SAFETY: `orig` is the caller's C string (or NULL).
+        let orig = unsafe { cbytes(self.orig) }?;
+        let mut base = [0u8; PATH_MAX];
+        let mut joined = [0u8; PATH_MAX];
+        let abs = match self.kind {
+            Kind::Empty => return None,
+            Kind::Abs if orig.first() == Some(&b'/') => orig,
+            Kind::Abs | Kind::CwdRel => {
+                let n = virtual_cwd(&mut base)?;
+                let j = join(base.get(..n)?, orig, &mut joined)?;
+                joined.get(..j)?
+            }
+            Kind::DirRel => {
+                let n = sys::fd_path(self.dirfd, &mut base)?;
+                let j = join(base.get(..n)?, orig, &mut joined)?;
+                joined.get(..j)?
+            }
+        };
+        let cfg = config::get();
+        let p = cfg.prefixes();
+        let mut w = Writer::new(out);
+        if let Some(rest) = path::under(abs, p.mount) {
+            w.put(p.tree)?;
+            w.put(rest)?;
+        } else {
+            path::under(abs, p.tree)?;
+            w.put(abs)?;
+        }
+        Some(w.len)
+    }
+
+    /// A location for the absolute real path `real`.
+    fn from_real(real: &[u8]) -> Option<Loc> {
+        let mut l = Loc::new();
+        let mut w = Writer::new(l.buf_mut());
+        w.put(real)?;
+        l.len = w.len;
+        l.kind = Kind::Abs;
+        let cfg = config::get();
+        l.in_tree = path::under(real, cfg.prefixes().tree).is_some();
+        Some(l)
+    }
+
     /// A path for the xattr syscalls naming the same entry from this process.
     pub fn xattr_path<'b>(&self, out: &'b mut [u8]) -> Option<&'b CStr> {
         let mut w = Writer::new(out);
@@ -257,6 +363,18 @@ impl Default for Loc {
     fn default() -> Self {
         Loc::new()
     }
+}
+
+/// Whether the first component of a relative path is one of the mount path's (the only
+/// way a path relative to a directory outside the tree can reach the mount).
+#[inline]
+fn names_a_mount_component(rel: &[u8]) -> bool {
+    let first = path::first_component(rel);
+    let cfg = config::get();
+    cfg.prefixes()
+        .mount
+        .split(|&b| b == b'/')
+        .any(|c| !c.is_empty() && c == first)
 }
 
 /// The process's cwd as programs see it (MOUNT/... when it is in the tree).

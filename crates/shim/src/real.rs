@@ -157,6 +157,18 @@ reals! {
     scandirat64: fn(c_int, *const c_char, *mut c_void, Opaque, Opaque) -> c_int;
     fts_open: fn(*const *const c_char, c_int, Opaque) -> *mut c_void;
     fts64_open: fn(*const *const c_char, c_int, Opaque) -> *mut c_void;
+    fts_read: fn(*mut c_void) -> *mut c_void;
+    fts64_read: fn(*mut c_void) -> *mut c_void;
+    fts_children: fn(*mut c_void, c_int) -> *mut c_void;
+    fts64_children: fn(*mut c_void, c_int) -> *mut c_void;
+    fts_close: fn(*mut c_void) -> c_int;
+    fts64_close: fn(*mut c_void) -> c_int;
+    glob: fn(*const c_char, c_int, Opaque, *mut c_void) -> c_int;
+    glob64: fn(*const c_char, c_int, Opaque, *mut c_void) -> c_int;
+    nftw: fn(*const c_char, Opaque, c_int, c_int) -> c_int;
+    nftw64: fn(*const c_char, Opaque, c_int, c_int) -> c_int;
+    ftw: fn(*const c_char, Opaque, c_int) -> c_int;
+    ftw64: fn(*const c_char, Opaque, c_int) -> c_int;
     mkdir: fn(*const c_char, mode_t) -> c_int;
     mkdirat: fn(c_int, *const c_char, mode_t) -> c_int;
     rmdir: fn(*const c_char) -> c_int;
@@ -188,6 +200,9 @@ reals! {
     mkfifoat: fn(c_int, *const c_char, mode_t) -> c_int;
     mknod: fn(*const c_char, mode_t, dev_t) -> c_int;
     mknodat: fn(c_int, *const c_char, mode_t, dev_t) -> c_int;
+    __xmknod: fn(c_int, *const c_char, mode_t, *mut dev_t) -> c_int;
+    __xmknodat: fn(c_int, c_int, *const c_char, mode_t, *mut dev_t) -> c_int;
+    lchmod: fn(*const c_char, mode_t) -> c_int;
 
     // temporary files
     mkstemp: fn(*mut c_char) -> c_int;
@@ -219,6 +234,7 @@ reals! {
     getcwd: fn(*mut c_char, size_t) -> *mut c_char;
     __getcwd_chk: fn(*mut c_char, size_t, size_t) -> *mut c_char;
     getwd: fn(*mut c_char) -> *mut c_char;
+    __getwd_chk: fn(*mut c_char, size_t) -> *mut c_char;
     get_current_dir_name: fn() -> *mut c_char;
     readlink: fn(*const c_char, *mut c_char, size_t) -> ssize_t;
     readlinkat: fn(c_int, *const c_char, *mut c_char, size_t) -> ssize_t;
@@ -233,6 +249,8 @@ reals! {
     execv: fn(*const c_char, *const *const c_char) -> c_int;
     execvp: fn(*const c_char, *const *const c_char) -> c_int;
     execvpe: fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+    execveat: fn(c_int, *const c_char, *const *const c_char, *const *const c_char, c_int) -> c_int;
+    fexecve: fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
     posix_spawn: fn(*mut pid_t, *const c_char, *const posix_spawn_file_actions_t,
         *const posix_spawnattr_t, *const *const c_char, *const *const c_char) -> c_int;
     posix_spawnp: fn(*mut pid_t, *const c_char, *const posix_spawn_file_actions_t,
@@ -240,6 +258,13 @@ reals! {
     posix_spawn_file_actions_addopen: fn(*mut posix_spawn_file_actions_t, c_int,
         *const c_char, c_int, mode_t) -> c_int;
     posix_spawn_file_actions_addchdir_np: fn(*mut posix_spawn_file_actions_t, *const c_char) -> c_int;
+
+    // sockets and libraries
+    bind: fn(c_int, *const c_void, u32) -> c_int;
+    connect: fn(c_int, *const c_void, u32) -> c_int;
+    getsockname: fn(c_int, *mut c_void, *mut u32) -> c_int;
+    getpeername: fn(c_int, *mut c_void, *mut u32) -> c_int;
+    dlopen: fn(*const c_char, c_int) -> *mut c_void;
 
     // fds
     close: fn(c_int) -> c_int;

@@ -25,6 +25,16 @@ fn stress_ws(name: &str) -> Ws {
     ws
 }
 
+/// A run under `timeout` that must have ended by itself, successfully.
+fn assert_finished(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "status {} (124 = timed out: deadlock)\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn python_threads_and_fork_exec_do_not_deadlock() {
     let ws = stress_ws("pyfork");
@@ -70,12 +80,7 @@ print(ok)
         .args(["120", "/usr/bin/python3", "-c", code])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "status {} (124 = timed out: deadlock)\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_finished(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     // 150 children each printed "file 1" through cat, then the count.
     assert_eq!(stdout.matches("file 1\n").count(), 150, "{stdout}");
@@ -127,12 +132,7 @@ const workers = [0, 1, 2, 3, 4, 5].map(churn);
         .args(["120", &support::node(), "-e", script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "status {} (124 = timed out: deadlock)\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_finished(&out);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "60 true\n",
@@ -162,4 +162,42 @@ print(os.getcwd())
 "#,
     );
     assert_eq!(out, "file 6\nfile 7\n/workspace/d3\n");
+}
+
+/// The storm the issue asks for: 1,000 forks of a process whose four threads are inside
+/// the shim's hooks all the while; every child makes hooked calls and execs a script in
+/// the tree. A lock held across fork or an allocation in the child deadlocks or crashes
+/// here; `timeout` turns a deadlock into a failure.
+#[test]
+fn a_thousand_forks_under_a_thread_storm_never_deadlock() {
+    let ws = stress_ws("storm");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/csrc/storm.c");
+    let exe = ws.root.join("storm");
+    let cc = std::process::Command::new("gcc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("gcc is needed to build the storm program");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = ws
+        .cmd("timeout")
+        .arg("300")
+        .arg(&exe)
+        .arg("1000")
+        .output()
+        .unwrap();
+    assert_finished(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.matches("file 1\n").count(),
+        1000,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.ends_with("done 1000 1\n"), "{stdout}");
 }

@@ -459,7 +459,7 @@ fn agent_unreachable_is_eio_and_unconfigured_is_inert() {
 fn glibc_fts_walks_a_tree_listed_in_one_request() {
     let ws = populated("fts");
     // glibc's fts reads directories with internal calls: the shim sends ListTree for
-    // the root first, then hands fts the mapped root (results keep cache paths).
+    // the root first, then hands fts the mapped root; entries show mount paths.
     let out = ws.py_ok(
         r#"
 import ctypes
@@ -479,14 +479,14 @@ while True:
     e = libc.fts_read(fts)
     if not e:
         break
-    seen.add(e.contents.path.decode().rsplit('/tree/', 1)[-1])
+    seen.add(e.contents.path.decode())
 libc.fts_close(fts)
 print(sorted(seen))
 "#,
     );
     assert_eq!(
         out,
-        "['sub', 'sub/b.txt', 'sub/deep', 'sub/deep/c.txt']\n",
+        "['/workspace/sub', '/workspace/sub/b.txt', '/workspace/sub/deep', '/workspace/sub/deep/c.txt']\n",
         "{:?}",
         ws.requests()
     );

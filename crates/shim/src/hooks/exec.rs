@@ -14,6 +14,7 @@ use crate::env::{self, count, Arena, Candidates, Inject, DEFAULT_PATH};
 use crate::hydrate::{self, AfterMiss, Pre};
 use crate::loc::Loc;
 use crate::ret::Ret;
+use crate::static_exec;
 use crate::sys::{cbytes, errno, set_errno, PATH_MAX};
 use core::ffi::{c_char, c_int};
 use libc::{pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, AT_FDCWD};
@@ -104,6 +105,9 @@ unsafe fn exec_depth(
         return Ret::fail(e);
     }
     if !loc.in_tree {
+        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+            return Ret::fail(e);
+        }
         return f(loc.ptr(), argv, envp);
     }
     let spare_ptr = spare.as_mut_ptr();
@@ -115,6 +119,9 @@ unsafe fn exec_depth(
             if let Some((interp, new_argv, rest)) = shebang(path, p, argv, spare) {
                 return exec_depth(interp, new_argv, envp, rest, depth + 1);
             }
+        }
+        if let Err(e) = static_exec::prepare(p, argv) {
+            return Ret::fail(e);
         }
         f(p, argv, envp)
     })
@@ -242,6 +249,41 @@ pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> 
     })
 }
 
+/// An fd exec (`fexecve`, `execveat` with `AT_EMPTY_PATH`) or one relative to a dirfd:
+/// the environment is rebuilt; a relative path in the tree is mapped and fetched.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: Argv,
+    envp: Argv,
+    flags: c_int,
+) -> c_int {
+    let f = real!(execveat);
+    if !config::active() {
+        return f(dirfd, path, argv, envp, flags);
+    }
+    let empty = cbytes(path).is_none_or(|b| b.is_empty());
+    if !empty && flags == 0 && (dirfd == AT_FDCWD || cbytes(path).is_some_and(|b| b[0] == b'/')) {
+        return execve(path, argv, envp);
+    }
+    with_env(envp, 0, |env, _| {
+        if empty {
+            return f(dirfd, path, argv, env, flags);
+        }
+        super::at_path(dirfd, path, Pre::Fetch, |d, p| f(d, p, argv, env, flags))
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
+    let f = real!(fexecve);
+    if !config::active() {
+        return f(fd, argv, envp);
+    }
+    with_env(envp, 0, |env, _| f(fd, argv, env))
+}
+
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
     execve(path, argv, current_environ())
@@ -355,6 +397,9 @@ unsafe fn spawn_at(
         return e;
     }
     if !loc.in_tree {
+        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+            return e;
+        }
         return call(loc.ptr(), argv);
     }
     let spare_ptr = spare.as_mut_ptr();
@@ -366,6 +411,9 @@ unsafe fn spawn_at(
             if let Some((interp, new_argv, rest)) = shebang(path, loc.ptr(), argv, spare) {
                 return spawn_at(interp, new_argv, rest, depth + 1, call);
             }
+        }
+        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+            return e;
         }
         call(loc.ptr(), argv)
     };

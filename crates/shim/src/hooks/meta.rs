@@ -283,3 +283,33 @@ pub unsafe extern "C" fn mknodat(
     let f = real!(mknodat);
     at_path(dirfd, path, Pre::Create, |d, p| f(d, p, mode, dev))
 }
+
+/// The pre-2.33 name binaries built against older glibc import (`ver` passed through).
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __xmknod(
+    ver: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    dev: *mut dev_t,
+) -> c_int {
+    let f = real!(__xmknod);
+    at_path(AT_FDCWD, path, Pre::Create, |_, p| f(ver, p, mode, dev))
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __xmknodat(
+    ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    dev: *mut dev_t,
+) -> c_int {
+    let f = real!(__xmknodat);
+    at_path(dirfd, path, Pre::Create, |d, p| f(ver, d, p, mode, dev))
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn lchmod(path: *const c_char, mode: mode_t) -> c_int {
+    let f = real!(lchmod);
+    at_path(AT_FDCWD, path, Pre::Nothing, |_, p| f(p, mode))
+}

@@ -7,14 +7,17 @@
 
 pub mod cwd;
 pub mod dir;
+pub mod dl;
 pub mod exec;
 pub mod fd;
 pub mod fsync;
 pub mod meta;
+pub mod net;
 pub mod open;
 pub mod stat;
 pub mod syscall;
 pub mod temp;
+pub mod walk;
 pub mod xattr;
 
 use crate::config;
@@ -82,14 +85,40 @@ pub(crate) fn in_tree<R: Ret>(
                 break;
             }
             AfterMiss::CallAgain => r = call(loc.dirfd, loc.ptr()),
-            AfterMiss::Enoent => return R::fail(libc::ENOENT),
-            AfterMiss::Failed(e) => return R::fail(e),
+            AfterMiss::Enoent => break,
+            AfterMiss::Failed(e) if e != libc::ENOENT && e != libc::ENOTDIR => return R::fail(e),
+            AfterMiss::Failed(_) => break,
         }
+    }
+    if r.failed() && matches!(errno(), libc::ENOENT | libc::ENOTDIR) {
+        return through_symlinks(loc, pre, call);
     }
     if again && !r.failed() {
         set_errno(saved);
     }
     r
+}
+
+/// The last resort for an in-tree ENOENT or ENOTDIR: a symlink on the way may name the
+/// mount path (the kernel looked for its target outside the cache). Resolved physically;
+/// when a symlink was followed the call is made once more there, otherwise the error
+/// stands.
+fn through_symlinks<R: Ret>(
+    loc: &Loc,
+    pre: Pre,
+    call: &mut impl FnMut(c_int, *const c_char) -> R,
+) -> R {
+    let e = errno();
+    let phys = match loc.physical(true) {
+        Some(Ok((l, true))) => l,
+        _ => return R::fail(e),
+    };
+    if phys.in_tree {
+        if let Err(e) = hydrate::pre(&phys, pre) {
+            return R::fail(e);
+        }
+    }
+    call(phys.dirfd, phys.ptr())
 }
 
 /// Two-path calls (rename, link): both resolved; a source in the tree with a destination

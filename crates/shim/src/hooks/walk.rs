@@ -1,0 +1,430 @@
+//! Tree walkers whose own directory reads and stats are internal to glibc (never seen
+//! by the hooks) and whose results carry paths: glob, nftw/ftw, and fts's entries.
+//!
+//! * glob: given the hooked opendir/readdir/stat through `GLOB_ALTDIRFUNC`, so the
+//!   pattern keeps its mount-path form and so do the results.
+//! * nftw/ftw: the tree under an in-tree root is listed whole first (`ListTree`), the
+//!   real walker gets the mapped root, and the callback sees mount paths.
+//! * fts (opened by [`super::dir::fts_open`] on mapped roots): each entry handed out has
+//!   its path (and a root's name) shown in mount form until the next fts call on the
+//!   same stream, which puts fts's own fields back first. `fts_children` lists keep
+//!   fts's values.
+
+use super::real;
+use crate::config;
+use crate::cwd;
+use crate::hydrate;
+use crate::loc::Loc;
+use crate::path::{reverse, under, Rev};
+use crate::real::Opaque;
+use crate::ret::Ret;
+use crate::sys::{errno, set_errno, PATH_MAX};
+use core::cell::Cell;
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicPtr, Ordering};
+use libc::AT_FDCWD;
+
+/// glibc's `GLOB_ALTDIRFUNC` (the libc crate does not export it).
+const GLOB_ALTDIRFUNC: c_int = 1 << 9;
+
+/// glibc's `glob_t` (and `glob64_t`, the same on 64-bit targets).
+#[repr(C)]
+struct GlobT {
+    pathc: usize,
+    pathv: *mut *mut c_char,
+    offs: usize,
+    flags: c_int,
+    closedir: Option<unsafe extern "C" fn(*mut c_void)>,
+    readdir: Option<unsafe extern "C" fn(*mut c_void) -> *mut c_void>,
+    opendir: Option<unsafe extern "C" fn(*const c_char) -> *mut c_void>,
+    lstat: Option<unsafe extern "C" fn(*const c_char, *mut c_void) -> c_int>,
+    stat: Option<unsafe extern "C" fn(*const c_char, *mut c_void) -> c_int>,
+}
+
+unsafe extern "C" fn glob_closedir(d: *mut c_void) {
+    super::dir::closedir(d.cast());
+}
+
+unsafe extern "C" fn glob_readdir(d: *mut c_void) -> *mut c_void {
+    libc::readdir64(d.cast()).cast()
+}
+
+unsafe extern "C" fn glob_opendir(p: *const c_char) -> *mut c_void {
+    super::dir::opendir(p).cast()
+}
+
+unsafe extern "C" fn glob_lstat(p: *const c_char, st: *mut c_void) -> c_int {
+    super::stat::lstat64(p, st)
+}
+
+unsafe extern "C" fn glob_stat(p: *const c_char, st: *mut c_void) -> c_int {
+    super::stat::stat64(p, st)
+}
+
+/// Whether a pattern can match anything in the tree.
+unsafe fn pattern_touches_tree(pat: *const c_char) -> bool {
+    let Some(b) = crate::sys::cbytes(pat) else {
+        return false;
+    };
+    if b.first() == Some(&b'/') {
+        let cfg = config::get();
+        let p = cfg.prefixes();
+        // `/*` or `/work*` may reach the mount as well as a path under it.
+        return under(b, p.mount).is_some()
+            || under(b, p.tree).is_some()
+            || b.iter().any(|&c| matches!(c, b'*' | b'?' | b'['));
+    }
+    cwd::state().0 != cwd::OUTSIDE || crate::path::has_dotdot(b)
+}
+
+unsafe fn glob_like(
+    pat: *const c_char,
+    flags: c_int,
+    errfunc: Opaque,
+    g: *mut c_void,
+    f: unsafe extern "C" fn(*const c_char, c_int, Opaque, *mut c_void) -> c_int,
+) -> c_int {
+    if !config::active() || g.is_null() || flags & GLOB_ALTDIRFUNC != 0 {
+        return f(pat, flags, errfunc, g);
+    }
+    if !pattern_touches_tree(pat) {
+        return f(pat, flags, errfunc, g);
+    }
+    let gt = &mut *g.cast::<GlobT>();
+    gt.closedir = Some(glob_closedir);
+    gt.readdir = Some(glob_readdir);
+    gt.opendir = Some(glob_opendir);
+    gt.lstat = Some(glob_lstat);
+    gt.stat = Some(glob_stat);
+    let r = f(pat, flags | GLOB_ALTDIRFUNC, errfunc, g);
+    gt.flags &= !GLOB_ALTDIRFUNC;
+    r
+}
+
+macro_rules! glob_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(
+            pat: *const c_char,
+            flags: c_int,
+            errfunc: Opaque,
+            g: *mut c_void,
+        ) -> c_int {
+            let f = real!($name);
+            glob_like(pat, flags, errfunc, g, f)
+        }
+    };
+}
+
+glob_hook!(glob);
+glob_hook!(glob64);
+
+/// glibc's `struct FTW`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ftw {
+    base: c_int,
+    level: c_int,
+}
+
+type NftwFn = unsafe extern "C" fn(*const c_char, *const c_void, c_int, *mut Ftw) -> c_int;
+type FtwFn = unsafe extern "C" fn(*const c_char, *const c_void, c_int) -> c_int;
+
+/// The caller's callback (nftw or ftw) for the walk running on this thread. Const
+/// initialised, no destructor: no allocation, safe in any thread.
+#[derive(Clone, Copy)]
+enum Callback {
+    None,
+    Nftw(NftwFn),
+    Ftw(FtwFn),
+}
+
+thread_local! {
+    static CALLBACK: Cell<Callback> = const { Cell::new(Callback::None) };
+}
+
+/// A real path under the tree in mount form into `out`, else `None`.
+fn virtual_of(real: &[u8], out: &mut [u8]) -> Option<usize> {
+    match reverse(&config::get().prefixes(), real, out) {
+        Rev::Mapped(n) => Some(n),
+        _ => None,
+    }
+}
+
+unsafe extern "C" fn nftw_trampoline(
+    path: *const c_char,
+    st: *const c_void,
+    flag: c_int,
+    ftw: *mut Ftw,
+) -> c_int {
+    let cb = CALLBACK.with(|c| c.get());
+    let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
+    let mut virt = [0u8; PATH_MAX];
+    let (p, shift) = match virtual_of(real_bytes, &mut virt) {
+        Some(n) => (virt.as_ptr().cast(), n as c_int - real_bytes.len() as c_int),
+        None => (path, 0),
+    };
+    match cb {
+        Callback::Nftw(f) => {
+            let mut info = if ftw.is_null() {
+                Ftw { base: 0, level: 0 }
+            } else {
+                *ftw
+            };
+            info.base += shift;
+            f(p, st, flag, &mut info)
+        }
+        Callback::Ftw(f) => f(p, st, flag),
+        Callback::None => 0,
+    }
+}
+
+unsafe extern "C" fn ftw_trampoline(path: *const c_char, st: *const c_void, flag: c_int) -> c_int {
+    nftw_trampoline(path, st, flag, core::ptr::null_mut())
+}
+
+/// Lists an in-tree root whole and runs `walk` on the mapped root; the callback is
+/// wrapped only when the root was a mount path (so results would carry the cache path).
+unsafe fn walk_like(
+    root: *const c_char,
+    cb: Callback,
+    walk: impl FnOnce(*const c_char, Opaque) -> c_int,
+    tramp: Opaque,
+    user: Opaque,
+) -> c_int {
+    if !config::active() {
+        return walk(root, user);
+    }
+    let mut loc = Loc::new();
+    if let Err(e) = loc.resolve(AT_FDCWD, root) {
+        return Ret::fail(e);
+    }
+    if !loc.in_tree {
+        return walk(loc.ptr(), user);
+    }
+    let saved = errno();
+    if let Err(e) = hydrate::list_tree(&loc) {
+        return Ret::fail(e);
+    }
+    set_errno(saved);
+    if loc.ptr() == root {
+        return walk(root, user);
+    }
+    let prev = CALLBACK.with(|c| c.replace(cb));
+    let r = walk(loc.ptr(), tramp);
+    CALLBACK.with(|c| c.set(prev));
+    r
+}
+
+macro_rules! nftw_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dir: *const c_char,
+            f: Opaque,
+            fds: c_int,
+            flags: c_int,
+        ) -> c_int {
+            let real_fn = real!($name);
+            let cb = Callback::Nftw(core::mem::transmute::<Opaque, NftwFn>(f));
+            let tramp = nftw_trampoline as NftwFn as Opaque;
+            walk_like(dir, cb, |d, g| real_fn(d, g, fds, flags), tramp, f)
+        }
+    };
+}
+
+macro_rules! ftw_hook {
+    ($name:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name(dir: *const c_char, f: Opaque, fds: c_int) -> c_int {
+            let real_fn = real!($name);
+            let cb = Callback::Ftw(core::mem::transmute::<Opaque, FtwFn>(f));
+            let tramp = ftw_trampoline as FtwFn as Opaque;
+            walk_like(dir, cb, |d, g| real_fn(d, g, fds), tramp, f)
+        }
+    };
+}
+
+nftw_hook!(nftw);
+nftw_hook!(nftw64);
+ftw_hook!(ftw);
+ftw_hook!(ftw64);
+
+/// glibc's `FTSENT` (`FTSENT64` has the same layout on 64-bit targets).
+#[repr(C)]
+struct FtsEnt {
+    cycle: *mut c_void,
+    parent: *mut c_void,
+    link: *mut c_void,
+    number: libc::c_long,
+    pointer: *mut c_void,
+    accpath: *mut c_char,
+    path: *mut c_char,
+    errno: c_int,
+    symfd: c_int,
+    pathlen: u16,
+    namelen: u16,
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    level: i16,
+    info: u16,
+    flags: u16,
+    instr: u16,
+    statp: *mut c_void,
+    /// `namelen + 1` bytes in fts's allocation.
+    name: [c_char; 1],
+}
+
+/// One fts stream whose last entry is shown in mount form: the entry, fts's own values
+/// of the fields changed, and the mount-form path they point to meanwhile.
+struct Shown {
+    fts: AtomicPtr<c_void>,
+    ent: Cell<*mut FtsEnt>,
+    path: Cell<*mut c_char>,
+    accpath: Cell<*mut c_char>,
+    pathlen: Cell<u16>,
+    buf: core::cell::UnsafeCell<[u8; PATH_MAX]>,
+    /// A root's name (its whole path) as fts had it, when it was rewritten in place.
+    name: core::cell::UnsafeCell<[u8; PATH_MAX]>,
+    namelen: Cell<u16>,
+}
+
+// SAFETY: a slot is used only by the thread that claimed it for its stream (fts streams
+// are not shared between threads), and claimed with a compare-exchange.
+unsafe impl Sync for Shown {}
+
+const FTS_SLOTS: usize = 8;
+
+static SHOWN: [Shown; FTS_SLOTS] = [const {
+    Shown {
+        fts: AtomicPtr::new(core::ptr::null_mut()),
+        ent: Cell::new(core::ptr::null_mut()),
+        path: Cell::new(core::ptr::null_mut()),
+        accpath: Cell::new(core::ptr::null_mut()),
+        pathlen: Cell::new(0),
+        buf: core::cell::UnsafeCell::new([0; PATH_MAX]),
+        name: core::cell::UnsafeCell::new([0; PATH_MAX]),
+        namelen: Cell::new(0),
+    }
+}; FTS_SLOTS];
+
+fn slot_of(fts: *mut c_void) -> Option<&'static Shown> {
+    SHOWN.iter().find(|s| s.fts.load(Ordering::Acquire) == fts)
+}
+
+/// Puts fts's own fields back in the entry shown last on this stream.
+unsafe fn restore(fts: *mut c_void) {
+    if let Some(s) = slot_of(fts) {
+        let e = s.ent.replace(core::ptr::null_mut());
+        if !e.is_null() {
+            (*e).path = s.path.get();
+            (*e).accpath = s.accpath.get();
+            (*e).pathlen = s.pathlen.get();
+            let n = usize::from(s.namelen.replace(0));
+            if n > 0 {
+                let saved = &*s.name.get();
+                let name = core::ptr::addr_of_mut!((*e).name).cast::<u8>();
+                core::ptr::copy_nonoverlapping(saved.as_ptr(), name, n + 1);
+                (*e).namelen = n as u16;
+            }
+        }
+    }
+}
+
+/// Shows `e` in mount form when its path is in the tree (slot permitting).
+unsafe fn show(fts: *mut c_void, e: *mut FtsEnt) {
+    if e.is_null() || !config::active() {
+        return;
+    }
+    let real_bytes = crate::sys::cbytes((*e).path).unwrap_or(&[]);
+    let cfg = config::get();
+    if under(real_bytes, cfg.prefixes().tree).is_none() {
+        return;
+    }
+    let slot = match slot_of(fts) {
+        Some(s) => s,
+        None => {
+            let Some(s) = SHOWN.iter().find(|s| {
+                s.fts
+                    .compare_exchange(
+                        core::ptr::null_mut(),
+                        fts,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+            }) else {
+                return;
+            };
+            s
+        }
+    };
+    let buf = &mut *slot.buf.get();
+    let Some(n) = virtual_of(real_bytes, buf) else {
+        return;
+    };
+    let Ok(len) = u16::try_from(n) else {
+        return;
+    };
+    slot.ent.set(e);
+    slot.path.set((*e).path);
+    slot.accpath.set((*e).accpath);
+    slot.pathlen.set((*e).pathlen);
+    let vp = buf.as_mut_ptr().cast::<c_char>();
+    if (*e).accpath == (*e).path {
+        (*e).accpath = vp;
+    }
+    (*e).path = vp;
+    (*e).pathlen = len;
+    // A root's name is the path it was opened with; it is shown in mount form too when
+    // that fits the allocation (it does when the mount path is the shorter).
+    let name = core::ptr::addr_of_mut!((*e).name).cast::<u8>();
+    let namelen = usize::from((*e).namelen);
+    if (*e).level == 0 && n <= namelen {
+        let saved = &mut *slot.name.get();
+        if let Some(dst) = saved.get_mut(..=namelen) {
+            core::ptr::copy_nonoverlapping(name, dst.as_mut_ptr(), namelen + 1);
+            slot.namelen.set(namelen as u16);
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), name, n + 1);
+            (*e).namelen = len;
+        }
+    }
+}
+
+unsafe fn release(fts: *mut c_void) {
+    if let Some(s) = slot_of(fts) {
+        s.fts.store(core::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+macro_rules! fts_hooks {
+    ($read:ident, $children:ident, $close:ident) => {
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $read(fts: *mut c_void) -> *mut c_void {
+            let f = real!($read);
+            restore(fts);
+            let e = f(fts);
+            show(fts, e.cast());
+            e
+        }
+
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $children(fts: *mut c_void, opts: c_int) -> *mut c_void {
+            let f = real!($children);
+            restore(fts);
+            f(fts, opts)
+        }
+
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $close(fts: *mut c_void) -> c_int {
+            let f = real!($close);
+            restore(fts);
+            release(fts);
+            f(fts)
+        }
+    };
+}
+
+fts_hooks!(fts_read, fts_children, fts_close);
+fts_hooks!(fts64_read, fts64_children, fts64_close);

@@ -1,0 +1,173 @@
+//! Physical path resolution inside the tree, for the two cases the kernel gets wrong
+//! because the tree is not at the mount path: a symlink whose absolute target names the
+//! mount path (the kernel looks for it outside the cache), and `..` (the lexical
+//! mapping cannot see symlinks before it, and the kernel's `..` at the tree root would
+//! land in the cache directory instead of the mount's parent).
+//!
+//! Slow paths only: one `lstat` per component (plus `readlink` per symlink, and a
+//! listing of an unlisted directory on the way). Stack buffers, raw syscalls.
+
+use crate::config;
+use crate::hydrate;
+use crate::path::{map_abs, under, Abs};
+use crate::sys::{marker_at, Mark, Writer, PATH_MAX};
+use core::ffi::c_int;
+use rustix::fs::{AtFlags, FileType, CWD};
+
+/// Most symlinks followed in one resolution (the kernel's limit).
+const MAX_LINKS: u32 = 40;
+
+/// Resolves the absolute real path `input` (under the tree, unnormalised) component by
+/// component as the kernel would if the tree were mounted at the mount path. The last
+/// component is followed only when it is a symlink and `follow_last`. Writes the result
+/// into `out` (NUL-terminated) and returns its length; `Err(errno)` for `ELOOP` or
+/// `ENAMETOOLONG`. [`Resolved::followed`] says whether a symlink was followed on the
+/// way. Components past one that does not exist are appended unresolved, so
+/// the real call reports what it would natively.
+pub fn physical(input: &[u8], follow_last: bool, out: &mut [u8]) -> Result<Resolved, c_int> {
+    let mut links = 0u32;
+    let len = walk(input, follow_last, out, &mut links)?;
+    Ok(Resolved {
+        len,
+        followed: links > 0,
+    })
+}
+
+/// What [`physical`] wrote.
+pub struct Resolved {
+    pub len: usize,
+    pub followed: bool,
+}
+
+fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Result<usize, c_int> {
+    let cfg = config::get();
+    let p = cfg.prefixes();
+    let Some(first_rest) = under(input, p.tree) else {
+        return Err(libc::EINVAL);
+    };
+    // `rest[pos..]` is what is left to resolve; `cur` the resolved, symlink-free part.
+    let mut rest = [0u8; PATH_MAX];
+    let mut rest_len = copy(&mut rest, &[first_rest])?;
+    let mut pos = 0usize;
+    let mut cur = [0u8; PATH_MAX];
+    let mut cur_len = copy(&mut cur, &[p.tree])?;
+    let mut listed_once = false;
+    let trailing_slash = input.last() == Some(&b'/');
+    while let Some(tail) = rest.get(pos..rest_len) {
+        let tail = trim_slashes(tail);
+        if tail.is_empty() {
+            break;
+        }
+        let comp_len = tail.iter().position(|&b| b == b'/').unwrap_or(tail.len());
+        let skipped = rest_len - pos - tail.len();
+        let comp_start = pos + skipped;
+        pos = comp_start + comp_len;
+        let comp = rest.get(comp_start..pos).unwrap_or(&[]);
+        let remaining = rest.get(pos..rest_len).unwrap_or(&[]);
+        let is_last = trim_slashes(remaining).is_empty();
+        match comp {
+            b"." => continue,
+            b".." => {
+                if cur_len == p.tree.len() {
+                    // `..` at the mount root: the mount's parent, then the kernel's turn.
+                    let parent = crate::hydrate::parent_of(p.mount);
+                    return copy(out, &[parent, b"/", remaining]);
+                }
+                let c = cur.get(..cur_len).unwrap_or(&[]);
+                cur_len = c.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);
+                continue;
+            }
+            _ => {}
+        }
+        let mut cand = [0u8; PATH_MAX];
+        let mut w = Writer::new(&mut cand);
+        w.put(cur.get(..cur_len).unwrap_or(&[]))
+            .and_then(|_| w.put(b"/"))
+            .and_then(|_| w.put(comp))
+            .ok_or(libc::ENAMETOOLONG)?;
+        let cand_len = w.len;
+        let cand_c = w.cstr().ok_or(libc::ENAMETOOLONG)?;
+        let st = match rustix::fs::statat(CWD, cand_c, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if e == rustix::io::Errno::NOENT && !listed_once => {
+                // The directory may not be listed yet: list it, then look once more.
+                listed_once = true;
+                let mut dir = [0u8; PATH_MAX];
+                let n = copy(&mut dir, &[cur.get(..cur_len).unwrap_or(&[])])?;
+                let dir_c = crate::sys::as_cstr(&dir, n).ok_or(libc::ENAMETOOLONG)?;
+                if marker_at(dir_c) == Ok(Mark::Unlisted) {
+                    hydrate::list_abs(dir.get(..n).unwrap_or(&[]))?;
+                }
+                pos = comp_start;
+                continue;
+            }
+            Err(_) => {
+                let c = cand.get(..cand_len).unwrap_or(&[]);
+                return copy(out, &[c, remaining]);
+            }
+        };
+        listed_once = false;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink || (is_last && !follow_last) {
+            cur_len = copy(&mut cur, &[cand.get(..cand_len).unwrap_or(&[])])?;
+            if is_last {
+                break;
+            }
+            continue;
+        }
+        *links += 1;
+        if *links > MAX_LINKS {
+            return Err(libc::ELOOP);
+        }
+        let mut target = [0u8; PATH_MAX];
+        let cand_c = crate::sys::as_cstr(&cand, cand_len).ok_or(libc::ENAMETOOLONG)?;
+        let n = rustix::fs::readlinkat_raw(CWD, cand_c, &mut target[..PATH_MAX - 1])
+            .map_err(|e| e.raw_os_error())?;
+        let target = target.get(..n).unwrap_or(&[]);
+        let mut next = [0u8; PATH_MAX];
+        let next_len = if target.first() == Some(&b'/') {
+            let mut mapped = [0u8; PATH_MAX];
+            match map_abs(&p, target, &mut mapped) {
+                Abs::Mapped(m) => {
+                    cur_len = p.tree.len();
+                    let r = under(mapped.get(..m).unwrap_or(&[]), p.tree).unwrap_or(&[]);
+                    copy(&mut next, &[r, b"/", remaining])?
+                }
+                Abs::Tree => {
+                    cur_len = p.tree.len();
+                    copy(
+                        &mut next,
+                        &[under(target, p.tree).unwrap_or(&[]), b"/", remaining],
+                    )?
+                }
+                Abs::TooLong => return Err(libc::ENAMETOOLONG),
+                // Outside the tree: the kernel resolves the rest.
+                Abs::Outside | Abs::Escaped(_) => return copy(out, &[target, b"/", remaining]),
+            }
+        } else {
+            copy(&mut next, &[target, b"/", remaining])?
+        };
+        rest = next;
+        rest_len = next_len;
+        pos = 0;
+    }
+    let c = cur.get(..cur_len).unwrap_or(&[]);
+    if trailing_slash && cur_len > 1 {
+        copy(out, &[c, b"/"])
+    } else {
+        copy(out, &[c])
+    }
+}
+
+fn trim_slashes(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b'/').unwrap_or(s.len());
+    s.get(start..).unwrap_or(&[])
+}
+
+/// Concatenates `parts` into `out` (NUL-terminated).
+fn copy(out: &mut [u8], parts: &[&[u8]]) -> Result<usize, c_int> {
+    let mut w = Writer::new(out);
+    for part in parts {
+        w.put(part).ok_or(libc::ENAMETOOLONG)?;
+    }
+    Ok(w.len)
+}

@@ -1,0 +1,1 @@
+long count_bytes(const char *path);
