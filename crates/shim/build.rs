@@ -1,10 +1,25 @@
-//! Compiles the C helpers for the NULL-terminated variadic exec functions.
+//! Compiles the C helpers: the NULL-terminated variadic exec functions, and (for release
+//! builds, which use panic = "abort": see the workspace Cargo.toml) the stand-ins that
+//! keep libgcc_s out of the library.
 fn main() {
     println!("cargo:rerun-if-changed=csrc/execl.c");
+    println!("cargo:rerun-if-changed=csrc/nounwind.c");
     cc::Build::new()
         .file("csrc/execl.c")
         .flag("-fvisibility=hidden")
         .warnings(true)
         .extra_warnings(true)
         .compile("s3shim_execl");
+    // CARGO_CFG_PANIC does not reflect the profile's `panic`, so the profile decides.
+    if std::env::var("PROFILE").as_deref() == Ok("release") {
+        // Whole archive: nothing in this crate calls these, the standard library does, and
+        // a plain archive member would be skipped before those references are seen.
+        cc::Build::new()
+            .file("csrc/nounwind.c")
+            .flag("-fvisibility=hidden")
+            .warnings(true)
+            .extra_warnings(true)
+            .link_lib_modifier("+whole-archive")
+            .compile("s3shim_nounwind");
+    }
 }

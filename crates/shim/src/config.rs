@@ -13,72 +13,145 @@ use s3shim_protocol::layout::{
     ENV_CACHE, ENV_DISABLE, ENV_MOUNT, ENV_SOCKET, ENV_UV_IO_URING, SOCKET_PATH_MAX, TREE_DIR,
 };
 
-/// Fixed-size configuration; every path is NUL-terminated at its length.
+/// Room for every setting: each is at most a path (or the socket path) plus its `NAME=`.
+const ARENA: usize = 8 * (PATH_MAX + 32);
+
+/// Where one setting lies in the arena: `arena[start..start + len]`, NUL at the end.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    const EMPTY: Span = Span { start: 0, len: 0 };
+}
+
+/// The configuration: every setting NUL-terminated, back to back in one buffer. Every
+/// process the shim is loaded into writes it from the constructor, and settings packed
+/// together touch one page where a PATH_MAX buffer each touched eight (page faults are
+/// a good part of what the shim adds to starting a program).
 pub struct Config {
-    pub mount: [u8; PATH_MAX],
-    pub mount_len: usize,
-    pub tree: [u8; PATH_MAX],
-    pub tree_len: usize,
-    pub cache: [u8; PATH_MAX],
-    pub cache_len: usize,
-    pub socket: [u8; SOCKET_PATH_MAX + 1],
-    pub socket_len: usize,
+    arena: [u8; ARENA],
+    used: usize,
+    mount: Span,
+    tree: Span,
+    cache: Span,
+    socket: Span,
     /// This library's absolute path (for `LD_PRELOAD` in exec'd programs).
-    pub lib: [u8; PATH_MAX],
-    pub lib_len: usize,
+    lib: Span,
     /// Ready-made `NAME=value` entries for exec'd programs.
-    pub env_mount: [u8; PATH_MAX + 32],
-    pub env_cache: [u8; PATH_MAX + 32],
-    pub env_socket: [u8; SOCKET_PATH_MAX + 32],
-    pub env_uring: [u8; 32],
+    env: [Span; 4],
+    /// Length of the tree path (`prefixes().tree.len()`).
+    pub tree_len: usize,
 }
 
 impl Config {
     pub const fn empty() -> Config {
         Config {
-            mount: [0; PATH_MAX],
-            mount_len: 0,
-            tree: [0; PATH_MAX],
+            arena: [0; ARENA],
+            used: 0,
+            mount: Span::EMPTY,
+            tree: Span::EMPTY,
+            cache: Span::EMPTY,
+            socket: Span::EMPTY,
+            lib: Span::EMPTY,
+            env: [Span::EMPTY; 4],
             tree_len: 0,
-            cache: [0; PATH_MAX],
-            cache_len: 0,
-            socket: [0; SOCKET_PATH_MAX + 1],
-            socket_len: 0,
-            lib: [0; PATH_MAX],
-            lib_len: 0,
-            env_mount: [0; PATH_MAX + 32],
-            env_cache: [0; PATH_MAX + 32],
-            env_socket: [0; SOCKET_PATH_MAX + 32],
-            env_uring: [0; 32],
         }
+    }
+
+    fn bytes(&self, s: Span) -> &[u8] {
+        self.arena.get(s.start..s.start + s.len).unwrap_or(&[])
+    }
+
+    fn cstr(&self, s: Span) -> Option<&CStr> {
+        as_cstr(self.arena.get(s.start..)?, s.len)
+    }
+
+    /// Appends one setting written by `fill` into the free part of the arena (at most
+    /// `max` bytes plus the NUL, which `fill` writes).
+    fn push(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<Span> {
+        let start = self.used;
+        // A path setting fits in PATH_MAX with its NUL, as the kernel requires.
+        let room_end = (start + max.min(PATH_MAX - 1) + 1).min(ARENA);
+        let room = self.arena.get_mut(start..room_end)?;
+        let len = fill(room)?;
+        self.used = start + len + 1;
+        Some(Span { start, len })
+    }
+
+    /// Appends the concatenation of `parts`.
+    fn push_concat(&mut self, parts: &[&[u8]]) -> Option<Span> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.push(total, |room| {
+            let mut w = Writer::new(room);
+            for p in parts {
+                w.put(p)?;
+            }
+            Some(w.len)
+        })
+    }
+
+    /// Appends a copy of an earlier setting followed by `tail`.
+    fn push_with(&mut self, head: Span, tail: &[u8]) -> Option<Span> {
+        let start = self.used;
+        let end = start.checked_add(head.len + tail.len())?;
+        if end >= ARENA {
+            return None;
+        }
+        self.arena
+            .copy_within(head.start..head.start + head.len, start);
+        self.arena
+            .get_mut(start + head.len..end)?
+            .copy_from_slice(tail);
+        *self.arena.get_mut(end)? = 0;
+        self.used = end + 1;
+        Some(Span {
+            start,
+            len: end - start,
+        })
+    }
+
+    /// Appends `NAME=` followed by an earlier setting.
+    fn push_env(&mut self, name: &str, value: Span) -> Option<Span> {
+        let start = self.used;
+        let mut w = Writer::new(self.arena.get_mut(start..)?);
+        w.put(name.as_bytes())?;
+        w.put(b"=")?;
+        let head = w.len;
+        let end = start.checked_add(head + value.len)?;
+        if end >= ARENA {
+            return None;
+        }
+        self.arena
+            .copy_within(value.start..value.start + value.len, start + head);
+        *self.arena.get_mut(end)? = 0;
+        self.used = end + 1;
+        Some(Span {
+            start,
+            len: end - start,
+        })
     }
 
     pub fn prefixes(&self) -> Prefixes<'_> {
         Prefixes {
-            mount: self.mount.get(..self.mount_len).unwrap_or(&[]),
-            tree: self.tree.get(..self.tree_len).unwrap_or(&[]),
+            mount: self.bytes(self.mount),
+            tree: self.bytes(self.tree),
         }
     }
 
     pub fn socket(&self) -> Option<&CStr> {
-        as_cstr(&self.socket, self.socket_len)
+        self.cstr(self.socket)
     }
 
     pub fn lib(&self) -> &[u8] {
-        self.lib.get(..self.lib_len).unwrap_or(&[])
+        self.bytes(self.lib)
     }
 
     /// The four `NAME=value` entries every exec'd program gets.
     pub fn env_entries(&self) -> [&CStr; 4] {
-        fn c(b: &[u8]) -> &CStr {
-            CStr::from_bytes_until_nul(b).unwrap_or(c"")
-        }
-        [
-            c(&self.env_mount),
-            c(&self.env_cache),
-            c(&self.env_socket),
-            c(&self.env_uring),
-        ]
+        self.env.map(|s| self.cstr(s).unwrap_or(c""))
     }
 
     /// Fills the configuration from the three settings and this library's path; `false`
@@ -90,6 +163,7 @@ impl Config {
         socket: Option<&[u8]>,
         lib: &[u8],
     ) -> bool {
+        self.used = 0;
         self.parse_inner(mount, cache, socket, lib).is_some()
     }
 
@@ -100,13 +174,20 @@ impl Config {
         socket: Option<&[u8]>,
         lib: &[u8],
     ) -> Option<()> {
-        self.mount_len = clean_dir(mount?, &mut self.mount)?;
-        self.cache_len = clean_dir(cache?, &mut self.cache)?;
-        let mut w = Writer::new(&mut self.tree);
-        w.put(self.cache.get(..self.cache_len)?)?;
+        let (mount, cache) = (mount?, cache?);
+        // Normalising never lengthens a path by more than its trailing `/`.
+        self.mount = self.push(mount.len() + 1, |out| clean_dir(mount, out))?;
+        self.cache = self.push(cache.len() + 1, |out| clean_dir(cache, out))?;
+        let mut slash_tree = [0u8; 64];
+        let mut w = Writer::new(&mut slash_tree);
         w.put(b"/")?;
         w.put(TREE_DIR.as_bytes())?;
-        self.tree_len = w.len;
+        let n = w.len;
+        self.tree = self.push_with(self.cache, slash_tree.get(..n)?)?;
+        if self.tree.len >= PATH_MAX {
+            return None;
+        }
+        self.tree_len = self.tree.len;
         // A mount inside the tree, or the tree inside the mount, would map forever.
         let p = self.prefixes();
         if under(p.tree, p.mount).is_some() || under(p.mount, p.tree).is_some() {
@@ -116,29 +197,17 @@ impl Config {
         if socket.first() != Some(&b'/') || socket.len() > SOCKET_PATH_MAX {
             return None;
         }
-        let mut w = Writer::new(&mut self.socket);
-        w.put(socket)?;
-        self.socket_len = w.len;
+        self.socket = self.push_concat(&[socket])?;
         if lib.first() != Some(&b'/') {
             return None;
         }
-        self.lib_len = normalize(lib, &mut self.lib)?;
-
-        let mut w = Writer::new(&mut self.env_mount);
-        w.put(ENV_MOUNT.as_bytes())?;
-        w.put(b"=")?;
-        w.put(self.mount.get(..self.mount_len)?)?;
-        let mut w = Writer::new(&mut self.env_cache);
-        w.put(ENV_CACHE.as_bytes())?;
-        w.put(b"=")?;
-        w.put(self.cache.get(..self.cache_len)?)?;
-        let mut w = Writer::new(&mut self.env_socket);
-        w.put(ENV_SOCKET.as_bytes())?;
-        w.put(b"=")?;
-        w.put(self.socket.get(..self.socket_len)?)?;
-        let mut w = Writer::new(&mut self.env_uring);
-        w.put(ENV_UV_IO_URING.as_bytes())?;
-        w.put(b"=0")?;
+        self.lib = self.push(lib.len() + 1, |out| normalize(lib, out))?;
+        self.env = [
+            self.push_env(ENV_MOUNT, self.mount)?,
+            self.push_env(ENV_CACHE, self.cache)?,
+            self.push_env(ENV_SOCKET, self.socket)?,
+            self.push_concat(&[ENV_UV_IO_URING.as_bytes(), b"=0"])?,
+        ];
         Some(())
     }
 }
@@ -191,12 +260,15 @@ pub unsafe fn env_value<'a>(envp: *const *const c_char, name: &str) -> Option<&'
         if e.is_null() {
             return None;
         }
-        let bytes = CStr::from_ptr(e).to_bytes();
-        if let Some(v) = bytes
-            .strip_prefix(name.as_bytes())
-            .and_then(|r| r.strip_prefix(b"="))
-        {
-            return Some(v);
+        // Compare in place: measuring every entry of the environment (four lookups in
+        // every process) cost more than the rest of reading the configuration.
+        let e = e.cast::<u8>();
+        let mut k = 0;
+        while k < name.len() && *e.add(k) == name.as_bytes()[k] {
+            k += 1;
+        }
+        if k == name.len() && *e.add(k) == b'=' {
+            return Some(CStr::from_ptr(e.add(k + 1).cast()).to_bytes());
         }
         i += 1;
     }
@@ -216,32 +288,39 @@ pub unsafe fn init(envp: *const *const c_char) {
     if mount.is_none() && cache.is_none() {
         return;
     }
-    let mut lib = [0u8; PATH_MAX];
-    let Some(lib_len) = own_path(&mut lib) else {
+    let Some(name) = own_name() else {
         return;
     };
     let cfg = &mut *CONFIG.0.get();
-    if cfg.parse(mount, cache, socket, lib.get(..lib_len).unwrap_or(&[])) {
+    let parsed = if name.first() == Some(&b'/') {
+        cfg.parse(mount, cache, socket, name)
+    } else {
+        // The loader was given a relative path: make it absolute against the cwd.
+        let mut abs = [0u8; PATH_MAX];
+        match absolute(name, &mut abs) {
+            Some(n) => cfg.parse(mount, cache, socket, abs.get(..n).unwrap_or(&[])),
+            None => false,
+        }
+    };
+    if parsed {
         ACTIVE.store(true, Ordering::Release);
     }
 }
 
-/// This library's path from `dladdr`, made absolute against the cwd if the loader was
-/// given a relative one.
-fn own_path(out: &mut [u8]) -> Option<usize> {
+/// This library's path as the loader has it (from `dladdr`).
+fn own_name() -> Option<&'static [u8]> {
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    let here = own_path as *const () as *const libc::c_void;
+    let here = own_name as *const () as *const libc::c_void;
     // SAFETY: `here` is an address inside this library.
     if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
         return None;
     }
-    // SAFETY: dladdr returns a C string owned by the loader.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
-    if name.first() == Some(&b'/') {
-        let mut w = Writer::new(out);
-        w.put(name)?;
-        return Some(w.len);
-    }
+    // SAFETY: dladdr returns a C string owned by the loader, kept while we are loaded.
+    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes())
+}
+
+/// `name` made absolute against the cwd and normalised.
+fn absolute(name: &[u8], out: &mut [u8]) -> Option<usize> {
     let mut cwd = [0u8; PATH_MAX];
     let n = crate::sys::getcwd(&mut cwd).ok()?;
     let mut joined = [0u8; PATH_MAX];
@@ -314,6 +393,42 @@ mod tests {
         assert!(parsed(Some("/c"), ok_c, ok_s).is_none());
         // Beside each other is fine.
         assert!(parsed(Some("/c/treehouse"), ok_c, ok_s).is_some());
+    }
+
+    #[test]
+    fn longest_settings_fit_and_longer_ones_are_refused() {
+        let long = |c: &str, n: usize| format!("/{}", c.repeat(n));
+        let m = long("m", 4000);
+        let c = long("c", 4000);
+        let s = long("s", SOCKET_PATH_MAX - 1);
+        let lib = long("l", 4000);
+        let mut cfg = Box::new(Config::empty());
+        assert!(cfg.parse(
+            Some(m.as_bytes()),
+            Some(c.as_bytes()),
+            Some(s.as_bytes()),
+            lib.as_bytes()
+        ));
+        let p = cfg.prefixes();
+        assert_eq!(p.mount, m.as_bytes());
+        assert_eq!(p.tree, format!("{c}/tree").as_bytes());
+        assert_eq!(cfg.tree_len, c.len() + 5);
+        assert_eq!(cfg.socket().unwrap().to_bytes(), s.as_bytes());
+        assert_eq!(cfg.lib(), lib.as_bytes());
+        let e: Vec<Vec<u8>> = cfg
+            .env_entries()
+            .iter()
+            .map(|e| e.to_bytes().to_vec())
+            .collect();
+        assert_eq!(e[0], format!("S3SHIM_MOUNT={m}").into_bytes());
+        assert_eq!(e[1], format!("S3SHIM_CACHE={c}").into_bytes());
+        assert_eq!(e[2], format!("S3SHIM_SOCKET={s}").into_bytes());
+        assert_eq!(e[3], b"UV_USE_IO_URING=0");
+        // A path of PATH_MAX bytes has no room for its NUL; a tree path likewise.
+        let too_long = long("m", PATH_MAX - 1);
+        assert!(parsed(Some(&too_long), Some("/c"), Some("/s")).is_none());
+        let cache_at_limit = long("c", PATH_MAX - 4);
+        assert!(parsed(Some("/ws"), Some(&cache_at_limit), Some("/s")).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Where the process's working directory is relative to the tree, kept in one atomic so
-//! relative paths cost a load and a flag check. Computed at load from the raw `getcwd`
-//! and after every successful `chdir`/`fchdir` through the hooks.
+//! relative paths cost a load and a flag check. Computed from the raw `getcwd` on first
+//! use (not at load: most programs never pass a relative path the shim must place) and
+//! after every successful `chdir`/`fchdir` through the hooks.
 //!
 //! The value is tagged with the pid that computed it. A vfork child shares this memory
 //! but has its own cwd: its `chdir` stores a value tagged with its own pid, which the

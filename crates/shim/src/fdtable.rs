@@ -2,14 +2,24 @@
 //! `fdopendir`/`fchdir` know they are in the tree. A lock-free bitmap for fds below
 //! 65536 (higher fds are simply never marked). A stale mark costs one extra check; a
 //! missing one loses hydration, so the hooks err towards marking.
+//!
+//! Inherited fds are looked at on the first question about a mark, not at load: most
+//! programs never ask one (`true`, `cat`, `git status` use paths, not dirfds), and the walk
+//! of `/proc/self/fd` was most of the system calls the shim added to starting a program.
+//! Marks set and cleared by the hooks before the walk stay right: the walk only adds the
+//! fds that are open, and in the tree, when it runs.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const MAX_FD: usize = 65536;
 const WORDS: usize = MAX_FD / 64;
 
 static BITS: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+
+/// Whether the inherited fds have been walked. Two threads may both walk: marking is
+/// idempotent.
+static SCANNED: AtomicBool = AtomicBool::new(false);
 
 #[inline]
 fn slot(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
@@ -49,7 +59,55 @@ pub fn clear(fd: c_int) {
 
 #[inline]
 pub fn is_marked(fd: c_int) -> bool {
+    if !SCANNED.load(Ordering::Acquire) {
+        return first_question(fd);
+    }
+    bit_is_set(fd)
+}
+
+#[inline]
+fn bit_is_set(fd: c_int) -> bool {
     slot(fd).is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0)
+}
+
+#[cold]
+fn first_question(fd: c_int) -> bool {
+    if may_write() {
+        scan_inherited();
+        SCANNED.store(true, Ordering::Release);
+        bit_is_set(fd)
+    } else {
+        // A vfork child must not fill its parent's table with its own fds: it asks about
+        // this one fd and leaves the walk to the owner.
+        bit_is_set(fd) || points_into_tree(fd)
+    }
+}
+
+/// Whether `/proc/self/fd/<fd>` names a path in the tree.
+fn points_into_tree(fd: c_int) -> bool {
+    let Ok(n) = u64::try_from(fd) else {
+        return false;
+    };
+    let mut path = [0u8; 40];
+    let mut w = crate::sys::Writer::new(&mut path);
+    if w.put(b"/proc/self/fd/")
+        .and_then(|()| w.put_u64(n))
+        .is_none()
+    {
+        return false;
+    }
+    let Some(c) = crate::sys::as_cstr(w.buf, w.len) else {
+        return false;
+    };
+    let mut link = [0u8; crate::sys::PATH_MAX];
+    match rustix::fs::readlinkat_raw(rustix::fs::CWD, c, &mut link[..]) {
+        Ok(n) => in_tree(link.get(..n).unwrap_or(&[])),
+        Err(_) => false,
+    }
+}
+
+fn in_tree(link: &[u8]) -> bool {
+    crate::path::under(link, crate::config::get().prefixes().tree).is_some()
 }
 
 #[inline]
@@ -91,13 +149,13 @@ pub fn clear_range(lo: u64, hi: u64) {
     }
 }
 
-/// Marks inherited fds that point into the tree (from the constructor): walks
-/// `/proc/self/fd` with raw syscalls.
-pub fn scan_inherited() {
+/// Marks the open fds that point into the tree: walks `/proc/self/fd` with raw syscalls.
+fn scan_inherited() {
     use rustix::fd::AsRawFd;
     use rustix::fs::{open, readlinkat_raw, Mode, OFlags, RawDir};
-    let cfg = crate::config::get();
-    let tree = cfg.prefixes().tree;
+    if !crate::config::active() {
+        return;
+    }
     let Ok(dir) = open(
         c"/proc/self/fd",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -118,7 +176,7 @@ pub fn scan_inherited() {
             continue;
         }
         if let Ok(n) = readlinkat_raw(&dir, name, &mut link[..]) {
-            if crate::path::under(link.get(..n).unwrap_or(&[]), tree).is_some() {
+            if in_tree(link.get(..n).unwrap_or(&[])) {
                 mark(fd);
             }
         }

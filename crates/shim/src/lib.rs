@@ -6,7 +6,7 @@
 //! process execs.
 //!
 //! Layout:
-//! * [`real`]: the real libc functions, resolved eagerly with `dlsym(RTLD_NEXT)`.
+//! * [`real`]: the real libc functions, resolved with `dlsym(RTLD_NEXT)` on first use.
 //! * [`config`]: the configuration, parsed once at load into static buffers.
 //! * [`path`]: the pure mapping core (normalisation, mapping, reverse mapping).
 //! * [`loc`]: resolves a `(dirfd, path)` argument through the core, cwd and fd table.
@@ -42,16 +42,16 @@ pub mod sys;
 use core::ffi::{c_char, c_int};
 
 /// Runs once when the library is loaded, before `main` and before most other code of the
-/// process. Resolves the real functions, reads the configuration, and learns the state
-/// (cwd, inherited fds) that the mapping depends on.
+/// process. Resolves the real functions that must not be resolved later, reads the
+/// configuration, and learns the state (cwd, inherited fds) that the mapping depends on.
 #[cfg_attr(test, allow(dead_code))]
 unsafe extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
-    real::resolve_all();
+    real::resolve_eager();
     config::init(envp);
     if config::active() {
         owner::init();
-        cwd::refresh();
-        fdtable::scan_inherited();
+        // The cwd state and the marks of inherited fds are computed on first use (see
+        // `cwd::state`, `fdtable::is_marked`): most programs never need them.
     }
 }
 

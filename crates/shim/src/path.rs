@@ -26,13 +26,31 @@ pub fn under<'p>(path: &'p [u8], prefix: &[u8]) -> Option<&'p [u8]> {
 }
 
 /// Whether `path` has a `..` component.
+///
+/// Every absolute path a hooked call passes goes through this scan, so it jumps from dot
+/// to dot with libc's vectorised `memchr` (most paths have one dot, before an extension)
+/// instead of looking at every byte: the per-byte loop was most of the shim's cost per
+/// call outside the mount.
 #[inline]
 pub fn has_dotdot(path: &[u8]) -> bool {
-    // Cheap reject first: most paths contain no ".." at all.
-    if !path.windows(2).any(|w| w == b"..") {
-        return false;
+    let mut from = 0;
+    while let Some(rest) = path.get(from..) {
+        // SAFETY: `rest` is a valid slice of `rest.len()` bytes.
+        let hit = unsafe { libc::memchr(rest.as_ptr().cast(), i32::from(b'.'), rest.len()) };
+        if hit.is_null() {
+            return false;
+        }
+        let at = from + (hit as usize - rest.as_ptr() as usize);
+        let starts = at == 0 || path.get(at - 1) == Some(&b'/');
+        if starts
+            && path.get(at + 1) == Some(&b'.')
+            && matches!(path.get(at + 2), None | Some(b'/'))
+        {
+            return true;
+        }
+        from = at + 1;
     }
-    path.split(|&b| b == b'/').any(|c| c == b"..")
+    false
 }
 
 /// Lexically normalises the absolute `path` into `out`: collapses `//` and `.`, and lets
@@ -254,6 +272,12 @@ mod tests {
         assert!(!has_dotdot(b"/a/..b"));
         assert!(!has_dotdot(b"a..b/c"));
         assert!(!has_dotdot(b"/a/./b"));
+        assert!(!has_dotdot(b""));
+        assert!(!has_dotdot(b"..."));
+        assert!(!has_dotdot(b"/a/.../b"));
+        assert!(!has_dotdot(b"/a/x.."));
+        assert!(has_dotdot(b"/a.b/./x.y/../z"));
+        assert!(has_dotdot(b"a/b/.."));
     }
 
     const P: Prefixes<'static> = Prefixes {

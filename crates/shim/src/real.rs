@@ -1,14 +1,21 @@
 //! The real libc functions behind the hooks.
 //!
 //! Each entry becomes a module `real::<name>` with the function type `F`, its slot `SYM`
-//! and `get()`. Slots are filled eagerly by [`resolve_all`] from the ELF constructor, so
-//! hooks reached after `fork`/`vfork` or from a signal handler never call `dlsym`. A hook
-//! called before the constructor (another library's constructor) resolves its own slot
-//! lazily; the race between two threads doing so is benign (both store the same value).
-//! A missing symbol is remembered and reported as `None` (the hook fails with `ENOSYS`),
-//! never a panic.
+//! and `get()`. A slot is filled on its first use (one `dlsym`), so a process pays only
+//! for the functions it calls: most programs the shim is loaded into (`true`, `cat`,
+//! `git status`) call a handful of the ~130, and resolving all of them at load was half
+//! the shim's cost of starting a program.
 //!
-//! Adding a family: add its signatures here, then the hooks in `hooks/`.
+//! The few functions that programs call in a `vfork` child before `exec` and in signal
+//! handlers ([`EAGER`]) are still resolved from the ELF constructor, so those paths never
+//! take the loader's lock. (In a `fork` child a lazy `dlsym` is as safe as glibc's own
+//! lazy PLT binding: glibc resets the loader lock in the child.) The race between two
+//! threads resolving the same slot is benign (both store the same value). A missing
+//! symbol is remembered and reported as `None` (the hook fails with `ENOSYS`), never a
+//! panic.
+//!
+//! Adding a family: add its signatures here (and to [`EAGER`] if a vfork child or a signal
+//! handler calls it), then the hooks in `hooks/`.
 
 use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -88,13 +95,40 @@ macro_rules! reals {
                 }
             }
         )*
-        static ALL: &[&Sym] = &[$(&$name::SYM),*];
     };
 }
 
-/// Resolves every slot (from the constructor).
-pub fn resolve_all() {
-    for s in ALL {
+/// What a `vfork` child (posix_spawn with file actions, Python's subprocess, libuv) calls
+/// between `vfork` and `exec`, and what signal handlers call to clean up (lock and temp
+/// files): resolved at load so that these paths never call `dlsym`.
+static EAGER: &[&Sym] = &[
+    &open::SYM,
+    &open64::SYM,
+    &openat::SYM,
+    &openat64::SYM,
+    &close::SYM,
+    &dup::SYM,
+    &dup2::SYM,
+    &dup3::SYM,
+    &fcntl::SYM,
+    &fcntl64::SYM,
+    &close_range::SYM,
+    &closefrom::SYM,
+    &chdir::SYM,
+    &fchdir::SYM,
+    &execve::SYM,
+    &execv::SYM,
+    &execvp::SYM,
+    &execvpe::SYM,
+    &syscall::SYM,
+    &unlink::SYM,
+    &unlinkat::SYM,
+    &rename::SYM,
+];
+
+/// Resolves the [`EAGER`] slots (from the constructor).
+pub fn resolve_eager() {
+    for s in EAGER {
         let _ = s.get();
     }
 }

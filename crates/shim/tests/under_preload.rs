@@ -78,6 +78,21 @@ fn coreutils_see_the_remote_tree_lazily() {
 }
 
 #[test]
+fn an_inherited_dirfd_into_the_tree_is_known_to_the_child() {
+    let ws = populated("inherited-fd");
+    // bash opens `sub` as fd 3 and python inherits it: opening a file two levels down
+    // relative to fd 3 hydrates only if python's shim knows fd 3 is in the tree (it
+    // learns that from /proc/self/fd on the first question about an fd).
+    let out = ws.ok("exec 3< /workspace/sub && python3 -c 'import os\n\
+         fd = os.open(\"deep/c.txt\", os.O_RDONLY, dir_fd=3)\n\
+         print(os.read(fd, 100).decode(), end=\"\")'");
+    assert_eq!(out, "remote-c\n");
+    assert!(ws
+        .requests()
+        .contains(&(Op::Lookup, "sub/deep/c.txt".into())));
+}
+
+#[test]
 fn cwd_and_result_paths_are_virtual() {
     let ws = populated("cwd");
     assert_eq!(
