@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod config;
+mod doctor;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,19 @@ enum Cmd {
     /// Show what the cache's agent is doing: pending uploads and failures.
     #[command(after_help = "Example:\n  s3shim status")]
     Status {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+    },
+    /// Check everything a workspace needs (credentials, endpoint, bucket, write access,
+    /// conditional writes, cache filesystem, io_uring, glibc): one line per check, with
+    /// what to do for each failure; exits non-zero if any check fails.
+    #[command(after_help = "Example:\n  \
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim doctor --bucket ws --key-prefix team/\n\n\
+        ok    credentials  access key AKIA… from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)\n\
+        ok    endpoint     http://127.0.0.1:9000 accepts connections\n\
+        FAIL  bucket       bucket 'ws' does not exist at http://127.0.0.1:9000; create it (e.g. `aws s3 mb s3://ws`) or pass the right --bucket\n\
+        ...")]
+    Doctor {
         #[command(flatten)]
         ws: WorkspaceArgs,
     },
@@ -98,6 +112,7 @@ fn main() -> ExitCode {
             print!("{text}");
             Ok(0)
         }),
+        Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor::doctor(s))),
         Cmd::Agent { ws } => match Settings::resolve(&ws) {
             Ok(s) => agent::main(s),
             Err(e) => {

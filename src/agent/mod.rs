@@ -298,7 +298,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     Ok((ctx, watch, listener, info, server))
 }
 
-async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
+pub async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
     std::fs::create_dir_all(data_dir).with_context(|| {
         format!(
             "cannot create the embedded server's data directory {}; pass a writable --embedded-data",

@@ -145,6 +145,11 @@ impl S3 {
         &self.bucket
     }
 
+    /// The SDK client, for `s3shim doctor`'s probes.
+    pub fn sdk(&self) -> &Client {
+        &self.client
+    }
+
     /// Checks that the bucket is reachable with these credentials; the error is one
     /// sentence that says what is wrong and what to do.
     pub async fn check_bucket(&self) -> std::result::Result<(), String> {
