@@ -45,8 +45,16 @@ enum Cmd {
         #[command(flatten)]
         ws: WorkspaceArgs,
     },
-    /// Show what the cache's agent is doing: pending uploads and failures.
-    #[command(after_help = "Example:\n  s3shim status")]
+    /// Show what the cache's agent is doing: changes not in S3 yet (count and bytes),
+    /// failed uploads, the last error, hydrated vs known remote size, downloads.
+    #[command(
+        after_help = "Example (inside `s3shim run`, or with the same --cache/--bucket):\n  \
+        s3shim status\n\n\
+        workspace:  s3://team/ws/ via https://s3.example.com\n\
+        not in S3:  2 change(s), 4.0 KiB (4096 bytes)\n\
+        hydrated:   1.2 MiB (1258291 bytes) in 40 file(s) of those are in the cache\n\
+        ..."
+    )]
     Status {
         #[command(flatten)]
         ws: WorkspaceArgs,
@@ -109,7 +117,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Status { ws } => with_settings(&ws, |s| {
             let (_, text) = client::request(&s.socket(), Op::Status, "")?;
-            print!("{text}");
+            print!("{}", client::render_status(&text));
             Ok(0)
         }),
         Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor::doctor(s))),

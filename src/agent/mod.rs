@@ -11,6 +11,7 @@ pub mod hydrate;
 pub mod index;
 pub mod queue;
 pub mod s3;
+mod status;
 pub mod sync;
 pub mod watch;
 
@@ -565,34 +566,17 @@ impl Server {
                     (libc::EIO, text)
                 };
             }
-            Op::Status => return (0, self.status()),
+            Op::Status => return (0, self.status().await),
             Op::Session => unreachable!("sessions are handled by the caller"),
         };
         match r {
             Ok(()) => (0, String::new()),
             Err(e) => {
                 warn!("{op:?} {rel:?} failed: {e:#}");
+                ctx.queue.note_error(format!("{op:?} {rel}: {e:#}"));
                 (libc::EIO, format!("{e:#}"))
             }
         }
-    }
-
-    fn status(&self) -> String {
-        let (pending, in_flight, failed) = self.ctx.queue.counts();
-        let mut s = format!(
-            "bucket: s3://{}/{} via {}\ncache: {}\nsessions: {}\nindexed entries: {}\npending changes: {pending}\nuploads in flight: {in_flight}\nfailed: {}\n",
-            self.ctx.s3.bucket(),
-            self.ctx.prefix,
-            self.ctx.s3.endpoint_desc,
-            self.ctx.tree.display(),
-            self.sessions.load(Ordering::SeqCst),
-            self.ctx.index.count().unwrap_or(0),
-            failed.len()
-        );
-        for (p, why) in failed {
-            s.push_str(&format!("  {p}: {why}\n"));
-        }
-        s
     }
 }
 

@@ -11,6 +11,7 @@ use aws_sdk_s3::Client;
 use s3shim_protocol::meta;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -86,6 +87,10 @@ pub struct S3 {
     bucket: String,
     /// For messages: the endpoint URL or "AWS".
     pub endpoint_desc: String,
+    /// GETs that succeeded and the body bytes they brought, since the agent started
+    /// (`status`, `run --summary`).
+    pub downloaded_objects: AtomicU64,
+    pub downloaded_bytes: AtomicU64,
 }
 
 /// Credentials for the embedded server, which accepts exactly one key pair.
@@ -138,6 +143,8 @@ impl S3 {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
             endpoint_desc: endpoint.unwrap_or("AWS").to_string(),
+            downloaded_objects: AtomicU64::new(0),
+            downloaded_bytes: AtomicU64::new(0),
         }
     }
 
@@ -287,13 +294,20 @@ impl S3 {
     }
 
     async fn get(&self, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
-        self.client
+        let o = self
+            .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("downloading", key, e))
+            .map_err(|e| self.err("downloading", key, e))?;
+        self.downloaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.downloaded_bytes.fetch_add(
+            o.content_length().unwrap_or(0).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(o)
     }
 
     /// Downloads `key` into `file` (which the caller created); returns what the GET said.
