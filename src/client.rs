@@ -104,6 +104,22 @@ pub fn render_status(reply: &str) -> String {
     out
 }
 
+/// One line for the end of `run --summary`: downloads since the agent started and
+/// changes not in S3.
+pub fn summary_line(reply: &str) -> String {
+    use s3shim_protocol::status as st;
+    let (mut objects, mut bytes, mut waiting) = (0, 0, 0);
+    for (key, v) in st::parse(reply) {
+        let num = |i: usize| v.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        match key {
+            st::DOWNLOADED => (objects, bytes) = (num(0), num(1)),
+            st::PENDING => waiting = num(0),
+            _ => {}
+        }
+    }
+    format!("summary: downloaded {objects} object(s), {bytes} bytes; {waiting} change(s) not in S3")
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {

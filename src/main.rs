@@ -30,10 +30,15 @@ enum Cmd {
     /// every change is in S3 when it exits.
     #[command(after_help = "Examples:\n  \
         s3shim run -- bash                       # embedded S3 server, /workspace\n  \
-        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim run --bucket ws --key-prefix team/ -- make test")]
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim run --bucket ws --key-prefix team/ -- make test\n  \
+        s3shim run --summary --bucket ci --key-prefix ws/ --cache /var/cache/s3shim/ws -- make test   # CI runner, warm cache")]
     Run {
         #[command(flatten)]
         ws: WorkspaceArgs,
+        /// At the end, print one line to stderr with the objects and bytes the agent
+        /// downloaded (with a warm cache, only what changed in S3).
+        #[arg(long, env = "S3SHIM_SUMMARY")]
+        summary: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<OsString>,
@@ -102,7 +107,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { ws, command } => with_settings(&ws, |s| run::run(s, &command)),
+        Cmd::Run {
+            ws,
+            summary,
+            command,
+        } => with_settings(&ws, |s| run::run(s, &command, summary)),
         Cmd::Flush { ws } => with_settings(&ws, |s| {
             let (errno, report) = client::request(&s.socket(), Op::Flush, "")?;
             if errno == 0 {

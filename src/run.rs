@@ -28,13 +28,19 @@ const SECRET_ENV: [&str; 3] = [
     "AWS_SECURITY_TOKEN",
 ];
 
-pub fn run(settings: &Settings, command: &[OsString]) -> Result<i32> {
+/// `summary`: print one line with what the agent downloaded (CI logs, warm-cache checks).
+pub fn run(settings: &Settings, command: &[OsString], summary: bool) -> Result<i32> {
     let lib = find_lib()?;
     let (session, agent_pid) = connect_or_start(settings)?;
     let status = run_command(settings, &lib, command)?;
     wait_for_orphans(agent_pid, ORPHAN_GRACE);
     let (errno, report) =
         client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;
+    if summary {
+        // Asked before the session closes: the agent may exit right after.
+        let (_, text) = client::request(&settings.socket(), Op::Status, "")?;
+        eprintln!("s3shim: {}", client::summary_line(&text));
+    }
     drop(session);
     let mut code = status;
     if errno != 0 {

@@ -145,7 +145,6 @@ fn an_endpoint_that_is_down_is_diagnosed() {
         .local_addr()
         .unwrap()
         .port();
-    let s3 = S3Server::start();
     let d = Doctor::new();
     let o = d.run(BUCKET, &format!("http://127.0.0.1:{port}"), SECRET_KEY);
     assert_one_failure(

@@ -36,7 +36,10 @@ fn status_shows_unsynced_bytes_failures_last_error_and_hydration() {
             "missing {line:?} in:\n{text}"
         );
     }
-    let failed = text.lines().skip_while(|l| !l.starts_with("failed:")).nth(1);
+    let failed = text
+        .lines()
+        .skip_while(|l| !l.starts_with("failed:"))
+        .nth(1);
     assert!(
         failed.is_some_and(|l| l.contains("bad-") && l.contains("UTF-8")),
         "{text}"

@@ -10,6 +10,7 @@ pub mod fsops;
 pub mod hydrate;
 pub mod index;
 pub mod queue;
+pub mod revalidate;
 pub mod s3;
 mod status;
 pub mod sync;
@@ -273,13 +274,10 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         )?;
     }
     let queue = Arc::new(queue::Queue::default());
-    // Watch first, then scan: a change between the two is seen by one or the other.
-    let watch = watch::spawn(tree.to_path_buf(), queue.clone())?;
-    queue.request_scan();
     let ctx = Arc::new(Ctx {
         s3,
         index,
-        queue,
+        queue: queue.clone(),
         tree: tree.to_path_buf(),
         tmp: tmp.to_path_buf(),
         prefix: settings.key_prefix.clone(),
@@ -287,6 +285,12 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         path_locks: PathLocks::default(),
         tmp_seq: AtomicU64::new(0),
     });
+    // A warm cache from an earlier agent is brought up to date before anything watches
+    // or uses it.
+    ctx.revalidate().await.context("revalidating the cache")?;
+    // Watch first, then scan: a change between the two is seen by one or the other.
+    let watch = watch::spawn(tree.to_path_buf(), queue.clone())?;
+    queue.request_scan();
     tokio::spawn(ctx.clone().sync_worker());
     let listener = bind_socket(&settings.socket())?;
     info!(

@@ -80,6 +80,8 @@ pub struct Listing {
 #[derive(Debug, Clone)]
 pub struct ListedObject {
     pub key: String,
+    /// As the listing says; compared with the index to trust a warm cache.
+    pub etag: String,
 }
 
 pub struct S3 {
@@ -256,6 +258,7 @@ impl S3 {
                 if let Some(key) = o.key() {
                     out.objects.push(ListedObject {
                         key: key.to_string(),
+                        etag: o.e_tag().unwrap_or_default().to_string(),
                     });
                 }
             }
