@@ -7,12 +7,16 @@ mod common;
 
 use common::*;
 
-const MAKEFILE: &[u8] = b"test:\n\t@mkdir -p out\n\t@cat src/*.txt > out/result.txt\n\t@echo tested\n";
+const MAKEFILE: &[u8] =
+    b"test:\n\t@mkdir -p out\n\t@cat src/*.txt > out/result.txt\n\t@echo tested\n";
 
 /// Runs `make test` in the workspace with the given cache; returns (objects, bytes)
 /// downloaded, from the summary line.
 fn job(ws: &Workspace, cache: &str) -> (u64, u64) {
-    let mut c = ws.command(cache, &["make", "-C", &ws.mount, "--no-print-directory", "test"]);
+    let mut c = ws.command(
+        cache,
+        &["make", "-C", &ws.mount, "--no-print-directory", "test"],
+    );
     c.env("S3SHIM_SUMMARY", "true");
     let out = timed_output(c, 300);
     assert_success(&out, "make test");
