@@ -39,3 +39,154 @@ pub fn read_reply(s: &mut UnixStream) -> Result<(i32, String)> {
     };
     Ok((errno, String::from_utf8_lossy(payload).into_owned()))
 }
+
+/// The agent's status reply as people read it: one line per field, known fields worded,
+/// unknown ones (from a newer agent) shown as they are.
+pub fn render_status(reply: &str) -> String {
+    use s3shim_protocol::status as st;
+    let mut out = String::new();
+    let num = |v: &[&str], i: usize| v.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let mut failed = Vec::new();
+    let mut conflicts = Vec::new();
+    for (key, v) in st::parse(reply) {
+        let line = match key {
+            st::WORKSPACE => format!(
+                "workspace:  {} via {}",
+                v.first().unwrap_or(&""),
+                v.get(1).unwrap_or(&"")
+            ),
+            st::CACHE => format!("cache:      {}", v.first().unwrap_or(&"")),
+            st::SESSIONS => format!("sessions:   {}", num(&v, 0)),
+            st::INDEXED => format!("indexed:    {} entries", num(&v, 0)),
+            st::PENDING => format!(
+                "not in S3:  {} change(s), {}",
+                num(&v, 0),
+                human_bytes(num(&v, 1))
+            ),
+            st::IN_FLIGHT => format!("uploading:  {}", num(&v, 0)),
+            st::FAILED => {
+                failed.push(format!(
+                    "  {}: {}",
+                    v.first().unwrap_or(&""),
+                    v.get(1).unwrap_or(&"")
+                ));
+                continue;
+            }
+            st::UPLOADS if v.first() == Some(&"paused") => format!(
+                "uploads: paused since {}, S3 unreachable: {}",
+                ago(num(&v, 1)),
+                v.get(2).unwrap_or(&"")
+            ),
+            st::UPLOADS => "uploads: running".to_string(),
+            st::CONFLICT => {
+                conflicts.push(format!(
+                    "  {}: changed in S3 by another writer ({}); the local version is {}",
+                    v.first().unwrap_or(&""),
+                    ago(num(&v, 2)),
+                    v.get(1).unwrap_or(&"")
+                ));
+                continue;
+            }
+            st::LAST_ERROR => format!(
+                "last error: {} ({})",
+                v.get(1).unwrap_or(&""),
+                ago(num(&v, 0))
+            ),
+            st::REMOTE => format!(
+                "in S3:      {} in {} file(s) known so far",
+                human_bytes(num(&v, 0)),
+                num(&v, 1)
+            ),
+            st::HYDRATED => format!(
+                "hydrated:   {} in {} file(s) of those are in the cache",
+                human_bytes(num(&v, 0)),
+                num(&v, 1)
+            ),
+            st::DOWNLOADED => format!(
+                "downloaded: {} object(s), {} since the agent started",
+                num(&v, 0),
+                human_bytes(num(&v, 1))
+            ),
+            other => format!("{other}: {}", v.join("  ")),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!("failed:     {}\n", failed.len()));
+    for f in failed {
+        out.push_str(&f);
+        out.push('\n');
+    }
+    out.push_str(&format!("conflicts: {}\n", conflicts.len()));
+    for c in conflicts {
+        out.push_str(&c);
+        out.push('\n');
+    }
+    out
+}
+
+/// One line for the end of `run --summary`: downloads since the agent started and
+/// changes not in S3.
+pub fn summary_line(reply: &str) -> String {
+    use s3shim_protocol::status as st;
+    let (mut objects, mut bytes, mut waiting) = (0, 0, 0);
+    for (key, v) in st::parse(reply) {
+        let num = |i: usize| v.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        match key {
+            st::DOWNLOADED => (objects, bytes) = (num(0), num(1)),
+            st::PENDING => waiting = num(0),
+            _ => {}
+        }
+    }
+    format!("summary: downloaded {objects} object(s), {bytes} bytes; {waiting} change(s) not in S3")
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {} ({n} bytes)", UNITS[u])
+}
+
+fn ago(unix_secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{} s ago", now.saturating_sub(unix_secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3shim_protocol::status::{self as st, field};
+
+    #[test]
+    fn status_reply_reads_as_text_and_keeps_unknown_fields() {
+        let reply = field(st::PENDING, &["2", "2048"])
+            + &field(st::FAILED, &["bad\u{fffd}", "not UTF-8"])
+            + &field(st::HYDRATED, &["1000", "1"])
+            + &field("conflicts", &["a.txt", "a.conflict.txt"]);
+        let text = render_status(&reply);
+        assert!(
+            text.contains("not in S3:  2 change(s), 2.0 KiB (2048 bytes)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hydrated:   1000 bytes in 1 file(s)"),
+            "{text}"
+        );
+        assert!(text.contains("conflicts: a.txt  a.conflict.txt"), "{text}");
+        assert!(
+            text.contains("failed:     1\n  bad\u{fffd}: not UTF-8\n"),
+            "{text}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod config;
+mod doctor;
 mod prefetch;
 mod run;
 
@@ -30,10 +31,15 @@ enum Cmd {
     /// every change is in S3 when it exits.
     #[command(after_help = "Examples:\n  \
         s3shim run -- bash                       # embedded S3 server, /workspace\n  \
-        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim run --bucket ws --key-prefix team/ -- make test")]
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim run --bucket ws --key-prefix team/ -- make test\n  \
+        s3shim run --summary --bucket ci --key-prefix ws/ --cache /var/cache/s3shim/ws -- make test   # CI runner, warm cache")]
     Run {
         #[command(flatten)]
         ws: WorkspaceArgs,
+        /// At the end, print one line to stderr with the objects and bytes the agent
+        /// downloaded (with a warm cache, only what changed in S3).
+        #[arg(long, env = "S3SHIM_SUMMARY")]
+        summary: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<OsString>,
@@ -58,9 +64,30 @@ enum Cmd {
         /// A path under the mount (absolute, or relative to the current directory).
         path: Option<PathBuf>,
     },
-    /// Show what the cache's agent is doing: pending uploads and failures.
-    #[command(after_help = "Example:\n  s3shim status")]
+    /// Show what the cache's agent is doing: changes not in S3 yet (count and bytes),
+    /// failed uploads, the last error, hydrated vs known remote size, downloads.
+    #[command(
+        after_help = "Example (inside `s3shim run`, or with the same --cache/--bucket):\n  \
+        s3shim status\n\n\
+        workspace:  s3://team/ws/ via https://s3.example.com\n\
+        not in S3:  2 change(s), 4.0 KiB (4096 bytes)\n\
+        hydrated:   1.2 MiB (1258291 bytes) in 40 file(s) of those are in the cache\n\
+        ..."
+    )]
     Status {
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+    },
+    /// Check everything a workspace needs (credentials, endpoint, bucket, write access,
+    /// conditional writes, cache filesystem, io_uring, glibc): one line per check, with
+    /// what to do for each failure; exits non-zero if any check fails.
+    #[command(after_help = "Example:\n  \
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 s3shim doctor --bucket ws --key-prefix team/\n\n\
+        ok    credentials  access key AKIA… from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)\n\
+        ok    endpoint     http://127.0.0.1:9000 accepts connections\n\
+        FAIL  bucket       bucket 'ws' does not exist at http://127.0.0.1:9000; create it (e.g. `aws s3 mb s3://ws`) or pass the right --bucket\n\
+        ...")]
+    Doctor {
         #[command(flatten)]
         ws: WorkspaceArgs,
     },
@@ -94,7 +121,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { ws, command } => with_settings(&ws, |s| run::run(s, &command)),
+        Cmd::Run {
+            ws,
+            summary,
+            command,
+        } => with_settings(&ws, |s| run::run(s, &command, summary)),
         Cmd::Flush { ws } => with_settings(&ws, |s| {
             let (errno, report) = client::request(&s.socket(), Op::Flush, "")?;
             if errno == 0 {
@@ -112,9 +143,10 @@ fn main() -> ExitCode {
         }
         Cmd::Status { ws } => with_settings(&ws, |s| {
             let (_, text) = client::request(&s.socket(), Op::Status, "")?;
-            print!("{text}");
+            print!("{}", client::render_status(&text));
             Ok(0)
         }),
+        Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor::doctor(s))),
         Cmd::Agent { ws } => match Settings::resolve(&ws) {
             Ok(s) => agent::main(s),
             Err(e) => {

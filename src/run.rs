@@ -31,7 +31,8 @@ pub const CREDENTIAL_ENV: [&str; 4] = [
     "AWS_SECURITY_TOKEN",
 ];
 
-pub fn run(settings: &Settings, command: &[OsString]) -> Result<i32> {
+/// `summary`: print one line with what the agent downloaded (CI logs, warm-cache checks).
+pub fn run(settings: &Settings, command: &[OsString], summary: bool) -> Result<i32> {
     let lib = find_lib()?;
     let (session, agent_pid) = connect_or_start(settings)?;
     let status = run_command(settings, &lib, command)?;
@@ -39,6 +40,11 @@ pub fn run(settings: &Settings, command: &[OsString]) -> Result<i32> {
     let draining = Instant::now();
     let (errno, report) =
         client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;
+    if summary {
+        // Asked before the session closes: the agent may exit right after.
+        let (_, text) = client::request(&settings.socket(), Op::Status, "")?;
+        eprintln!("s3shim: {}", client::summary_line(&text));
+    }
     drop(session);
     let sig = STOPPED_BY.load(Ordering::SeqCst);
     if sig != 0 {

@@ -97,28 +97,8 @@ impl Ctx {
             }
         };
         let listing = self.s3.list_dir(&source).await?;
-
-        let mut dirs = Vec::new();
-        for cp in &listing.prefixes {
-            match names::child_dir_name(&source, cp) {
-                Ok(n) => dirs.push(n.to_string()),
-                Err(why) => warn!("skipping prefix {cp:?} while listing {rel:?}: {why}"),
-            }
-        }
-        let dir_names: HashSet<&str> = dirs.iter().map(String::as_str).collect();
-        let mut files = Vec::new();
-        for o in &listing.objects {
-            match names::child_name(&source, &o.key) {
-                Ok(n) if dir_names.contains(n) => warn!(
-                    "both {:?} and {:?} exist; showing the directory, skipping the object",
-                    o.key,
-                    format!("{}/", o.key)
-                ),
-                Ok(n) => files.push((n.to_string(), o.key.clone())),
-                Err(Rejected::SelfMarker) => {}
-                Err(why) => warn!("skipping key {:?} while listing {rel:?}: {why}", o.key),
-            }
-        }
+        let (dirs, files) = local_names(&source, &listing, rel);
+        let files: Vec<(String, String)> = files.into_iter().map(|(n, o)| (n, o.key)).collect();
         if rel.is_empty() {
             self.take_ignore_file_first(&dir, &files).await?;
         }
@@ -497,6 +477,38 @@ impl Ctx {
         };
         Ok((head, mode, mtime))
     }
+}
+
+/// The local names a listing of `source` gives: sub-directories, and files with their
+/// objects. Keys that cannot be local names are skipped with a log line; with both `x`
+/// and `x/`, the directory wins.
+pub(super) fn local_names(
+    source: &str,
+    listing: &super::s3::Listing,
+    rel: &str,
+) -> (Vec<String>, Vec<(String, super::s3::ListedObject)>) {
+    let mut dirs = Vec::new();
+    for cp in &listing.prefixes {
+        match names::child_dir_name(source, cp) {
+            Ok(n) => dirs.push(n.to_string()),
+            Err(why) => warn!("skipping prefix {cp:?} while listing {rel:?}: {why}"),
+        }
+    }
+    let dir_names: HashSet<&str> = dirs.iter().map(String::as_str).collect();
+    let mut files = Vec::new();
+    for o in &listing.objects {
+        match names::child_name(source, &o.key) {
+            Ok(n) if dir_names.contains(n) => warn!(
+                "both {:?} and {:?} exist; showing the directory, skipping the object",
+                o.key,
+                format!("{}/", o.key)
+            ),
+            Ok(n) => files.push((n.to_string(), o.clone())),
+            Err(Rejected::SelfMarker) => {}
+            Err(why) => warn!("skipping key {:?} while listing {rel:?}: {why}", o.key),
+        }
+    }
+    (dirs, files)
 }
 
 /// Names of the sub-directories of `dir` (UTF-8 names only; others cannot be in S3).

@@ -191,6 +191,16 @@ impl Index {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// (path, size) of every file known to be in S3.
+    pub fn files(&self) -> Result<Vec<(String, u64)>> {
+        let db = self.db.lock();
+        let mut st = db.prepare("SELECT path, size FROM entries WHERE kind = ?1")?;
+        let rows = st.query_map(params![Kind::File as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     pub fn count(&self) -> Result<u64> {
         let db = self.db.lock();
         Ok(db.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64)

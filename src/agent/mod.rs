@@ -13,7 +13,9 @@ pub mod index;
 pub mod queue;
 pub mod redact;
 pub mod remote;
+pub mod revalidate;
 pub mod s3;
+mod status;
 pub mod sync;
 pub mod watch;
 
@@ -292,13 +294,10 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         )?;
     }
     let queue = Arc::new(queue::Queue::default());
-    // Watch first, then scan: a change between the two is seen by one or the other.
-    let watch = watch::spawn(tree.to_path_buf(), queue.clone())?;
-    queue.request_scan();
     let ctx = Arc::new(Ctx {
         s3,
         index,
-        queue,
+        queue: queue.clone(),
         tree: tree.to_path_buf(),
         tmp: tmp.to_path_buf(),
         prefix: settings.key_prefix.clone(),
@@ -308,6 +307,12 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         downloads: settings.downloads,
         local_only: ignore::LocalOnly::new(tree),
     });
+    // A warm cache from an earlier agent is brought up to date before anything watches
+    // or uses it.
+    ctx.revalidate().await.context("revalidating the cache")?;
+    // Watch first, then scan: a change between the two is seen by one or the other.
+    let watch = watch::spawn(tree.to_path_buf(), queue.clone())?;
+    queue.request_scan();
     tokio::spawn(ctx.clone().sync_worker());
     if let Some(every) = settings.poll_interval {
         tokio::spawn(ctx.clone().poll_remote(every));
@@ -323,7 +328,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     Ok((ctx, watch, listener, info, server))
 }
 
-async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
+pub async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
     std::fs::create_dir_all(data_dir).with_context(|| {
         format!(
             "cannot create the embedded server's data directory {}; pass a writable --embedded-data",
@@ -619,52 +624,17 @@ impl Server {
                     (libc::EIO, text)
                 };
             }
-            Op::Status => return (0, self.status()),
+            Op::Status => return (0, self.status().await),
             Op::Session => unreachable!("sessions are handled by the caller"),
         };
         match r {
             Ok(()) => (0, String::new()),
             Err(e) => {
                 warn!("{op:?} {rel:?} failed: {e:#}");
+                ctx.queue.note_error(format!("{op:?} {rel}: {e:#}"));
                 (libc::EIO, format!("{e:#}"))
             }
         }
-    }
-
-    fn status(&self) -> String {
-        let (pending, in_flight, failed) = self.ctx.queue.counts();
-        let mut s = format!(
-            "bucket: s3://{}/{} via {}\ncache: {}\nsessions: {}\nindexed entries: {}\npending changes: {pending}\nuploads in flight: {in_flight}\nfailed: {}\n",
-            self.ctx.s3.bucket(),
-            self.ctx.prefix,
-            self.ctx.s3.endpoint_desc,
-            self.ctx.tree.display(),
-            self.sessions.load(Ordering::SeqCst),
-            self.ctx.index.count().unwrap_or(0),
-            failed.len()
-        );
-        for (p, why) in failed {
-            s.push_str(&format!("  {p}: {why}\n"));
-        }
-        let ago = |t: std::time::SystemTime| t.elapsed().unwrap_or_default().as_secs();
-        match self.ctx.queue.paused() {
-            Some((since, why)) => s.push_str(&format!(
-                "uploads: paused for {} s, S3 unreachable: {why}\n",
-                ago(since)
-            )),
-            None => s.push_str("uploads: running\n"),
-        }
-        let conflicts = self.ctx.queue.conflicts();
-        s.push_str(&format!("conflicts: {}\n", conflicts.len()));
-        for c in conflicts {
-            s.push_str(&format!(
-                "  {}: changed in S3 by another writer {} s ago; the local version is {}\n",
-                c.path,
-                ago(c.at),
-                c.saved_as
-            ));
-        }
-        s
     }
 }
 

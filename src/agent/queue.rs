@@ -55,6 +55,8 @@ struct State {
     /// Uploads are paused since this time: the endpoint did not answer (last error).
     paused: Option<(std::time::SystemTime, String)>,
     conflicts: Vec<Conflict>,
+    /// The most recent problem (when, what), for `status`.
+    last_error: Option<(std::time::SystemTime, String)>,
 }
 
 pub struct Queue {
@@ -114,7 +116,13 @@ impl Queue {
         let mut s = self.state.lock();
         let seq = s.next_seq;
         s.next_seq += 1;
+        s.last_error = Some((std::time::SystemTime::now(), format!("{shown}: {problem}")));
         s.unsyncable.entry(local).or_insert((seq, shown, problem));
+    }
+
+    /// Records a problem that is not an upload's (a failed download), for `status`.
+    pub fn note_error(&self, problem: String) {
+        self.state.lock().last_error = Some((std::time::SystemTime::now(), problem));
     }
 
     /// Waits until some path is due, and returns every due path. A path is due once it
@@ -209,6 +217,7 @@ impl Queue {
                 s.failed.remove(rel);
             }
             Err(problem) => {
+                s.last_error = Some((std::time::SystemTime::now(), format!("{rel}: {problem}")));
                 s.failed.insert(
                     rel.to_string(),
                     Failure {
@@ -372,6 +381,23 @@ impl Queue {
             )
             .collect();
         (s.pending.len(), s.in_flight.len(), failed)
+    }
+
+    /// Local paths of every change not in S3 yet (pending, in flight, failed,
+    /// unsyncable), relative to the tree except unsyncable ones, which are absolute.
+    pub fn not_in_s3(&self) -> Vec<PathBuf> {
+        let s = self.state.lock();
+        let mut rel: std::collections::BTreeSet<&String> = s.pending.keys().collect();
+        rel.extend(s.in_flight.keys());
+        rel.extend(s.failed.keys());
+        rel.into_iter()
+            .map(PathBuf::from)
+            .chain(s.unsyncable.keys().cloned())
+            .collect()
+    }
+
+    pub fn last_error(&self) -> Option<(std::time::SystemTime, String)> {
+        self.state.lock().last_error.clone()
     }
 }
 

@@ -11,6 +11,7 @@ use aws_sdk_s3::Client;
 use s3shim_protocol::meta;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod read;
@@ -87,6 +88,7 @@ pub struct Listing {
 #[derive(Debug, Clone)]
 pub struct ListedObject {
     pub key: String,
+    /// As the listing says; compared with the index to trust a warm cache.
     pub etag: String,
     pub size: u64,
 }
@@ -100,6 +102,10 @@ pub struct S3 {
     writer: std::sync::OnceLock<String>,
     /// The server refused a conditional write as not implemented: check with HEAD.
     no_conditional_writes: std::sync::atomic::AtomicBool,
+    /// GETs that succeeded and the body bytes they brought, since the agent started
+    /// (`status`, `run --summary`).
+    pub downloaded_objects: AtomicU64,
+    pub downloaded_bytes: AtomicU64,
 }
 
 /// Knobs read from the environment once (tests make them small).
@@ -268,6 +274,8 @@ impl S3 {
             tuning,
             writer: Default::default(),
             no_conditional_writes: Default::default(),
+            downloaded_objects: AtomicU64::new(0),
+            downloaded_bytes: AtomicU64::new(0),
         }
     }
 
@@ -293,6 +301,11 @@ impl S3 {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The SDK client, for `s3shim doctor`'s probes.
+    pub fn sdk(&self) -> &Client {
+        &self.client
     }
 
     /// Checks that the bucket is reachable with these credentials; the error is one
@@ -459,13 +472,20 @@ impl S3 {
     }
 
     async fn get(&self, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
-        self.client
+        let o = self
+            .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("downloading", key, e))
+            .map_err(|e| self.err("downloading", key, e))?;
+        self.downloaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.downloaded_bytes.fetch_add(
+            o.content_length().unwrap_or(0).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        Ok(o)
     }
 
     /// Reads a small object whole (symlink targets).

@@ -8,6 +8,7 @@
 //!   caller-provided buffers so the shim never allocates.
 //! * [`names`]: which relative paths and object-key names are acceptable, and how a
 //!   relative path maps to an S3 key.
+//! * [`status`]: the fields of the agent's status reply.
 //! * [`meta`]: POSIX metadata in the s3fs convention (`x-amz-meta-mode`, `-mtime`, ...).
 //!
 //! The shim uses only the allocation-free parts (marker parsing, request encoding).
@@ -16,4 +17,5 @@ pub mod layout;
 pub mod marker;
 pub mod meta;
 pub mod names;
+pub mod status;
 pub mod wire;

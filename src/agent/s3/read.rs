@@ -106,6 +106,10 @@ impl S3 {
             ));
         }
         info!("downloaded {key:?} ({total} bytes) as {n_parts} ranged GETs");
+        self.downloaded_objects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.downloaded_bytes
+            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
         Ok(head)
     }
 
