@@ -247,11 +247,9 @@ impl Ctx {
         let fp = Fingerprint::of(&md);
         let ft = md.file_type();
         if row.is_none() && (ft.is_dir() || ft.is_file() || ft.is_symlink()) {
-            // Journal before any request: from here on an object may exist for this
-            // path, so if the agent dies after the upload but before recording it, and
-            // the path is gone by the next start, that start deletes the object instead
-            // of leaving it behind. The empty fingerprint matches no local state, so the
-            // entry is reconciled again.
+            // Journal before any request (see `Row::intent`): an agent killed after the
+            // upload but before recording it must not leave an object behind for a
+            // path that is gone by its next start.
             let kind = if ft.is_dir() {
                 Kind::Dir
             } else if ft.is_symlink() {
@@ -259,9 +257,10 @@ impl Ctx {
             } else {
                 Kind::File
             };
-            self.index
-                .put(rel, &Row::new(kind, String::new(), Fingerprint::default()))?;
+            self.index.put(rel, &Row::intent(kind))?;
         }
+        // An intent left by an agent that died: nothing is known to be in S3.
+        let row = row.filter(|r| !r.is_intent());
         if ft.is_dir() {
             return self.upsert_dir(rel, &path, &md, row).await;
         }
