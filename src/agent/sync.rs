@@ -88,22 +88,26 @@ impl Ctx {
         }
         match self.s3.probe().await {
             Ok(()) => {
-                for (rel, _) in failed {
-                    self.queue.requeue(&rel);
-                }
-            }
-            Err(why) => {
-                if self.queue.paused().is_none() {
-                    error!("S3 is unreachable ({why}); uploads are paused until it answers, changes stay in the cache");
-                }
-                self.queue.set_paused(Some(why));
                 for (rel, problem) in failed {
-                    self.queue.finish_transient(
-                        &rel,
-                        format!("{problem} (uploads are paused; retried when S3 answers)"),
-                    );
+                    self.queue.requeue(&rel, problem);
                 }
             }
+            Err(why) => self.pause(failed, why),
+        }
+    }
+
+    /// Pauses uploads (S3 does not answer: `why`); `failed` are reported as not
+    /// uploaded and retried by [`Ctx::resume_when_back`].
+    fn pause(&self, failed: Vec<(String, String)>, why: String) {
+        if self.queue.paused().is_none() {
+            error!("S3 is unreachable ({why}); uploads are paused until it answers, changes stay in the cache");
+        }
+        self.queue.set_paused(Some(why));
+        for (rel, problem) in failed {
+            self.queue.finish_transient(
+                &rel,
+                format!("{problem} (uploads are paused; retried when S3 answers)"),
+            );
         }
     }
 
@@ -127,9 +131,11 @@ impl Ctx {
         }
         if let Some((_, why)) = self.queue.paused() {
             // Paused: one probe instead of a doomed request per path.
-            if self.s3.probe().await.is_err() {
-                self.settle_transient(work.into_iter().map(|(p, _)| (p, why.clone())).collect())
-                    .await;
+            if let Err(now) = self.s3.probe().await {
+                self.pause(
+                    work.into_iter().map(|(p, _)| (p, why.clone())).collect(),
+                    now,
+                );
                 return;
             }
             self.queue.set_paused(None);
