@@ -36,7 +36,8 @@ const SYNC_CONCURRENCY: usize = 16;
 /// What reconciling one existing path found to do next.
 #[derive(Default)]
 struct Outcome {
-    /// Paths inside a new directory, to reconcile in the same batch.
+    /// Paths to reconcile in the same batch: the entries of a new directory, the
+    /// conflict copy of a file.
     children: Vec<String>,
     /// A server-side copy was involved: the source must outlive this batch's deletes.
     copied: bool,
@@ -438,8 +439,12 @@ impl Ctx {
             saved_as: saved.clone(),
             at: std::time::SystemTime::now(),
         });
-        self.queue.mark(saved);
-        Ok(Outcome::default())
+        // Uploaded in this batch, as part of the change that conflicted: a flush waiting
+        // for that change waits for the copy too.
+        Ok(Outcome {
+            children: vec![saved],
+            ..Outcome::default()
+        })
     }
 
     async fn upsert_dir(
