@@ -246,3 +246,85 @@ fn kill_9_of_the_agent_at_random_points_loses_nothing() {
         }
     }
 }
+
+/// A directory that was never listed is renamed (its objects are copied server-side,
+/// then the old ones deleted) and the agent is killed at a random point of that: the
+/// restart finishes the rename. `S3SHIM_CRASH_ITERATIONS` caps the count (default 5).
+#[test]
+fn a_directory_rename_cut_by_kill_9_is_finished_on_restart() {
+    let iterations: u32 = std::env::var("S3SHIM_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(|n: u32| n.min(5))
+        .unwrap_or(5);
+    let s3 = S3Server::start();
+    let env = [
+        ("S3SHIM_DEBOUNCE_MS", "20"),
+        ("S3SHIM_DEBOUNCE_MAX_MS", "100"),
+    ];
+    for i in 0..iterations {
+        let prefix = format!("dr{i}/");
+        let ws = Workspace::new(&s3, &prefix, "/drws");
+        let files: Vec<(String, Vec<u8>)> = (0..120)
+            .map(|n| {
+                (
+                    format!("f{n:03}.txt"),
+                    format!("file {n} of {i}\n").into_bytes(),
+                )
+            })
+            .collect();
+        runtime().block_on(async {
+            let c = s3.client().await;
+            let puts = files.iter().map(|(name, body)| {
+                c.put_object()
+                    .bucket(BUCKET)
+                    .key(format!("{prefix}src/{name}"))
+                    .body(body.clone().into())
+                    .send()
+            });
+            for r in futures::future::join_all(puts).await {
+                r.unwrap();
+            }
+        });
+        let flag = ws.tmp.path().join("moved");
+        let script = format!(
+            "mv /drws/src /drws/dst && touch {} && exec sleep 600",
+            flag.display()
+        );
+        let mut run = spawn_run(&ws, "c", &["bash", "-c", &script], &env);
+        let agent = agent_of(run.id());
+        wait_for_file(&flag, "the rename");
+        // Kill once the copy has begun (the first new key exists), at a random point.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s3.keys(&format!("{prefix}dst/")).is_empty() {
+            assert!(Instant::now() < deadline, "the copy never started");
+        }
+        std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 1200));
+        signal(agent, libc::SIGKILL);
+        eprintln!(
+            "iteration {i}: killed with {} keys under the new name (120 files + the dir object when done), {} under the old",
+            s3.keys(&format!("{prefix}dst/")).len(),
+            s3.keys(&format!("{prefix}src/")).len()
+        );
+        wait_gone(agent, Duration::from_secs(10), "the killed agent");
+        // SAFETY: the run's process group, started by this test.
+        unsafe { libc::killpg(run.id() as i32, libc::SIGKILL) };
+        let _ = run.wait();
+        let out = ws.try_bash("c", "true");
+        assert_success(&out, &format!("restart after the cut rename {i}"));
+        let mut want: Vec<String> = files
+            .iter()
+            .map(|(n, _)| format!("{prefix}dst/{n}"))
+            .collect();
+        want.push(format!("{prefix}dst/"));
+        want.sort();
+        assert_eq!(s3.keys(&prefix), want, "iteration {i}: the rename is whole");
+        for (name, body) in &files {
+            assert_eq!(
+                s3.get(&format!("{prefix}dst/{name}")).as_ref(),
+                Some(body),
+                "iteration {i}: {name}"
+            );
+        }
+    }
+}

@@ -61,6 +61,17 @@ impl Row {
     pub fn new(kind: Kind, etag: String, fp: Fingerprint) -> Row {
         Row { kind, etag, fp }
     }
+
+    /// Recorded before the first request for a path: an object may exist for it (so a
+    /// path gone by the next start is deleted in S3), but none is known. Its empty
+    /// fingerprint matches no local state, so the path is reconciled again.
+    pub fn intent(kind: Kind) -> Row {
+        Row::new(kind, String::new(), Fingerprint::default())
+    }
+
+    pub fn is_intent(&self) -> bool {
+        self.etag.is_empty() && self.fp == Fingerprint::default()
+    }
 }
 
 pub struct Index {

@@ -52,12 +52,18 @@ struct State {
     scanning: Option<u64>,
     /// Someone waits for a flush: skip the debounce.
     urgent: usize,
+    /// Path -> transient failures in a row while the endpoint answered.
+    requeued: HashMap<String, u32>,
     /// Uploads are paused since this time: the endpoint did not answer (last error).
     paused: Option<(std::time::SystemTime, String)>,
     conflicts: Vec<Conflict>,
     /// The most recent problem (when, what), for `status`.
     last_error: Option<(std::time::SystemTime, String)>,
 }
+
+/// Transient failures in a row (each after the S3 client's own retries) before a path
+/// is reported as failed although the endpoint answers.
+const REQUEUES: u32 = 3;
 
 pub struct Queue {
     state: Mutex<State>,
@@ -215,9 +221,11 @@ impl Queue {
         match result {
             Ok(()) => {
                 s.failed.remove(rel);
+                s.requeued.remove(rel);
             }
             Err(problem) => {
                 s.last_error = Some((std::time::SystemTime::now(), format!("{rel}: {problem}")));
+                s.requeued.remove(rel);
                 s.failed.insert(
                     rel.to_string(),
                     Failure {
@@ -233,9 +241,18 @@ impl Queue {
     }
 
     /// Hands a path of the current batch back to the queue, due at once (a transient
-    /// failure while the endpoint answers: try again rather than report it).
-    pub fn requeue(&self, rel: &str) {
+    /// failure while the endpoint answers: try again rather than report it). After
+    /// [`REQUEUES`] in a row it is reported as failed instead, so that a flush cannot
+    /// wait forever on a request that keeps timing out.
+    pub fn requeue(&self, rel: &str, problem: String) {
         let mut s = self.state.lock();
+        let n = s.requeued.entry(rel.to_string()).or_default();
+        *n += 1;
+        if *n > REQUEUES {
+            drop(s);
+            self.finish_as(rel, Err(problem), true);
+            return;
+        }
         let seq = s.in_flight.remove(rel).unwrap_or(u64::MAX);
         Self::make_due(&mut s, rel.to_string(), seq);
         drop(s);
@@ -480,6 +497,31 @@ mod tests {
             .next_batch(Duration::from_millis(250), Duration::from_secs(60))
             .await;
         assert_eq!(b.paths[0].0, "new");
+    }
+
+    #[tokio::test]
+    async fn a_path_that_keeps_failing_is_reported_not_retried_forever() {
+        let q = Queue::default();
+        q.mark("slow".into());
+        let barrier = q.barrier();
+        for _ in 0..REQUEUES {
+            let b = q.next_batch(Duration::ZERO, Duration::ZERO).await;
+            assert_eq!(b.paths[0].0, "slow");
+            q.requeue("slow", "timed out".into());
+        }
+        let b = q.next_batch(Duration::ZERO, Duration::ZERO).await;
+        q.requeue("slow", "timed out".into());
+        assert_eq!(b.paths.len(), 1);
+        let (pending, in_flight, failed) = q.counts();
+        assert_eq!((pending, in_flight), (0, 0));
+        assert_eq!(failed, vec![("slow".to_string(), "timed out".to_string())]);
+        assert!(q.done_for_test(barrier), "a flush is not held up by it");
+    }
+
+    impl Queue {
+        fn done_for_test(&self, barrier: u64) -> bool {
+            Queue::done_before(&self.state.lock(), barrier, None)
+        }
     }
 
     #[tokio::test]

@@ -631,9 +631,9 @@ impl S3 {
         anyhow::Error::new(err)
     }
 
-    /// Multipart upload: parts of `part_size` read from the file at their offset,
-    /// `part_concurrency` at a time, so memory stays at their product whatever the file
-    /// size. The upload is aborted on any failure (no orphaned parts are left to bill).
+    /// Multipart upload: parts of `part_size` streamed from the file at their offset,
+    /// `part_concurrency` at a time; memory does not grow with the file or part size.
+    /// The upload is aborted on any failure (no orphaned parts are left to bill).
     async fn put_multipart(
         &self,
         key: &str,
@@ -665,7 +665,15 @@ impl S3 {
                 async move {
                     let offset = i * part_size;
                     let len = part_size.min(size - offset);
-                    let bytes = read_range(path, offset, len).await?;
+                    // Read from the file as it is sent (and again on a retry), in small
+                    // buffers: no part is ever held in memory whole.
+                    let body = ByteStream::read_from()
+                        .path(path)
+                        .offset(offset)
+                        .length(aws_smithy_types::byte_stream::Length::Exact(len))
+                        .build()
+                        .await
+                        .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?;
                     let out = self
                         .client
                         .upload_part()
@@ -673,7 +681,7 @@ impl S3 {
                         .key(key)
                         .upload_id(id)
                         .part_number(i as i32 + 1)
-                        .body(ByteStream::from(bytes))
+                        .body(body)
                         .send()
                         .await
                         .map_err(|e| self.err("uploading a part of", key, e))?;
@@ -844,18 +852,6 @@ impl S3 {
         }
         Ok(())
     }
-}
-
-/// `len` bytes of the file at `offset` (one multipart part).
-async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await?;
-    f.seek(std::io::SeekFrom::Start(offset)).await?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf)
-        .await
-        .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?;
-    Ok(buf)
 }
 
 /// A key from a URL-encoded listing, decoded (`+` is a space, as S3 encodes it); `None`,

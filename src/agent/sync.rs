@@ -36,7 +36,8 @@ const SYNC_CONCURRENCY: usize = 16;
 /// What reconciling one existing path found to do next.
 #[derive(Default)]
 struct Outcome {
-    /// Paths inside a new directory, to reconcile in the same batch.
+    /// Paths to reconcile in the same batch: the entries of a new directory, the
+    /// conflict copy of a file.
     children: Vec<String>,
     /// A server-side copy was involved: the source must outlive this batch's deletes.
     copied: bool,
@@ -88,22 +89,26 @@ impl Ctx {
         }
         match self.s3.probe().await {
             Ok(()) => {
-                for (rel, _) in failed {
-                    self.queue.requeue(&rel);
-                }
-            }
-            Err(why) => {
-                if self.queue.paused().is_none() {
-                    error!("S3 is unreachable ({why}); uploads are paused until it answers, changes stay in the cache");
-                }
-                self.queue.set_paused(Some(why));
                 for (rel, problem) in failed {
-                    self.queue.finish_transient(
-                        &rel,
-                        format!("{problem} (uploads are paused; retried when S3 answers)"),
-                    );
+                    self.queue.requeue(&rel, problem);
                 }
             }
+            Err(why) => self.pause(failed, why),
+        }
+    }
+
+    /// Pauses uploads (S3 does not answer: `why`); `failed` are reported as not
+    /// uploaded and retried by [`Ctx::resume_when_back`].
+    fn pause(&self, failed: Vec<(String, String)>, why: String) {
+        if self.queue.paused().is_none() {
+            error!("S3 is unreachable ({why}); uploads are paused until it answers, changes stay in the cache");
+        }
+        self.queue.set_paused(Some(why));
+        for (rel, problem) in failed {
+            self.queue.finish_transient(
+                &rel,
+                format!("{problem} (uploads are paused; retried when S3 answers)"),
+            );
         }
     }
 
@@ -127,9 +132,11 @@ impl Ctx {
         }
         if let Some((_, why)) = self.queue.paused() {
             // Paused: one probe instead of a doomed request per path.
-            if self.s3.probe().await.is_err() {
-                self.settle_transient(work.into_iter().map(|(p, _)| (p, why.clone())).collect())
-                    .await;
+            if let Err(now) = self.s3.probe().await {
+                self.pause(
+                    work.into_iter().map(|(p, _)| (p, why.clone())).collect(),
+                    now,
+                );
                 return;
             }
             self.queue.set_paused(None);
@@ -250,11 +257,9 @@ impl Ctx {
         let fp = Fingerprint::of(&md);
         let ft = md.file_type();
         if row.is_none() && (ft.is_dir() || ft.is_file() || ft.is_symlink()) {
-            // Journal before any request: from here on an object may exist for this
-            // path, so if the agent dies after the upload but before recording it, and
-            // the path is gone by the next start, that start deletes the object instead
-            // of leaving it behind. The empty fingerprint matches no local state, so the
-            // entry is reconciled again.
+            // Journal before any request (see `Row::intent`): an agent killed after the
+            // upload but before recording it must not leave an object behind for a
+            // path that is gone by its next start.
             let kind = if ft.is_dir() {
                 Kind::Dir
             } else if ft.is_symlink() {
@@ -262,9 +267,10 @@ impl Ctx {
             } else {
                 Kind::File
             };
-            self.index
-                .put(rel, &Row::new(kind, String::new(), Fingerprint::default()))?;
+            self.index.put(rel, &Row::intent(kind))?;
         }
+        // An intent left by an agent that died: nothing is known to be in S3.
+        let row = row.filter(|r| !r.is_intent());
         if ft.is_dir() {
             return self.upsert_dir(rel, &path, &md, row).await;
         }
@@ -436,8 +442,12 @@ impl Ctx {
             saved_as: saved.clone(),
             at: std::time::SystemTime::now(),
         });
-        self.queue.mark(saved);
-        Ok(Outcome::default())
+        // Uploaded in this batch, as part of the change that conflicted: a flush waiting
+        // for that change waits for the copy too.
+        Ok(Outcome {
+            children: vec![saved],
+            ..Outcome::default()
+        })
     }
 
     async fn upsert_dir(
