@@ -78,9 +78,16 @@ impl S3 {
         }
         let part = dl.part_size;
         let first = self.get_range(key, 0, part, None).await?;
+        let ranged = first.out.content_range().is_some();
         let (head, total) = first.head_and_total(key)?;
         let file = Arc::new(file.try_clone()?);
         let mut written = first.write_at(key, &file, 0).await?;
+        if !ranged {
+            // The server ignored the range and sent the whole object.
+            expect_bytes(key, written, total)?;
+            return Ok(head);
+        }
+        expect_bytes(key, written, part.min(total))?;
         let parts: Vec<u64> = (1..total.div_ceil(part)).map(|i| i * part).collect();
         let n_parts = parts.len() + 1;
         let etag = head.etag.clone();
@@ -100,11 +107,7 @@ impl S3 {
             .try_collect()
             .await?;
         written += sizes.iter().sum::<u64>();
-        if written != total {
-            return Err(anyhow!(
-                "downloading {key}: got {written} bytes, expected {total}"
-            ));
-        }
+        expect_bytes(key, written, total)?;
         info!("downloaded {key:?} ({total} bytes) as {n_parts} ranged GETs");
         Ok(head)
     }
@@ -114,12 +117,7 @@ impl S3 {
         let got = Part { out: o };
         let head = got.head();
         let written = got.write_at(key, &Arc::new(file.try_clone()?), 0).await?;
-        if written != head.size {
-            return Err(anyhow!(
-                "downloading {key}: got {written} bytes, expected {}",
-                head.size
-            ));
-        }
+        expect_bytes(key, written, head.size)?;
         Ok(head)
     }
 
@@ -149,6 +147,16 @@ impl S3 {
         }
         Ok(Part { out })
     }
+}
+
+/// A short (or long) body is an error, never a file taken as complete.
+fn expect_bytes(key: &str, written: u64, expected: u64) -> Result<()> {
+    if written != expected {
+        return Err(anyhow!(
+            "downloading {key}: got {written} bytes, expected {expected}"
+        ));
+    }
+    Ok(())
 }
 
 /// One GET response, whole or ranged.
