@@ -25,27 +25,27 @@ pub struct RemoteObject {
     pub size: u64,
 }
 
-/// The secret parts of the credentials the standard AWS chain resolves (secret key,
-/// session token), which is where the client gets its own: for the log's redaction list.
-/// Empty when none resolve (the bucket check reports that).
-pub async fn chain_secrets() -> Vec<String> {
-    let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-        .build()
-        .await;
-    match chain.provide_credentials().await {
-        Ok(c) => std::iter::once(c.secret_access_key().to_string())
-            .chain(c.session_token().map(str::to_string))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// ETags compare without their quotes (servers differ on quoting in listings).
 pub fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"') == b.trim_matches('"')
 }
 
 impl S3 {
+    /// The secret parts of the credentials the client signs with (secret key, session
+    /// token), for the log's redaction list. Empty when none resolve (the bucket check
+    /// reports that).
+    pub async fn credential_secrets(&self) -> Vec<String> {
+        let Some(provider) = &self.credentials else {
+            return Vec::new();
+        };
+        match provider.provide_credentials().await {
+            Ok(c) => std::iter::once(c.secret_access_key().to_string())
+                .chain(c.session_token().map(str::to_string))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Every object under `prefix` at any depth, with ETag and size.
     pub async fn list_flat(&self, prefix: &str) -> Result<Vec<RemoteObject>> {
         Ok(self
