@@ -266,10 +266,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         }
     }
     let (endpoint, keys, info, server) = match &settings.remote {
-        Remote::External { endpoint, .. } => {
-            redact::add_secrets(s3::chain_secrets().await);
-            (endpoint.clone(), None, String::new(), None)
-        }
+        Remote::External { endpoint, .. } => (endpoint.clone(), None, String::new(), None),
         Remote::Embedded { data_dir } => {
             let (server, keys) = start_embedded(data_dir).await?;
             let ep = server.endpoint();
@@ -282,6 +279,8 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     };
     let s3 = s3::S3::new(endpoint.as_deref(), settings.bucket(), keys).await;
     s3.check_bucket().await.map_err(anyhow::Error::msg)?;
+    // After the check: with no credentials at all, the chain is not walked twice.
+    redact::add_secrets(s3.credential_secrets().await);
     let index = index::Index::open(&settings.state_dir().join(layout::INDEX_NAME))?;
     s3.set_writer(index.writer_id()?);
     if !tree.exists() {

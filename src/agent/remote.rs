@@ -247,6 +247,7 @@ impl Ctx {
             return Ok(()); // deleted meanwhile: the next poll sees it
         };
         if same_etag(&head.etag, &seen.etag) {
+            debug!("{rel:?}: the listing was older than the last upload");
             return Ok(());
         }
         if seen.kind == Kind::Symlink || md.file_type().is_symlink() {

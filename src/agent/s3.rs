@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod read;
-pub use read::{chain_secrets, same_etag, RemoteObject};
+pub use read::{same_etag, RemoteObject};
 
 /// POSIX attributes stored as user metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub struct ListedObject {
 pub struct S3 {
     client: Client,
     bucket: String,
+    /// Where the client gets its credentials (for the log's redaction list).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// For messages: the endpoint URL or "AWS".
     pub endpoint_desc: String,
     tuning: Tuning,
@@ -270,6 +272,7 @@ impl S3 {
         S3 {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
+            credentials: shared.credentials_provider(),
             endpoint_desc: endpoint.unwrap_or("AWS").to_string(),
             tuning,
             writer: Default::default(),

@@ -363,11 +363,13 @@ impl Ctx {
                     }
                     Err(e) => return Err(e),
                 };
+                // Recorded whatever happened meanwhile: the object exists now, so a file
+                // renamed or deleted during the upload must have its object deleted (an
+                // unrecorded one was left behind, and shown again by the remote check).
+                self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
                 match std::fs::symlink_metadata(&path) {
-                    Ok(after) if Fingerprint::of(&after) == fp => {
-                        self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
-                    }
-                    // Written to while uploading: upload again once it settles.
+                    Ok(after) if Fingerprint::of(&after) == fp => {}
+                    // Written to, moved or deleted while uploading: reconcile again.
                     _ => self.queue.mark(rel.to_string()),
                 }
                 Ok(Outcome::default())

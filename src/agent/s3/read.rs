@@ -25,27 +25,27 @@ pub struct RemoteObject {
     pub size: u64,
 }
 
-/// The secret parts of the credentials the standard AWS chain resolves (secret key,
-/// session token), which is where the client gets its own: for the log's redaction list.
-/// Empty when none resolve (the bucket check reports that).
-pub async fn chain_secrets() -> Vec<String> {
-    let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-        .build()
-        .await;
-    match chain.provide_credentials().await {
-        Ok(c) => std::iter::once(c.secret_access_key().to_string())
-            .chain(c.session_token().map(str::to_string))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// ETags compare without their quotes (servers differ on quoting in listings).
 pub fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"') == b.trim_matches('"')
 }
 
 impl S3 {
+    /// The secret parts of the credentials the client signs with (secret key, session
+    /// token), for the log's redaction list. Empty when none resolve (the bucket check
+    /// reports that).
+    pub async fn credential_secrets(&self) -> Vec<String> {
+        let Some(provider) = &self.credentials else {
+            return Vec::new();
+        };
+        match provider.provide_credentials().await {
+            Ok(c) => std::iter::once(c.secret_access_key().to_string())
+                .chain(c.session_token().map(str::to_string))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Every object under `prefix` at any depth, with ETag and size.
     pub async fn list_flat(&self, prefix: &str) -> Result<Vec<RemoteObject>> {
         Ok(self
@@ -78,9 +78,16 @@ impl S3 {
         }
         let part = dl.part_size;
         let first = self.get_range(key, 0, part, None).await?;
+        let ranged = first.out.content_range().is_some();
         let (head, total) = first.head_and_total(key)?;
         let file = Arc::new(file.try_clone()?);
         let mut written = first.write_at(key, &file, 0).await?;
+        if !ranged {
+            // The server ignored the range and sent the whole object.
+            expect_bytes(key, written, total)?;
+            return Ok(head);
+        }
+        expect_bytes(key, written, part.min(total))?;
         let parts: Vec<u64> = (1..total.div_ceil(part)).map(|i| i * part).collect();
         let n_parts = parts.len() + 1;
         let etag = head.etag.clone();
@@ -100,11 +107,7 @@ impl S3 {
             .try_collect()
             .await?;
         written += sizes.iter().sum::<u64>();
-        if written != total {
-            return Err(anyhow!(
-                "downloading {key}: got {written} bytes, expected {total}"
-            ));
-        }
+        expect_bytes(key, written, total)?;
         info!("downloaded {key:?} ({total} bytes) as {n_parts} ranged GETs");
         self.downloaded_objects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -118,12 +121,7 @@ impl S3 {
         let got = Part { out: o };
         let head = got.head();
         let written = got.write_at(key, &Arc::new(file.try_clone()?), 0).await?;
-        if written != head.size {
-            return Err(anyhow!(
-                "downloading {key}: got {written} bytes, expected {}",
-                head.size
-            ));
-        }
+        expect_bytes(key, written, head.size)?;
         Ok(head)
     }
 
@@ -153,6 +151,16 @@ impl S3 {
         }
         Ok(Part { out })
     }
+}
+
+/// A short (or long) body is an error, never a file taken as complete.
+fn expect_bytes(key: &str, written: u64, expected: u64) -> Result<()> {
+    if written != expected {
+        return Err(anyhow!(
+            "downloading {key}: got {written} bytes, expected {expected}"
+        ));
+    }
+    Ok(())
 }
 
 /// One GET response, whole or ranged.
