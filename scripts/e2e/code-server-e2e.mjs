@@ -612,6 +612,14 @@ async function explorerAction(page, label) {
   await header.locator(`.action-label[aria-label^="${label}"]`).click();
 }
 
+// New entries go into the folder of the selected row: select a file at the top level
+// (with every folder collapsed, as Quick Open may have revealed a nested file).
+async function selectTopLevel(page, name) {
+  await explorerAction(page, 'Collapse Folders');
+  await explorerRow(page, name).click();
+  await explorerRows(page).and(page.locator('.selected')).filter({ has: page.getByText(name, { exact: true }) }).waitFor();
+}
+
 async function inlineName(page, name) {
   const box = page.locator('.explorer-folders-view .monaco-inputbox input');
   await box.waitFor();
@@ -674,7 +682,7 @@ async function ideActions(page, editor) {
 
   const created = `created in the browser ${id}\n`;
   await ideStep(page, 'new-file', 'explorer', async () => {
-    await explorerRow(page, 'hello.txt').click();
+    await selectTopLevel(page, 'hello.txt');
     await explorerAction(page, 'New File');
     await inlineName(page, 'created.txt');
     const tab = page.locator('.tabs-container .tab.active').filter({ has: page.getByText('created.txt', { exact: true }) });
@@ -683,13 +691,15 @@ async function ideActions(page, editor) {
     await ed.locator('.view-lines').click();
     await page.keyboard.type(created.trimEnd());
     await page.keyboard.press('Enter');
+    const dirty = page.locator('.tabs-container .tab.dirty').filter({ has: page.getByText('created.txt', { exact: true }) });
+    await dirty.waitFor();
     await page.keyboard.press('Control+s');
-    await page.locator('.tabs-container .tab.dirty').filter({ has: page.getByText('created.txt', { exact: true }) }).waitFor({ state: 'detached' });
+    await dirty.waitFor({ state: 'detached' });
     await s3Expect('created.txt', holds(created), 'holds the typed text');
   });
 
   await ideStep(page, 'new-folder', 'explorer', async () => {
-    await explorerRow(page, 'hello.txt').click();
+    await selectTopLevel(page, 'hello.txt');
     await explorerAction(page, 'New Folder');
     await inlineName(page, 'made-dir');
     await explorerRow(page, 'made-dir').waitFor();
