@@ -20,7 +20,9 @@ USER root
 COPY --from=build /src/target/release/s3shim /src/target/release/libs3shim.so /tmp/s3shim-install/
 COPY scripts/install-image.sh scripts/code-server-s3 /tmp/s3shim-install/scripts/
 RUN /tmp/s3shim-install/scripts/install-image.sh --from /tmp/s3shim-install --prefix /usr/local \
-	&& rm -rf /tmp/s3shim-install
+	&& rm -rf /tmp/s3shim-install \
+	&& install -d -o coder -g coder /home/coder/.cache /home/coder/.cache/s3shim
+# (The cache directory exists, owned by coder, so a volume mounted there is coder's.)
 USER coder
 ENV S3SHIM_MOUNT=/workspace
 EXPOSE 8080

@@ -11,7 +11,7 @@
 # through the installed wrapper, so the image's layout is the tested one.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-from= prefix=
+from='' prefix=''
 while (($#)); do
 	case $1 in
 		--from) from=$2; shift 2 ;;

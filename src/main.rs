@@ -38,7 +38,7 @@ enum Cmd {
         ws: WorkspaceArgs,
         /// At the end, print one line to stderr with the objects and bytes the agent
         /// downloaded (with a warm cache, only what changed in S3).
-        #[arg(long, env = "S3SHIM_SUMMARY")]
+        #[arg(long, env = "S3SHIM_SUMMARY", value_parser = clap::builder::BoolishValueParser::new())]
         summary: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]

@@ -60,6 +60,9 @@ fn a_warm_runner_cache_downloads_only_what_changed_and_results_are_saved() {
     // Another writer (a push) changes one source and adds one.
     s3.put("ws/src/b.txt", b"BRAVO two\n");
     s3.put("ws/src/d.txt", b"delta\n");
+    // And a change made in the cache while no agent ran (one that never reached S3)
+    // must survive the revalidation and be uploaded, not replaced.
+    std::fs::write(ws.cache("runner").join("tree/src/a.txt"), b"alpha local\n").unwrap();
 
     // Job 2, same runner: only the changed and the new file are downloaded; the rest,
     // its own result included, is trusted because its ETag matches the listing.
@@ -67,7 +70,11 @@ fn a_warm_runner_cache_downloads_only_what_changed_and_results_are_saved() {
     assert_eq!(second, (2, len(&[b"BRAVO two\n", b"delta\n"])));
     assert_eq!(
         s3.get("ws/out/result.txt").as_deref(),
-        Some(&b"alpha\nBRAVO two\ncharlie\ndelta\n"[..])
+        Some(&b"alpha local\nBRAVO two\ncharlie\ndelta\n"[..])
+    );
+    assert_eq!(
+        s3.get("ws/src/a.txt").as_deref(),
+        Some(&b"alpha local\n"[..])
     );
 
     // A source deleted in S3 is gone from the warm cache too; nothing is downloaded.
@@ -85,7 +92,7 @@ fn a_warm_runner_cache_downloads_only_what_changed_and_results_are_saved() {
     assert_eq!(third, (0, 0));
     assert_eq!(
         s3.get("ws/out/result.txt").as_deref(),
-        Some(&b"alpha\nBRAVO two\ndelta\n"[..])
+        Some(&b"alpha local\nBRAVO two\ndelta\n"[..])
     );
     assert_eq!(s3.get("ws/src/c.txt"), None, "not resurrected by the cache");
 
@@ -93,6 +100,9 @@ fn a_warm_runner_cache_downloads_only_what_changed_and_results_are_saved() {
     let cold = job(&ws, "other-runner");
     assert_eq!(
         cold,
-        (4, len(&[MAKEFILE, b"alpha\n", b"BRAVO two\n", b"delta\n"]))
+        (
+            4,
+            len(&[MAKEFILE, b"alpha local\n", b"BRAVO two\n", b"delta\n"])
+        )
     );
 }

@@ -33,6 +33,20 @@
 //                   shim must put itself back).
 //   EXPECT_PRELOAD_LIB  optional substring (e.g. libs3shim); the process report says
 //                   which code-server processes have it mapped.
+//   IDE_ACTIONS=1   after the save rounds, every IDE action of the product test (see
+//                   ideActions below): explorer tree, new file/folder, rename, delete,
+//                   drag-move, terminal (pwd, ls, git status/commit), search, Quick Open,
+//                   reload, a change by another writer. Each result is checked with
+//                   S3_GET_CMD; needs the seeded tree of s3shim-e2e.sh.
+//   S3_GET_CMD      `sh -c "$S3_GET_CMD" get REL` prints the object for workspace path REL
+//                   (after waiting for uploads) and exits 3 when there is none.
+//   S3_PUT_CMD      `sh -c "$S3_PUT_CMD" put REL` stores stdin as REL (another writer).
+//   E2E_KNOWN_GAPS  comma-separated step groups whose failure is reported as a known gap
+//                   instead of failing the test (e.g. "search,remote-change").
+//   E2E_SERVER_USER uid:gid that code-server runs as (a LAUNCH_PREFIX that drops
+//                   privileges): its temp state is handed to that user.
+//   E2E_EXPECT_ROOTLESS=1  the terminal step must find itself unprivileged: uid not 0, no
+//                   effective capabilities, /dev/fuse not openable.
 // Exit status: 0 pass, 1 test failure, 2 bad configuration.
 
 import { spawn } from 'node:child_process';
@@ -214,6 +228,13 @@ function writeSettings(userDataDir) {
     'editor.wordBasedSuggestions': 'off',
     'editor.acceptSuggestionOnEnter': 'off',
     'editor.inlineSuggest.enabled': false,
+    // IDE actions: no modal confirmations for delete and drag-move, plain deletes.
+    'explorer.confirmDelete': false,
+    'explorer.confirmDragAndDrop': false,
+    'files.enableTrash': false,
+    // The DOM renderer keeps the terminal's text readable in screenshots.
+    'terminal.integrated.gpuAcceleration': 'off',
+    'terminal.integrated.defaultProfile.linux': 'bash',
   };
   fs.mkdirSync(path.join(userDataDir, 'User'), { recursive: true });
   fs.writeFileSync(path.join(userDataDir, 'User/settings.json'), JSON.stringify(settings, null, 2));
@@ -242,6 +263,15 @@ async function startCodeServer() {
     '--disable-workspace-trust',
     '--disable-getting-started-override',
   ];
+  if (env.E2E_SERVER_USER) {
+    // code-server runs as another (unprivileged) user: its state must be that user's.
+    const [uid, gid] = env.E2E_SERVER_USER.split(':').map(Number);
+    const chownTree = (p) => {
+      fs.chownSync(p, uid, gid);
+      if (fs.statSync(p).isDirectory()) for (const n of fs.readdirSync(p)) chownTree(path.join(p, n));
+    };
+    chownTree(state.tmp);
+  }
   const logPath = path.join(ARTIFACTS_DIR, 'code-server.log');
   const logFd = fs.openSync(logPath, 'w');
   // `exec` so that the process group leader is the prefix command (or node) itself.
@@ -496,8 +526,278 @@ async function runBrowser(base) {
     await runVerify(round, marker, expectedFile);
   }
   reportProcesses('after-saves');
+  if (env.IDE_ACTIONS === '1') await ideActions(page, editor);
   await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'success.png') });
   log(`screenshot ${path.join(ARTIFACTS_DIR, 'success.png')}`);
+}
+
+
+// ---------- IDE actions, each checked in S3 ----------
+const KNOWN_GAPS = new Set((env.E2E_KNOWN_GAPS || '').split(',').map((x) => x.trim()).filter(Boolean));
+
+function runShell(cmd, args, input) {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = [];
+    const err = [];
+    child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => err.push(d));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, out: Buffer.concat(out).toString('utf8'), err: Buffer.concat(err).toString('utf8') }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+// The object for workspace path `rel`: { exists, body }.
+async function s3Get(rel) {
+  const r = await withTimeout(runShell(env.S3_GET_CMD, ['get', rel]), 60_000, `S3_GET_CMD ${rel}`);
+  if (r.code === 3) return { exists: false, body: null };
+  if (r.code !== 0) throw new Error(`S3_GET_CMD ${rel} failed (exit ${r.code}): ${r.err.trim()}`);
+  return { exists: true, body: r.out };
+}
+
+async function s3Put(rel, body) {
+  const r = await withTimeout(runShell(env.S3_PUT_CMD, ['put', rel], body), 60_000, `S3_PUT_CMD ${rel}`);
+  if (r.code !== 0) throw new Error(`S3_PUT_CMD ${rel} failed (exit ${r.code}): ${r.err.trim()}`);
+}
+
+// Waits until S3 says what `want` accepts: the IDE's file operations reach the server a
+// moment after the UI shows them.
+async function s3Expect(rel, want, what) {
+  const end = Date.now() + STEP_MS;
+  let last;
+  for (;;) {
+    last = await s3Get(rel);
+    if (want(last)) {
+      log(`  S3 ${rel}: ${what}`);
+      return last;
+    }
+    if (Date.now() > end) {
+      throw new Error(`S3 ${rel}: expected ${what}, found ${last.exists ? JSON.stringify(last.body.slice(0, 300)) : 'no object'}`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+const holds = (text) => (r) => r.exists && r.body === text;
+const absent = (r) => !r.exists;
+const present = (r) => r.exists;
+
+const stepResults = [];
+async function ideStep(page, name, group, fn) {
+  log(`step ${name}: start`);
+  try {
+    // Every step starts from the Explorer (a failed step may have left another view).
+    if (!(await page.locator('.explorer-folders-view').isVisible())) await page.keyboard.press('Control+Shift+E');
+    await fn();
+    stepResults.push({ name, status: 'ok' });
+    log(`step ${name}: ok`);
+  } catch (e) {
+    const shot = path.join(ARTIFACTS_DIR, `failure-${name}.png`);
+    await withTimeout(page.screenshot({ path: shot }), 10_000, 'screenshot').catch(() => {});
+    const known = KNOWN_GAPS.has(group);
+    stepResults.push({ name, status: known ? `known gap (${group})` : 'FAILED', message: e.message });
+    log(`step ${name}: ${known ? `KNOWN GAP (${group})` : 'FAILED'}: ${e.message} (screenshot ${shot})`);
+    // Leave no inline input, quick pick or dialog open for the next step.
+    for (let i = 0; i < 3; i++) await page.keyboard.press('Escape');
+  }
+}
+
+const explorerRows = (page) => page.locator('.explorer-folders-view .monaco-list-row');
+const explorerRow = (page, name) => explorerRows(page).filter({ has: page.getByText(name, { exact: true }) });
+
+async function explorerAction(page, label) {
+  // Title actions show while the pane header is hovered.
+  const header = page.locator('.pane-header').filter({ has: page.locator(`.action-label[aria-label^="${label}"]`) });
+  await header.hover();
+  await header.locator(`.action-label[aria-label^="${label}"]`).click();
+}
+
+// New entries go into the folder of the selected row: select a file at the top level
+// (with every folder collapsed, as Quick Open may have revealed a nested file).
+async function selectTopLevel(page, name) {
+  await explorerAction(page, 'Collapse Folders');
+  await explorerRow(page, name).click();
+  await explorerRows(page).and(page.locator('.selected')).filter({ has: page.getByText(name, { exact: true }) }).waitFor();
+}
+
+async function inlineName(page, name) {
+  const box = page.locator('.explorer-folders-view .monaco-inputbox input');
+  await box.waitFor();
+  await box.fill(name);
+  await box.press('Enter');
+  await box.waitFor({ state: 'detached' });
+}
+
+// Monaco renders spaces as no-break spaces.
+async function editorText(page) {
+  const t = await page.locator('.editor-group-container.active .monaco-editor .view-lines').first().innerText();
+  return t.replace(/\u00a0/g, ' ');
+}
+
+async function ideActions(page, editor) {
+  if (!env.S3_GET_CMD) throw new ConfigError('IDE_ACTIONS=1 needs S3_GET_CMD');
+  const id = `${Date.now().toString(36)}`;
+
+  await ideStep(page, 'explorer-tree', 'explorer', async () => {
+    for (const n of ['hello.txt', 'notes.md', 'src', 'docs', 'folderB', 'move-me.txt', 'rename-me.txt', 'delete-me.txt']) {
+      await explorerRow(page, n).waitFor();
+    }
+    await explorerRow(page, 'src').click();
+    await explorerRow(page, 'main.rs').waitFor();
+    await explorerRow(page, 'lib').waitFor();
+    await explorerRow(page, 'src').click(); // collapse again
+    await explorerRow(page, 'main.rs').waitFor({ state: 'detached' });
+  });
+
+  await ideStep(page, 'search', 'search', async () => {
+    // Before anything walks the tree (the terminal's `git add -A` reads every file):
+    // docs/guide/needle.md was never opened or listed, and VS Code's bundled ripgrep (static)
+    // must find text in it.
+    await page.keyboard.press('Control+Shift+F');
+    const box = page.locator('.search-view .search-widget .monaco-inputbox textarea, .search-view .search-widget .monaco-inputbox input').first();
+    await box.waitFor();
+    await box.fill('needle-e2e-7f3a');
+    await box.press('Enter');
+    await page.locator('.search-view .monaco-list-row').filter({ hasText: 'needle.md' }).waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'step-search.png') });
+    await page.keyboard.press('Control+Shift+E');
+  });
+
+  await ideStep(page, 'quick-open', 'search', async () => {
+    // Quick Open's file list comes from the same static ripgrep (`rg --files`).
+    await page.keyboard.press('Control+p');
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor();
+    await input.fill('util.rs');
+    await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: 'util.rs' }).first().waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'step-quick-open.png') });
+    await input.press('Enter');
+    await page.locator('.tabs-container .tab.active').filter({ has: page.getByText('util.rs', { exact: true }) }).waitFor();
+    const end = Date.now() + STEP_MS;
+    while (!(await editorText(page)).includes('pub fn util() {}')) {
+      if (Date.now() > end) throw new Error(`util.rs shows ${JSON.stringify(await editorText(page))}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+
+  const created = `created in the browser ${id}\n`;
+  await ideStep(page, 'new-file', 'explorer', async () => {
+    await selectTopLevel(page, 'hello.txt');
+    await explorerAction(page, 'New File');
+    await inlineName(page, 'created.txt');
+    const tab = page.locator('.tabs-container .tab.active').filter({ has: page.getByText('created.txt', { exact: true }) });
+    await tab.waitFor();
+    const ed = page.locator('.editor-group-container.active .monaco-editor').first();
+    await ed.locator('.view-lines').click();
+    await page.keyboard.type(created.trimEnd());
+    await page.keyboard.press('Enter');
+    const dirty = page.locator('.tabs-container .tab.dirty').filter({ has: page.getByText('created.txt', { exact: true }) });
+    await dirty.waitFor();
+    await page.keyboard.press('Control+s');
+    await dirty.waitFor({ state: 'detached' });
+    await s3Expect('created.txt', holds(created), 'holds the typed text');
+  });
+
+  await ideStep(page, 'new-folder', 'explorer', async () => {
+    await selectTopLevel(page, 'hello.txt');
+    await explorerAction(page, 'New Folder');
+    await inlineName(page, 'made-dir');
+    await explorerRow(page, 'made-dir').waitFor();
+    await s3Expect('made-dir/', present, 'the folder marker exists');
+  });
+
+  await ideStep(page, 'rename', 'explorer', async () => {
+    await explorerRow(page, 'rename-me.txt').click();
+    await page.keyboard.press('F2');
+    await inlineName(page, 'renamed.txt');
+    await explorerRow(page, 'renamed.txt').waitFor();
+    await s3Expect('renamed.txt', holds('rename me\n'), 'holds the renamed file');
+    await s3Expect('rename-me.txt', absent, 'the old name is gone');
+  });
+
+  await ideStep(page, 'delete', 'explorer', async () => {
+    await explorerRow(page, 'delete-me.txt').click();
+    await page.keyboard.press('Delete');
+    await explorerRow(page, 'delete-me.txt').waitFor({ state: 'detached' });
+    await s3Expect('delete-me.txt', absent, 'deleted');
+  });
+
+  await ideStep(page, 'drag-move', 'explorer', async () => {
+    // A hover tooltip left by earlier clicks can cover the row: move away first.
+    await page.mouse.move(900, 600);
+    await page.locator('.monaco-hover, .workbench-hover').first().waitFor({ state: 'hidden' });
+    await explorerRow(page, 'move-me.txt').dragTo(explorerRow(page, 'folderB'));
+    await explorerRow(page, 'move-me.txt').waitFor({ state: 'detached' });
+    await s3Expect('folderB/move-me.txt', holds('move me\n'), 'holds the moved file');
+    await s3Expect('move-me.txt', absent, 'the old place is empty');
+  });
+
+  await ideStep(page, 'terminal', 'terminal', async () => {
+    await page.keyboard.press('Control+Backquote');
+    const term = page.locator('.terminal-wrapper.active .xterm, .terminal .xterm').first();
+    await term.waitFor({ timeout: WORKBENCH_MS });
+    await term.click();
+    // Results go to files, so they are checked in S3 rather than read off the screen.
+    const cmd = [
+      'cd /workspace', 'pwd > term-pwd.txt', 'ls > term-ls.txt',
+      'git init -q', 'git add -A', "git commit -qm 'commit from the terminal'",
+      'git status --short > term-status.txt', 'git log --format=%s > term-log.txt',
+      'id -u > term-id.txt', 'grep CapEff /proc/self/status > term-caps.txt',
+      // The FUSE device is char 10:229 (hex a:e5); usable means that device opens read-write.
+      'if [ "$(stat -L -c %t:%T /dev/fuse 2>/dev/null)" = a:e5 ] && (exec 3<>/dev/fuse) 2>/dev/null; then echo fuse-usable; else echo fuse-unavailable; fi > term-fuse.txt',
+      'echo done > term-done.txt',
+    ].join('; ');
+    await page.keyboard.type(cmd);
+    await page.keyboard.press('Enter');
+    await s3Expect('term-done.txt', holds('done\n'), 'the commands ran');
+    await s3Expect('term-pwd.txt', holds('/workspace\n'), 'pwd is the mount path');
+    await s3Expect('term-ls.txt', (r) => r.exists && ['hello.txt', 'renamed.txt', 'created.txt', 'folderB'].every((n) => r.body.split('\n').includes(n)), 'ls lists the workspace');
+    await s3Expect('term-log.txt', holds('commit from the terminal\n'), 'git log shows the commit');
+    await s3Expect('term-status.txt', holds('?? term-status.txt\n'), 'git status after the commit');
+    await s3Expect('.git/HEAD', present, 'the repository is in S3');
+    if (env.E2E_EXPECT_ROOTLESS === '1') {
+      await s3Expect('term-id.txt', (r) => r.exists && r.body.trim() !== '0', 'a non-root uid');
+      await s3Expect('term-caps.txt', (r) => r.exists && /^CapEff:\s+0+\s*$/.test(r.body), 'no effective capabilities');
+      await s3Expect('term-fuse.txt', holds('fuse-unavailable\n'), '/dev/fuse cannot be opened');
+    }
+  });
+
+  await ideStep(page, 'reload', 'explorer', async () => {
+    await page.reload({ waitUntil: 'domcontentloaded' });
+    await page.locator('.monaco-workbench').waitFor({ timeout: WORKBENCH_MS });
+    if (!(await page.locator('.explorer-folders-view').isVisible())) await page.keyboard.press('Control+Shift+E');
+    for (const n of ['created.txt', 'renamed.txt', 'made-dir', 'folderB']) await explorerRow(page, n).waitFor({ timeout: WORKBENCH_MS });
+    for (const n of ['delete-me.txt', 'rename-me.txt', 'move-me.txt']) {
+      if (await explorerRow(page, n).count()) throw new Error(`${n} is back after the reload`);
+    }
+    await explorerRow(page, 'created.txt').click();
+    await page.locator('.tabs-container .tab.active').filter({ has: page.getByText('created.txt', { exact: true }) }).waitFor();
+    const end = Date.now() + STEP_MS;
+    while (!(await editorText(page)).includes(created.trimEnd())) {
+      if (Date.now() > end) throw new Error(`created.txt shows ${JSON.stringify(await editorText(page))} after the reload`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await s3Expect('created.txt', holds(created), 'unchanged by the reload');
+  });
+
+  await ideStep(page, 'remote-change', 'remote-change', async () => {
+    if (!env.S3_PUT_CMD) throw new ConfigError('IDE_ACTIONS=1 needs S3_PUT_CMD');
+    await explorerRow(page, 'notes.md').click();
+    await page.locator('.tabs-container .tab.active').filter({ has: page.getByText('notes.md', { exact: true }) }).waitFor();
+    const line = `changed by another writer ${id}`;
+    await s3Put('notes.md', `# notes\n${line}\n`);
+    const end = Date.now() + 60_000;
+    while (!(await editorText(page)).includes(line)) {
+      if (Date.now() > end) throw new Error(`the open editor never showed the remote change (${JSON.stringify(await editorText(page))})`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  });
+
+  const summary = stepResults.map((r) => `  ${r.name}: ${r.status}${r.message ? ` — ${r.message}` : ''}`).join('\n');
+  fs.writeFileSync(path.join(ARTIFACTS_DIR, 'ide-steps.txt'), `${summary}\n`);
+  log(`IDE actions:\n${summary}`);
+  const failed = stepResults.filter((r) => r.status === 'FAILED');
+  if (failed.length) throw new Error(`IDE actions failed: ${failed.map((r) => r.name).join(', ')}`);
 }
 
 // ---------- main ----------
