@@ -11,8 +11,8 @@ use crate::config;
 use crate::hydrate;
 use crate::path::{map_abs, under, Abs};
 use crate::sys::{marker_at, Mark, Writer, PATH_MAX};
-use core::ffi::c_int;
-use rustix::fs::{AtFlags, FileType, CWD};
+use core::ffi::{c_int, CStr};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
 
 /// Most symlinks followed in one resolution (the kernel's limit).
 const MAX_LINKS: u32 = 40;
@@ -155,6 +155,19 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         copy(out, &[c, b"/"])
     } else {
         copy(out, &[c])
+    }
+}
+
+/// Whether a symlink lies on the way to the absolute real path `real`: one
+/// `openat2(O_PATH, RESOLVE_NO_SYMLINKS)`, which stops with `ELOOP` at the first symlink,
+/// and otherwise fails or succeeds as a symlink-free lookup would. Screens a miss before
+/// [`physical`] (which costs a syscall per component).
+pub fn symlink_on_the_way(real: &CStr) -> bool {
+    // No O_NOFOLLOW: a symlink as the last component must count too.
+    let how = OFlags::PATH | OFlags::CLOEXEC;
+    match rustix::fs::openat2(CWD, real, how, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
+        Ok(_) => false,
+        Err(e) => e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOSYS,
     }
 }
 

@@ -108,6 +108,14 @@ fn through_symlinks<R: Ret>(
     call: &mut impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
     let e = errno();
+    let mut real = [0u8; crate::sys::PATH_MAX];
+    let screened = loc
+        .real_abs(&mut real)
+        .and_then(|n| crate::sys::as_cstr(&real, n))
+        .is_some_and(|c| !crate::resolve::symlink_on_the_way(c));
+    if screened {
+        return R::fail(e);
+    }
     let phys = match loc.physical(true) {
         Some(Ok((l, true))) => l,
         _ => return R::fail(e),
