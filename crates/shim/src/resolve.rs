@@ -66,12 +66,18 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         let remaining = rest.get(pos..rest_len).unwrap_or(&[]);
         let is_last = trim_slashes(remaining).is_empty();
         match comp {
+            // A last `.` or `..` stays for the kernel (after a symlink-free prefix it means
+            // the same): `rename("d/..", x)` must fail as it does natively.
+            b"." if is_last => return copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/."]),
             b"." => continue,
             b".." => {
                 if cur_len == p.tree.len() {
                     // `..` at the mount root: the mount's parent, then the kernel's turn.
                     let parent = crate::hydrate::parent_of(p.mount);
                     return copy(out, &[parent, b"/", remaining]);
+                }
+                if is_last {
+                    return copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/.."]);
                 }
                 let c = cur.get(..cur_len).unwrap_or(&[]);
                 cur_len = c.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);

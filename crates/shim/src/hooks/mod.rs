@@ -85,11 +85,11 @@ pub(crate) fn in_tree<R: Ret>(
             }
             AfterMiss::CallAgain => r = call(loc.dirfd, loc.ptr()),
             AfterMiss::Enoent => break,
-            AfterMiss::Failed(e) if e != libc::ENOENT && e != libc::ENOTDIR => return R::fail(e),
+            AfterMiss::Failed(e) if e != libc::ENOENT => return R::fail(e),
             AfterMiss::Failed(_) => break,
         }
     }
-    if r.failed() && matches!(errno(), libc::ENOENT | libc::ENOTDIR) {
+    if r.failed() && errno() == libc::ENOENT {
         return through_symlinks(loc, pre, call);
     }
     if again && !r.failed() {
@@ -98,8 +98,7 @@ pub(crate) fn in_tree<R: Ret>(
     r
 }
 
-/// The last resort for an in-tree ENOENT or ENOTDIR: a symlink on the way may name the
-/// mount path (the kernel looked for its target outside the cache). Resolved physically;
+/// The last resort for an in-tree ENOENT: a symlink on the way may name the mount path (the kernel looked for its target outside the cache). Resolved physically;
 /// when a symlink was followed the call is made once more there, otherwise the error
 /// stands.
 fn through_symlinks<R: Ret>(
