@@ -76,6 +76,7 @@ int main(int argc, char **argv) {
     close(p[0]);
     nftw(abs, on_nftw, 8, FTW_PHYS);
     nftw("seed/deep", on_nftw, 8, FTW_PHYS | FTW_DEPTH);
+    nftw("seed/../seed/src", on_nftw, 8, FTW_PHYS);
     ftw(abs, on_ftw, 8);
     FTS *fts = fts_open((char *[]){(char *)abs, "seed/src", NULL}, FTS_PHYSICAL, by_name);
     for (FTSENT *e; (e = fts_read(fts));)
