@@ -76,6 +76,7 @@ int main(int argc, char **argv) {
     close(p[0]);
     nftw(abs, on_nftw, 8, FTW_PHYS);
     nftw("seed/deep", on_nftw, 8, FTW_PHYS | FTW_DEPTH);
+    nftw("seed/../seed/src", on_nftw, 8, FTW_PHYS);
     ftw(abs, on_ftw, 8);
     FTS *fts = fts_open((char *[]){(char *)abs, "seed/src", NULL}, FTS_PHYSICAL, by_name);
     for (FTSENT *e; (e = fts_read(fts));)
@@ -126,6 +127,12 @@ int main(int argc, char **argv) {
   }
   int status;
   waitpid(child, &status, 0);
+  struct file_handle *fh = malloc(sizeof *fh + MAX_HANDLE_SZ);
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id;
+  snprintf(target, sizeof target, "%s/deep/a/other.txt", abs);
+  printf("name_to_handle_at %d\n", name_to_handle_at(AT_FDCWD, target, fh, &mount_id, 0));
+  free(fh);
   /* dlopen by path in the folder. */
   system("cp /lib/x86_64-linux-gnu/libm.so.6 seed-libm.so");
   snprintf(target, sizeof target, "%s/../seed-libm.so", abs);

@@ -29,3 +29,21 @@ cd ..
 pwd; pwd -P
 cd -P "$1/d/.."
 pwd
+cd "$1"
+# A last `.` or `..` keeps its meaning (rename of it fails), and calls that do not follow
+# a last symlink do not follow it (rmdir of a dangling one is ENOTDIR, not ENOENT).
+mkdir -p r0/r1
+python3 -c '
+import os
+for src in ("r0/r1/.", "r0/r1/.."):
+    try:
+        os.rename(src, "r2")
+        print("renamed", src)
+    except OSError as e:
+        print("rename", src, e.strerror)
+'
+ln -s nowhere dangling
+rmdir dangling 2>&1 || true
+ln -s "$1/r0" abs-r0
+rmdir abs-r0 2>&1 || true
+ls -d r0/r1 abs-r0/r1

@@ -173,6 +173,7 @@ reals! {
     statvfs64: fn(*const c_char, *mut c_void) -> c_int;
     pathconf: fn(*const c_char, c_int) -> c_long;
     inotify_add_watch: fn(c_int, *const c_char, u32) -> c_int;
+    name_to_handle_at: fn(c_int, *const c_char, *mut c_void, *mut c_int, c_int) -> c_int;
     access: fn(*const c_char, c_int) -> c_int;
     faccessat: fn(c_int, *const c_char, c_int, c_int) -> c_int;
     eaccess: fn(*const c_char, c_int) -> c_int;

@@ -11,8 +11,8 @@ use crate::config;
 use crate::hydrate;
 use crate::path::{map_abs, under, Abs};
 use crate::sys::{marker_at, Mark, Writer, PATH_MAX};
-use core::ffi::c_int;
-use rustix::fs::{AtFlags, FileType, CWD};
+use core::ffi::{c_int, CStr};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
 
 /// Most symlinks followed in one resolution (the kernel's limit).
 const MAX_LINKS: u32 = 40;
@@ -66,12 +66,18 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         let remaining = rest.get(pos..rest_len).unwrap_or(&[]);
         let is_last = trim_slashes(remaining).is_empty();
         match comp {
+            // A last `.` or `..` stays for the kernel (after a symlink-free prefix it means
+            // the same): `rename("d/..", x)` must fail as it does natively.
+            b"." if is_last => return copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/."]),
             b"." => continue,
             b".." => {
                 if cur_len == p.tree.len() {
                     // `..` at the mount root: the mount's parent, then the kernel's turn.
                     let parent = crate::hydrate::parent_of(p.mount);
                     return copy(out, &[parent, b"/", remaining]);
+                }
+                if is_last {
+                    return copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/.."]);
                 }
                 let c = cur.get(..cur_len).unwrap_or(&[]);
                 cur_len = c.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);
@@ -155,6 +161,19 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         copy(out, &[c, b"/"])
     } else {
         copy(out, &[c])
+    }
+}
+
+/// Whether a symlink lies on the way to the absolute real path `real`: one
+/// `openat2(O_PATH, RESOLVE_NO_SYMLINKS)`, which stops with `ELOOP` at the first symlink,
+/// and otherwise fails or succeeds as a symlink-free lookup would. Screens a miss before
+/// [`physical`] (which costs a syscall per component).
+pub fn symlink_on_the_way(real: &CStr) -> bool {
+    // No O_NOFOLLOW: a symlink as the last component must count too.
+    let how = OFlags::PATH | OFlags::CLOEXEC;
+    match rustix::fs::openat2(CWD, real, how, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
+        Ok(_) => false,
+        Err(e) => e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOSYS,
     }
 }
 

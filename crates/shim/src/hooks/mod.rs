@@ -86,11 +86,11 @@ pub(crate) fn in_tree<R: Ret>(
             }
             AfterMiss::CallAgain => r = call(loc.dirfd, loc.ptr()),
             AfterMiss::Enoent => break,
-            AfterMiss::Failed(e) if e != libc::ENOENT && e != libc::ENOTDIR => return R::fail(e),
+            AfterMiss::Failed(e) if e != libc::ENOENT => return R::fail(e),
             AfterMiss::Failed(_) => break,
         }
     }
-    if r.failed() && matches!(errno(), libc::ENOENT | libc::ENOTDIR) {
+    if r.failed() && errno() == libc::ENOENT {
         return through_symlinks(loc, pre, call);
     }
     if again && !r.failed() {
@@ -99,8 +99,7 @@ pub(crate) fn in_tree<R: Ret>(
     r
 }
 
-/// The last resort for an in-tree ENOENT or ENOTDIR: a symlink on the way may name the
-/// mount path (the kernel looked for its target outside the cache). Resolved physically;
+/// The last resort for an in-tree ENOENT: a symlink on the way may name the mount path (the kernel looked for its target outside the cache). Resolved physically;
 /// when a symlink was followed the call is made once more there, otherwise the error
 /// stands.
 fn through_symlinks<R: Ret>(
@@ -109,6 +108,14 @@ fn through_symlinks<R: Ret>(
     call: &mut impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
     let e = errno();
+    let mut real = [0u8; crate::sys::PATH_MAX];
+    let screened = loc
+        .real_abs(&mut real)
+        .and_then(|n| crate::sys::as_cstr(&real, n))
+        .is_some_and(|c| !crate::resolve::symlink_on_the_way(c));
+    if screened {
+        return R::fail(e);
+    }
     let phys = match loc.physical(true) {
         Some(Ok((l, true))) => l,
         _ => return R::fail(e),

@@ -1,7 +1,7 @@
 //! The stat family in both glibc ABIs (2.33+ names and the `__xstat` family that binaries
 //! built against older glibc import, `ver` passed through), `statx`, access checks, and
 //! the other calls that only look a path up: `statfs`/`statvfs` (Node, git), `pathconf`
-//! (Node's readlink) and `inotify_add_watch` (VS Code's watchers).
+//! (Node's readlink), `inotify_add_watch` (VS Code's watchers) and `name_to_handle_at`.
 //! Buffers are opaque: the shim never reads them.
 
 use super::{at_path, real};
@@ -37,6 +37,20 @@ pub unsafe extern "C" fn pathconf(path: *const c_char, name: c_int) -> core::ffi
 pub unsafe extern "C" fn inotify_add_watch(fd: c_int, path: *const c_char, mask: u32) -> c_int {
     let f = real!(inotify_add_watch);
     at_path(AT_FDCWD, path, Pre::Nothing, |_, p| f(fd, p, mask))
+}
+/// A handle names the cache file, which is what the fd-side call opens again.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn name_to_handle_at(
+    dirfd: c_int,
+    path: *const c_char,
+    handle: *mut c_void,
+    mount_id: *mut c_int,
+    flags: c_int,
+) -> c_int {
+    let f = real!(name_to_handle_at);
+    at_path(dirfd, path, Pre::Nothing, |d, p| {
+        f(d, p, handle, mount_id, flags)
+    })
 }
 path_hook!(stat64);
 path_hook!(lstat);

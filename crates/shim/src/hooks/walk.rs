@@ -139,8 +139,37 @@ enum Callback {
     Ftw(FtwFn),
 }
 
+/// The walk running on this thread: the caller's callback, and the root as the caller
+/// wrote it and as the real walker got it (results start with the latter).
+#[derive(Clone, Copy)]
+struct Walk {
+    cb: Callback,
+    given: *const c_char,
+    mapped: *const c_char,
+}
+
 thread_local! {
-    static CALLBACK: Cell<Callback> = const { Cell::new(Callback::None) };
+    static CALLBACK: Cell<Walk> = const {
+        Cell::new(Walk {
+            cb: Callback::None,
+            given: core::ptr::null(),
+            mapped: core::ptr::null(),
+        })
+    };
+}
+
+/// `path` with the mapped root replaced by the root the caller gave (so a relative root
+/// gives relative results, as natively), else in mount form; `None` when unchanged.
+fn as_given(w: &Walk, path: &[u8], out: &mut [u8]) -> Option<usize> {
+    // SAFETY: both roots outlive the walk (the caller's string and the walk's Loc).
+    let (given, mapped) = unsafe { (crate::sys::cbytes(w.given)?, crate::sys::cbytes(w.mapped)?) };
+    if let Some(rest) = path.strip_prefix(mapped) {
+        let mut wr = crate::sys::Writer::new(out);
+        wr.put(given)?;
+        wr.put(rest)?;
+        return Some(wr.len);
+    }
+    virtual_of(path, out)
 }
 
 /// A real path under the tree in mount form into `out`, else `None`.
@@ -157,10 +186,11 @@ unsafe extern "C" fn nftw_trampoline(
     flag: c_int,
     ftw: *mut Ftw,
 ) -> c_int {
-    let cb = CALLBACK.with(|c| c.get());
+    let walk = CALLBACK.with(|c| c.get());
+    let cb = walk.cb;
     let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
     let mut virt = [0u8; PATH_MAX];
-    let (p, shift) = match virtual_of(real_bytes, &mut virt) {
+    let (p, shift) = match as_given(&walk, real_bytes, &mut virt) {
         Some(n) => (virt.as_ptr().cast(), n as c_int - real_bytes.len() as c_int),
         None => (path, 0),
     };
@@ -210,7 +240,12 @@ unsafe fn walk_like(
     if loc.ptr() == root {
         return walk(root, user);
     }
-    let prev = CALLBACK.with(|c| c.replace(cb));
+    let w = Walk {
+        cb,
+        given: root,
+        mapped: loc.ptr(),
+    };
+    let prev = CALLBACK.with(|c| c.replace(w));
     let r = walk(loc.ptr(), tramp);
     CALLBACK.with(|c| c.set(prev));
     r
