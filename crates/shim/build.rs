@@ -10,6 +10,11 @@ fn main() {
         .warnings(true)
         .extra_warnings(true)
         .compile("s3shim_execl");
+    // Calls from inside the library to its own exports (the standard library's `open64`,
+    // `close`, `syscall`, the exec trampolines) bound at link time instead of looked up by
+    // the loader in every process: they resolve to the same hooks either way, because the
+    // preloaded library comes first in every lookup.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
     // CARGO_CFG_PANIC does not reflect the profile's `panic`, so the profile decides.
     if std::env::var("PROFILE").as_deref() == Ok("release") {
         // Whole archive: nothing in this crate calls these, the standard library does, and

@@ -6,7 +6,7 @@
 //! process execs.
 //!
 //! Layout:
-//! * [`real`]: the real libc functions, resolved with `dlsym(RTLD_NEXT)` on first use.
+//! * [`real`]: the real libc functions, resolved with `dlsym(RTLD_NEXT)` when first needed.
 //! * [`config`]: the configuration, parsed once at load into static buffers.
 //! * [`path`]: the pure mapping core (normalisation, mapping, reverse mapping).
 //! * [`loc`]: resolves a `(dirfd, path)` argument through the core, cwd and fd table.
@@ -42,11 +42,11 @@ pub mod sys;
 use core::ffi::{c_char, c_int};
 
 /// Runs once when the library is loaded, before `main` and before most other code of the
-/// process. Resolves the real functions that must not be resolved later, reads the
-/// configuration, and learns the state (cwd, inherited fds) that the mapping depends on.
+/// process. Reads the configuration; everything else (the real functions, the cwd state,
+/// the marks of inherited fds) is computed when first needed, because most programs
+/// need little of it and every program pays for what is done here.
 #[cfg_attr(test, allow(dead_code))]
 unsafe extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
-    real::resolve_eager();
     config::init(envp);
     if config::active() {
         owner::init();

@@ -1,24 +1,24 @@
 //! The real libc functions behind the hooks.
 //!
 //! Each entry becomes a module `real::<name>` with the function type `F`, its slot `SYM`
-//! and `get()`. A slot is filled on its first use (one `dlsym`), so a process pays only
-//! for the functions it calls: most programs the shim is loaded into (`true`, `cat`,
-//! `git status`) call a handful of the ~130, and resolving all of them at load was half
-//! the shim's cost of starting a program.
+//! and `get()`. Nothing is resolved at load: a program that calls no hooked function
+//! (`true`, `echo`, `env`) never calls `dlsym`, and resolving all ~130 slots at load was
+//! half of what the shim added to starting a program.
 //!
-//! The few functions that programs call in a `vfork` child before `exec` and in signal
-//! handlers ([`EAGER`]) are still resolved from the ELF constructor, so those paths never
-//! take the loader's lock. (In a `fork` child a lazy `dlsym` is as safe as glibc's own
-//! lazy PLT binding: glibc resets the loader lock in the child.) The race between two
-//! threads resolving the same slot is benign (both store the same value). A missing
-//! symbol is remembered and reported as `None` (the hook fails with `ENOSYS`), never a
-//! panic.
+//! The first empty slot a process meets is filled together with the [`EAGER`] set: the
+//! functions that programs call in a `vfork` child before `exec` and in signal handlers,
+//! where `dlsym` (which takes the loader's lock) does not belong. A program makes some
+//! ordinary hooked call (an `open`, a `stat`) before it spawns children or installs
+//! cleanup handlers, so those paths find their slots filled. (In a `fork` child a lazy
+//! `dlsym` is as safe as glibc's own lazy PLT binding: glibc resets the loader lock in
+//! the child.) Two threads resolving at once store the same values. A missing symbol is
+//! remembered and reported as `None` (the hook fails with `ENOSYS`), never a panic.
 //!
 //! Adding a family: add its signatures here (and to [`EAGER`] if a vfork child or a signal
 //! handler calls it), then the hooks in `hooks/`.
 
 use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use libc::{
     dev_t, gid_t, mode_t, off64_t, off_t, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t,
     size_t, ssize_t, timespec, timeval, uid_t, utimbuf, DIR, FILE,
@@ -56,6 +56,17 @@ impl Sym {
 
     #[cold]
     fn resolve(&self) -> Option<*mut c_void> {
+        if !EAGER_DONE.swap(true, Ordering::AcqRel) {
+            for s in EAGER {
+                if s.ptr.load(Ordering::Acquire).is_null() {
+                    s.resolve_one();
+                }
+            }
+        }
+        self.resolve_one()
+    }
+
+    fn resolve_one(&self) -> Option<*mut c_void> {
         // SAFETY: `name` is NUL-terminated (built with concat!(.., "\0")).
         let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr().cast()) };
         if p.is_null() {
@@ -98,9 +109,9 @@ macro_rules! reals {
     };
 }
 
-/// What a `vfork` child (posix_spawn with file actions, Python's subprocess, libuv) calls
-/// between `vfork` and `exec`, and what signal handlers call to clean up (lock and temp
-/// files): resolved at load so that these paths never call `dlsym`.
+/// What a `vfork` child (Python's subprocess, for one) calls between `vfork` and `exec`,
+/// and what signal handlers call to clean up (lock and temp files): resolved with the
+/// first slot the process fills, so that these paths do not call `dlsym`.
 static EAGER: &[&Sym] = &[
     &open::SYM,
     &open64::SYM,
@@ -126,12 +137,8 @@ static EAGER: &[&Sym] = &[
     &rename::SYM,
 ];
 
-/// Resolves the [`EAGER`] slots (from the constructor).
-pub fn resolve_eager() {
-    for s in EAGER {
-        let _ = s.get();
-    }
-}
+/// Whether the [`EAGER`] slots have been filled.
+static EAGER_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Opaque pointer for callbacks and glibc types the shim only passes through.
 pub type Opaque = *const c_void;

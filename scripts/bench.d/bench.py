@@ -1,0 +1,777 @@
+#!/usr/bin/env python3
+"""The benchmark driver behind scripts/bench (which builds and installs what it needs).
+
+Runs workloads w1-w8 (issue 6) on a native directory, on this project under `s3shim run`
+and on the FUSE peers s3fs-fuse and `rclone mount --vfs-cache-mode full`, all against ONE
+S3 server on loopback (`s3shim server`), plus the aws-cli baselines and the shim micro
+benchmarks, and writes bench/results/<date>-<host>.{md,json}.
+
+Everything it starts (server, sessions, mounts) is registered and torn down in `finally`,
+also on SIGINT/SIGTERM/SIGHUP, so a failed run leaves no mount and no process behind.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ACCESS_KEY, SECRET_KEY = "bench", "bench-secret-key"
+BUCKETS = {"shim": "bench-shim", "s3fs": "bench-s3fs", "rclone": "bench-rclone", "aws": "bench-aws"}
+WORKLOADS = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"]
+# Workloads whose result is judged by the time until the data is in S3 as well.
+WRITE_WORKLOADS = {"w1", "w2", "w5", "w6", "w7", "w8"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+}
+
+
+def log(*a):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+class Cleanup:
+    """What the run started, undone in reverse order."""
+
+    def __init__(self):
+        self.actions = []
+
+    def add(self, name, fn):
+        self.actions.append((name, fn))
+        return len(self.actions) - 1
+
+    def run_one(self, idx):
+        name, fn = self.actions[idx]
+        self.actions[idx] = (name, None)
+        if fn:
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - cleanup must go on
+                log("cleanup of %s failed: %s" % (name, e))
+
+    def run_all(self):
+        for i in reversed(range(len(self.actions))):
+            self.run_one(i)
+
+
+CLEANUP = Cleanup()
+
+
+def stop_process(p, grace=15):
+    """Stops a process started with start_new_session (its whole group)."""
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
+def kill_strays(base):
+    """Processes of this run that left their process group (the agent calls setsid):
+    found by the run's unique work directory in their command line, stopped by pid."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if base.encode() in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def spawn(args, env=None, stdout=None, stderr=None, name=None):
+    p = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    idx = CLEANUP.add(name or args[0], lambda: stop_process(p))
+    return p, idx
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("timed out waiting for " + what)
+
+
+def sh(cmd, env, check=True, capture=False):
+    """Runs a bash command line; returns (seconds, CompletedProcess)."""
+    t0 = time.perf_counter()
+    cp = subprocess.run(["bash", "-c", cmd], env=env, check=False,
+                        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if check and cp.returncode != 0:
+        raise RuntimeError("command failed (%d): %s\n%s" % (cp.returncode, cmd, cp.stderr[-2000:]))
+    return dt, cp
+
+
+def sh_cpu(cmd, env):
+    """Runs a bash command line; returns (wall seconds, CPU seconds of it and its children).
+    CPU time is what the micro benchmarks compare: on a shared machine wall time mostly
+    measures the wait for a core."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    dt, _ = sh(cmd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def drop_caches():
+    """Drops the page cache for the cold runs; False when the machine does not allow it."""
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- S3 access
+
+class S3:
+    def __init__(self, endpoint):
+        import boto3
+        from botocore.config import Config
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+
+    def files(self, bucket, prefix):
+        """{key: size} of the objects under prefix, without `dir/` marker objects."""
+        out = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                if not o["Key"].endswith("/"):
+                    out[o["Key"]] = o["Size"]
+        return out
+
+
+def manifest(local_dir, key_prefix):
+    """{key: size} of the regular files under local_dir (a native directory)."""
+    out = {}
+    for dirpath, _dirs, names in os.walk(local_dir):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                rel = os.path.relpath(p, local_dir)
+                out[key_prefix + rel] = os.path.getsize(p)
+    return out
+
+
+# --------------------------------------------------------------------------- targets
+
+class Target:
+    """A place the workloads run in. `root` is the path programs use."""
+    name = ""
+    bucket = None
+
+    def __init__(self, base):
+        self.base = base
+        self.env = dict(os.environ)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def restart_cold(self):
+        """Comes back with nothing cached locally."""
+        self.stop()
+        self.start()
+
+
+class Native(Target):
+    name = "native"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.root = os.path.join(base, "native")
+        os.makedirs(self.root)
+
+
+class Shim(Target):
+    name = "shim"
+    bucket = BUCKETS["shim"]
+
+    def __init__(self, base, exe, endpoint):
+        super().__init__(base)
+        self.exe, self.endpoint = exe, endpoint
+        self.root = os.path.join(base, "shim-ws")
+        self.gen = 0
+        self.proc = None
+
+    def start(self):
+        self.gen += 1
+        self.cache = os.path.join(self.base, "shim-cache-%d" % self.gen)
+        envfile = os.path.join(self.base, "shim-%d.env" % self.gen)
+        self.pidfile = os.path.join(self.base, "shim-%d.pid" % self.gen)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                   AWS_REGION="us-east-1")
+        # The session holder: records the environment its programs get, then waits.
+        hold = 'env -0 > "$1.tmp" && mv "$1.tmp" "$1" && echo $$ > "$2" && exec sleep 1000000'
+        self.log = open(os.path.join(self.base, "shim-%d.log" % self.gen), "w")
+        self.proc, self.idx = spawn(
+            [self.exe, "run", "--bucket", self.bucket, "--mount", self.root, "--cache", self.cache,
+             "--endpoint", self.endpoint, "--", "bash", "-c", hold, "hold", envfile, self.pidfile],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, name="s3shim run")
+        wait_for(lambda: os.path.exists(envfile) or self.proc.poll() is not None, 60, "s3shim run")
+        if self.proc.poll() is not None:
+            raise RuntimeError("s3shim run exited: see " + self.log.name)
+        with open(envfile) as f:
+            inner = dict(e.split("=", 1) for e in f.read().split("\0") if "=" in e)
+        self.env = dict(os.environ)
+        for k, v in inner.items():
+            if k.startswith("S3SHIM_") or k in ("LD_PRELOAD", "UV_USE_IO_URING"):
+                self.env[k] = v
+
+    def stop(self):
+        if not self.proc:
+            return
+        # Ending the holder ends the session; `run` then waits until everything is in S3.
+        try:
+            with open(self.pidfile) as f:
+                os.kill(int(f.read()), signal.SIGTERM)
+            self.proc.wait(300)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+            log("shim stop: %s" % e)
+        CLEANUP.run_one(self.idx)
+        self.log.close()
+        self.proc = None
+
+    def restart_cold(self):
+        self.stop()
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.start()
+
+    def agent_rss(self):
+        """(VmRSS, VmHWM) in KiB of the agent serving this cache."""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+                if b"agent" not in argv or self.cache.encode() not in b" ".join(argv):
+                    continue
+                st = {}
+                with open("/proc/%s/status" % pid) as f:
+                    for line in f:
+                        k, _, v = line.partition(":")
+                        st[k] = v.strip()
+                return int(st["VmRSS"].split()[0]), int(st["VmHWM"].split()[0])
+            except (OSError, KeyError, ValueError):
+                continue
+        return None
+
+
+class Fuse(Target):
+    """A FUSE peer: mounted at `root`; its local cache is wiped for the cold run."""
+
+    def __init__(self, base, endpoint):
+        super().__init__(base)
+        self.endpoint = endpoint
+        self.root = os.path.join(base, self.name + "-mnt")
+        self.cache = os.path.join(base, self.name + "-cache")
+        os.makedirs(self.root)
+        self.proc = None
+
+    def command(self):
+        raise NotImplementedError
+
+    def start(self):
+        os.makedirs(self.cache, exist_ok=True)
+        self.log = open(os.path.join(self.base, self.name + ".log"), "a")
+        args, env = self.command()
+        self.proc, self.idx = spawn(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                    name=self.name)
+        root = self.root
+        unmount_idx = CLEANUP.add("unmount " + root, lambda: unmount(root))
+        self.unmount_idx = unmount_idx
+        wait_for(lambda: os.path.ismount(root) or self.proc.poll() is not None, 60, self.name + " mount")
+        if self.proc.poll() is not None:
+            raise RuntimeError("%s exited: see %s" % (self.name, self.log.name))
+
+    def stop(self):
+        if not self.proc:
+            return
+        CLEANUP.run_one(self.unmount_idx)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            pass
+        CLEANUP.run_one(self.idx)
+        self.log.close()
+        self.proc = None
+
+    def restart_cold(self):
+        self.stop()
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.start()
+
+
+def unmount(path):
+    if os.path.ismount(path):
+        r = subprocess.run(["fusermount", "-u", path], stderr=subprocess.DEVNULL)
+        if r.returncode != 0:
+            subprocess.run(["fusermount", "-u", "-z", path], stderr=subprocess.DEVNULL)
+
+
+class S3fs(Fuse):
+    name = "s3fs"
+    bucket = BUCKETS["s3fs"]
+
+    def command(self):
+        pw = os.path.join(self.base, "s3fs.passwd")
+        with open(pw, "w") as f:
+            f.write("%s:%s\n" % (ACCESS_KEY, SECRET_KEY))
+        os.chmod(pw, 0o600)
+        opts = "url=%s,use_path_request_style,passwd_file=%s,use_cache=%s,dbglevel=warn" % (
+            self.endpoint, pw, self.cache)
+        return ["s3fs", self.bucket, self.root, "-f", "-o", opts], dict(os.environ)
+
+
+class Rclone(Fuse):
+    name = "rclone"
+    bucket = BUCKETS["rclone"]
+
+    def command(self):
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        env.update(RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
+                   RCLONE_CONFIG_BENCH_ENDPOINT=self.endpoint,
+                   RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY,
+                   RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY,
+                   RCLONE_CONFIG=os.path.join(self.base, "rclone.conf"))
+        return ["rclone", "mount", "bench:" + self.bucket, self.root, "--vfs-cache-mode", "full",
+                "--cache-dir", self.cache], env
+
+
+# --------------------------------------------------------------------------- workloads
+
+class Bench:
+    def __init__(self, args, base, exe, tool, tree_tgz, endpoint):
+        self.args, self.base, self.exe, self.tool, self.tgz = args, base, exe, tool, tree_tgz
+        self.endpoint = endpoint
+        self.s3 = S3(endpoint)
+        self.quick = args.quick
+        self.results = {}  # workload -> target -> {"local": [..], "durable": [..]}
+        self.notes = []
+        self.big = os.path.join(base, "big.bin")
+        big_mib = 16 if self.quick else 256
+        with open(self.big, "wb") as f:
+            for _ in range(big_mib):
+                f.write(os.urandom(1 << 20))
+        self.can_drop = drop_caches()
+        if not self.can_drop:
+            self.notes.append("page cache could not be dropped: cold w4 runs only empty the targets' own caches")
+
+    def record(self, w, target, kind, value):
+        self.results.setdefault(w, {}).setdefault(target, {}).setdefault(kind, []).append(value)
+
+    def durable(self, target, expected, t0):
+        """Seconds from t0 until the bucket's files under w/ equal `expected`."""
+        deadline = time.monotonic() + (60 if self.quick else 600)
+        while time.monotonic() < deadline:
+            if self.s3.files(target.bucket, "w/") == expected:
+                return time.perf_counter() - t0
+            time.sleep(0.05)
+        have = self.s3.files(target.bucket, "w/")
+        missing = [k for k in expected if have.get(k) != expected[k]][:5]
+        extra = [k for k in have if k not in expected][:5]
+        self.notes.append("%s: not in S3 within the deadline (missing/different %s, extra %s)"
+                          % (target.name, missing, extra))
+        return None
+
+    def step(self, w, target, cmd, expected=None, label=None):
+        """Runs one timed workload step; for write workloads also waits until it is in S3."""
+        env = dict(target.env, **GIT_ENV, HOME=os.path.join(self.base, "home"))
+        t0 = time.perf_counter()
+        dt, _ = sh(cmd, env)
+        label = label or w
+        self.record(label, target.name, "local", dt)
+        if expected is not None and target.bucket:
+            self.record(label, target.name, "durable", self.durable(target, expected, t0))
+        log("%-8s %-7s %.3f s" % (label, target.name, dt))
+
+    def one_rep(self, targets, only):
+        """One pass of the selected workloads; each step runs on every target in turn, native
+        first, so the native tree after the step says what must be in S3."""
+        native = targets[0]
+        nat_w = os.path.join(native.root, "w")
+        W = {t.name: os.path.join(t.root, "w") for t in targets}
+        tree = {t.name: W[t.name] + "/tree" for t in targets}
+
+        def each(w, cmd_for, write=True, label=None, setup=False):
+            exp = None
+            for t in targets:
+                cmd = cmd_for(t)
+                if t is native:
+                    if setup:
+                        sh(cmd, t.env)
+                    else:
+                        self.step(w, t, cmd, label=label)
+                    exp = manifest(nat_w, "w/") if os.path.isdir(nat_w) else {}
+                elif setup:
+                    sh(cmd, dict(t.env, **GIT_ENV))
+                    self.durable(t, exp, time.perf_counter())
+                else:
+                    self.step(w, t, cmd, exp if write else None, label=label)
+
+        # w1 extract (also the setup of the later steps when not selected)
+        each("w1", lambda t: "mkdir -p %s && tar xzf %s -C %s" % (tree[t.name], self.tgz, tree[t.name]),
+             setup="w1" not in only)
+        if "w2" in only:
+            each("w2", lambda t: "cd %s && git init -q && git add -A && git commit -q -m import" % tree[t.name])
+        if "w3" in only:
+            each("w3", lambda t: "cd %s && for i in 1 2 3 4 5; do git status --porcelain >/dev/null; done"
+                 % tree[t.name], write=False)
+        if "w4" in only:
+            read = "cd %s && find . -type f -print0 | xargs -0 cat > /dev/null"
+            for t in targets:
+                sh(read % tree[t.name], t.env)  # warm up
+            each("w4", lambda t: read % tree[t.name], write=False, label="w4-warm")
+            for t in targets:
+                t.restart_cold()
+            if self.can_drop:
+                drop_caches()
+            each("w4", lambda t: read % tree[t.name], write=False, label="w4-cold")
+        if "w5" in only:
+            each("w5", lambda t: "dd if=%s of=%s/big.bin bs=1M conv=fsync status=none" % (self.big, W[t.name]),
+                 label="w5-write")
+            each("w5", lambda t: "cat %s/big.bin > /dev/null" % W[t.name], write=False, label="w5-read")
+            each("w5", lambda t: "rm -f %s/big.bin" % W[t.name], setup=True)
+        if "w6" in only:
+            each("w6", lambda t: "%s save 200 %s/edit.txt 16384" % (self.tool, tree[t.name]))
+        if "w7" in only:
+            each("w7", lambda t: "%s create 1000 %s/new && mv %s/new %s/renamed"
+                 % (self.tool, tree[t.name], tree[t.name], tree[t.name]))
+        each("w8", lambda t: "rm -rf %s" % W[t.name], setup="w8" not in only)
+
+    # ------------------------------------------------------------------ baselines
+
+    def aws(self, args, env=None):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                   AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        env.pop("AWS_CA_BUNDLE", None)
+        return sh("aws --endpoint-url %s %s" % (self.endpoint, args), env)[0]
+
+    def baselines(self, native):
+        """aws-cli transfers of the same data to the same server."""
+        b = BUCKETS["aws"]
+        src = os.path.join(self.base, "baseline-src")
+        shutil.rmtree(src, ignore_errors=True)
+        os.makedirs(src)
+        sh("tar xzf %s -C %s" % (self.tgz, src), None)
+        self.record("aws-sync-upload", "aws", "local", self.aws("s3 sync --quiet %s s3://%s/tree/" % (src, b)))
+        sh("cd %s && git init -q && git add -A && git commit -q -m import" % src,
+           dict(os.environ, **GIT_ENV))
+        self.record("aws-sync-upload-git", "aws", "local",
+                    self.aws("s3 sync --quiet %s/.git s3://%s/tree/.git/" % (src, b)))
+        dl = os.path.join(self.base, "baseline-dl")
+        shutil.rmtree(dl, ignore_errors=True)
+        if self.can_drop:
+            drop_caches()
+        self.record("aws-cp-download", "aws", "local", self.aws("s3 cp --quiet --recursive s3://%s/tree/ %s" % (b, dl)))
+        dt = self.aws("s3 cp --quiet %s s3://%s/big.bin" % (self.big, b))
+        self.record("aws-cp-multipart-put", "aws", "local", dt)
+        self.record("aws-cp-multipart-put", "aws", "MiB/s", os.path.getsize(self.big) / (1 << 20) / dt)
+        self.aws("s3 rm --quiet --recursive s3://%s/" % b)
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(dl, ignore_errors=True)
+
+    # ------------------------------------------------------------------ micro
+
+    def micro(self, shim, reps):
+        n_out = 20000 if self.quick else 200000
+        n_exec = 200 if self.quick else 2000
+        n_files = 500 if self.quick else 5000
+        plain = dict(os.environ)
+        outside_file = os.path.join(self.base, "outside.txt")
+        with open(outside_file, "w") as f:
+            f.write("x")
+        # The shim's environment with the cwd outside the mount: what every tool run from
+        # a terminal of the session pays.
+        cases = {
+            "micro-outside": "cd %s && %s outside %d %s" % (self.base, self.tool, n_out, outside_file),
+            "micro-exec": "cd %s && %s spawn %d /bin/true" % (self.base, self.tool, n_exec),
+        }
+        # Hydrated loop: the same 5,000-file tree natively and in the workspace.
+        lists = {}
+        for name, root, env in (("native", os.path.join(self.base, "native"), plain),
+                                ("shim", shim.root, shim.env)):
+            d = root + "/hyd"
+            sh("mkdir -p %s && for i in $(seq 50); do %s create %d %s/d$i; done" % (d, self.tool, n_files // 50, d), env)
+            lst = os.path.join(self.base, "hyd-%s.list" % name)
+            with open(lst, "w") as f:
+                for i in range(1, 51):
+                    for j in range(n_files // 50):
+                        f.write("%s/d%d/f%06d.txt\n" % (d, i, j))
+            lists[name] = lst
+        for name in ("native", "shim"):
+            sh("%s readloop 1 %s" % (self.tool, lists[name]), shim.env if name == "shim" else plain)
+        sh("%s flush" % self.exe, shim.env)  # the uploads of the new files are done
+        for _ in range(reps):
+            for label, cmd in cases.items():
+                for name, env in (("native", plain), ("shim", shim.env)):
+                    wall, cpu = sh_cpu(cmd, env)
+                    self.record(label, name, "local", wall)
+                    self.record(label, name, "cpu", cpu)
+            for name, env in (("native", plain), ("shim", shim.env)):
+                wall, cpu = sh_cpu("%s readloop 3 %s" % (self.tool, lists[name]), env)
+                self.record("micro-hydrated", name, "local", wall)
+                self.record("micro-hydrated", name, "cpu", cpu)
+        # Instruction counts: not disturbed by the other load on a shared machine.
+        if shutil.which("valgrind"):
+            def ir(cmd, env):
+                _, cp = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " + cmd, env, capture=True)
+                for line in cp.stderr.splitlines():
+                    if "Collected :" in line:
+                        return int(line.split(":")[-1])
+                return None
+            small = {
+                "micro-outside": "%s outside 2000 %s" % (self.tool, outside_file),
+                "micro-exec": "/bin/true",
+                "micro-hydrated": "%s readloop 1 %s" % (self.tool, lists["native"]),
+            }
+            for label, cmd in small.items():
+                self.record(label, "native", "Ir", ir(cmd, plain))
+                scmd = cmd if label != "micro-hydrated" else "%s readloop 1 %s" % (self.tool, lists["shim"])
+                self.record(label, "shim", "Ir", ir(scmd, shim.env))
+        sh("rm -rf %s/hyd" % os.path.join(self.base, "native"), plain)
+        sh("rm -rf %s/hyd" % shim.root, shim.env)
+
+    def agent_rss(self, shim):
+        n = 5000 if self.quick else 100000
+        d = shim.root + "/rss"
+        per = 1000 if n >= 1000 else n
+        sh("mkdir -p %s && for i in $(seq %d); do %s create %d %s/d$i; done" % (d, n // per, self.tool, per, d), shim.env)
+        sh("%s flush" % self.exe, shim.env)
+        after_write = shim.agent_rss()
+        shim.restart_cold()
+        _, cp = sh("find %s -type f | wc -l" % d, shim.env, capture=True)
+        listed = int(cp.stdout.strip() or 0)
+        after_list = shim.agent_rss()
+        self.rss = {"files": n, "listed_cold": listed,
+                    "after_write_kib": after_write, "after_cold_listing_kib": after_list}
+        log("agent RSS (KiB, current/peak): after writing %d files %s; after listing them cold %s"
+            % (n, after_write, after_list))
+        sh("rm -rf %s" % d, shim.env)
+        sh("%s flush" % self.exe, shim.env)
+
+
+# --------------------------------------------------------------------------- report
+
+def summary(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals),
+            "failed": len(values) - len(vals)}
+
+
+def fmt(s, unit="s"):
+    if s is None:
+        return "n/a"
+    if unit == "Ir":
+        return "%.0f" % s["median"]
+    return "%.3f (%.3f–%.3f)" % (s["median"], s["min"], s["max"])
+
+
+def report(bench, targets, args, started, out_dir):
+    host = socket.gethostname()
+    res = {}
+    for w, per in bench.results.items():
+        res[w] = {t: {k: summary(v) for k, v in kinds.items()} for t, kinds in per.items()}
+    machine = {"host": host, "cpus": os.cpu_count(), "kernel": platform.release(),
+               "loadavg_at_start": started["load"], "loadavg_at_end": os.getloadavg()}
+    data = {"date": started["date"], "machine": machine, "quick": args.quick, "reps": args.reps,
+            "build": args.profile,
+            "tree": started["tree"], "targets": [t.name for t in targets], "results": res,
+            "agent_rss": getattr(bench, "rss", None), "notes": bench.notes, "raw": bench.results}
+
+    def med(w, t, k="local"):
+        s = res.get(w, {}).get(t, {}).get(k)
+        return s["median"] if s else None
+
+    def ratio(a, b):
+        return "%.2f×" % (a / b) if a is not None and b else "n/a"
+
+    lines = ["# Benchmark %s on %s" % (started["date"], host), "",
+             "- machine: %d CPUs, kernel %s, load average %.2f at start, %.2f at end (a shared machine "
+             "makes absolute times noisy: compare the ratios)" % (
+                 machine["cpus"], machine["kernel"], machine["loadavg_at_start"][0], machine["loadavg_at_end"][0]),
+             "- tree: %s" % started["tree"],
+             "- %s, %d rep(s); every cell is the median in seconds with min–max" % (
+                 "--quick (small sizes)" if args.quick else "full sizes", args.reps),
+             "- S3 server: `s3shim server` (crates/s3server) on loopback, one bucket per target; "
+             "%s build of s3shim and libs3shim.so" % args.profile,
+             "- `in S3` = from the start of the step until a listing of the bucket shows every file with "
+             "its size (and nothing deleted)", ""]
+    names = [t.name for t in targets]
+    hdr = "| workload | " + " | ".join(names) + " | shim/native | " + " | ".join(
+        "%s/shim" % n for n in names if n not in ("native", "shim")) + " |"
+    lines += ["## Workloads (local time, then time until in S3)", "", hdr,
+              "|" + "---|" * (hdr.count("|") - 1)]
+    order = ["w1", "w2", "w3", "w4-warm", "w4-cold", "w5-write", "w5-read", "w6", "w7", "w8"]
+    for w in order:
+        if w not in res:
+            continue
+        for kind in ("local", "durable"):
+            if kind == "durable" and not any(res[w].get(t, {}).get("durable") for t in names):
+                continue
+            row = "| %s %s | " % (w, "local" if kind == "local" else "in S3")
+            row += " | ".join(fmt(res[w].get(t, {}).get(kind)) for t in names)
+            base = med(w, "native") if kind == "local" else None
+            row += " | " + (ratio(med(w, "shim", kind), base) if base else "–")
+            for n in names:
+                if n not in ("native", "shim"):
+                    row += " | " + ratio(med(w, n, kind), med(w, "shim", kind))
+            lines.append(row + " |")
+    lines += ["", "## Baselines (aws-cli against the same server)", "", "| baseline | seconds | compare with |",
+              "|---|---|---|"]
+    cmp = {"aws-sync-upload": ("w1", "durable"), "aws-sync-upload-git": ("w2", "durable"),
+           "aws-cp-download": ("w4-cold", "local"), "aws-cp-multipart-put": ("w5-write", "durable")}
+    for bname, (w, k) in cmp.items():
+        s = res.get(bname, {}).get("aws", {}).get("local")
+        shim_v = med(w, "shim", k)
+        extra = ""
+        if bname == "aws-cp-multipart-put":
+            rate = med(bname, "aws", "MiB/s")
+            size = os.path.getsize(bench.big) / (1 << 20)
+            if rate and shim_v:
+                extra = "; aws %.0f MiB/s, shim w5 %.0f MiB/s (%.0f%%)" % (rate, size / shim_v, 100 * size / shim_v / rate)
+        lines.append("| %s | %s | shim %s %s: %s (%s of the baseline)%s |" % (
+            bname, fmt(s), w, "in S3" if k == "durable" else "local", "%.3f" % shim_v if shim_v else "n/a",
+            ratio(shim_v, s["median"] if s else None), extra))
+    lines += ["", "## Micro (the shim's environment vs none; cwd outside the mount)", "",
+              "CPU = user+system time of the loop and its children (less disturbed than wall time "
+              "on a shared machine); Ir = instructions counted by `valgrind --tool=callgrind` for one "
+              "smaller run (outside: 2,000 iterations; exec: one `/bin/true`; hydrated: one pass).", "",
+              "| micro | native wall s | shim wall s | wall ratio | native CPU s | shim CPU s | CPU ratio "
+              "| native Ir | shim Ir | Ir ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in ("micro-outside", "micro-exec", "micro-hydrated"):
+        if m not in res:
+            continue
+        cells = [m]
+        for kind in ("local", "cpu", "Ir"):
+            unit = "Ir" if kind == "Ir" else "s"
+            cells += [fmt(res[m].get("native", {}).get(kind), unit), fmt(res[m].get("shim", {}).get(kind), unit),
+                      ratio(med(m, "shim", kind), med(m, "native", kind))]
+        lines.append("| " + " | ".join(cells) + " |")
+    if data["agent_rss"]:
+        r = data["agent_rss"]
+        lines += ["", "## Agent memory", "",
+                  "- %d files written through the shim: agent VmRSS/VmHWM %s KiB" % (r["files"], r["after_write_kib"]),
+                  "- then a fresh cache listing all %d cold: %s KiB" % (r["listed_cold"], r["after_cold_listing_kib"])]
+    if bench.notes:
+        lines += ["", "## Notes", ""] + ["- " + n for n in bench.notes]
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, "%s-%s%s" % (started["date"][:10], host, "-quick" if args.quick else ""))
+    with open(stem + ".json", "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log("results: %s.md and .json" % stem)
+    print("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated: w1..w8, micro, rss, baselines")
+    ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers, or none")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--exe", required=True)
+    ap.add_argument("--profile", default="release")
+    ap.add_argument("--tool", required=True)
+    ap.add_argument("--tree", required=True, help="the source tree tarball")
+    ap.add_argument("--tree-desc", default="")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    args = ap.parse_args()
+    if args.reps is None:
+        args.reps = 1 if args.quick else 5
+    only = set(x for x in args.only.split(",") if x) or set(WORKLOADS) | {"micro", "rss", "baselines"}
+    peers = [p for p in args.peers.split(",") if p and p != "none"]
+    started = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+               "load": os.getloadavg(), "tree": args.tree_desc}
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    base = tempfile.mkdtemp(prefix="s3shim-bench.")
+    CLEANUP.add("remove " + base, lambda: shutil.rmtree(base, ignore_errors=True))
+    CLEANUP.add("stray processes", lambda: kill_strays(base))
+    try:
+        os.makedirs(os.path.join(base, "home"))
+        srv_out = open(os.path.join(base, "server.out"), "w+")
+        srv, _ = spawn([args.exe, "server", "--data", os.path.join(base, "s3data"),
+                        "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]
+                       + sum((["--bucket", b] for b in BUCKETS.values()), []),
+                       stdout=srv_out, stderr=subprocess.STDOUT, name="s3shim server")
+
+        def endpoint():
+            srv_out.seek(0)
+            for line in srv_out.read().splitlines():
+                if line.startswith("endpoint "):
+                    return line.split()[1]
+            return None
+        wait_for(lambda: endpoint() or srv.poll() is not None, 60, "s3shim server")
+        ep = endpoint()
+        if not ep:
+            raise RuntimeError("s3shim server did not start: " + srv_out.name)
+        log("S3 server", ep, "work dir", base)
+        bench = Bench(args, base, args.exe, args.tool, args.tree, ep)
+        targets = [Native(base), Shim(base, args.exe, ep)]
+        for p in peers:
+            targets.append({"s3fs": S3fs, "rclone": Rclone}[p](base, ep))
+        for t in targets:
+            t.start()
+        wl = [w for w in WORKLOADS if w in only]
+        for rep in range(args.reps):
+            if wl:
+                log("rep %d/%d" % (rep + 1, args.reps))
+                bench.one_rep(targets, set(wl))
+            if "baselines" in only:
+                bench.baselines(targets[0])
+        if "micro" in only:
+            bench.micro(targets[1], args.reps if not args.quick else 3)
+        if "rss" in only:
+            bench.agent_rss(targets[1])
+        for t in reversed(targets):
+            t.stop()
+        report(bench, targets, args, started, args.out)
+    finally:
+        CLEANUP.run_all()
+
+
+if __name__ == "__main__":
+    main()
