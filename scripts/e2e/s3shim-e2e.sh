@@ -99,6 +99,12 @@ if [[ $(id -u) -eq 0 && ${E2E_ROOTLESS:-1} == 1 ]]; then
 		launch="unshare -m --propagation private $work/rootless env HOME=$home $launch"
 		echo "s3shim-e2e: rootless: code-server runs as $uid:$gid, no capabilities, /dev/fuse masked"
 	else
+		# In CI the rootless proof is part of what must pass (.ci/run installs E2E_HOME
+		# where that user can read it).
+		if [[ ${CI:-} == true ]]; then
+			echo "s3shim-e2e: FAIL: uid $uid cannot run $node or read code-server under $E2E_HOME: no rootless proof possible" >&2
+			exit 1
+		fi
 		echo "s3shim-e2e: WARNING: uid $uid cannot run $node or read code-server under $E2E_HOME; running as root (no rootless proof in this run; put E2E_HOME where that user can read it)" >&2
 	fi
 else
