@@ -194,6 +194,19 @@ impl Index {
         Ok(())
     }
 
+    /// Whether `path` or anything below it has a row (was seen in S3, or may have been
+    /// written there).
+    pub fn knows_subtree(&self, path: &str) -> Result<bool> {
+        let db = self.db.lock();
+        let (lo, hi) = subtree_bounds(path);
+        let n: i64 = db.query_row(
+            "SELECT EXISTS(SELECT 1 FROM entries WHERE path = ?1 OR (path >= ?2 AND path < ?3))",
+            params![path, lo, hi],
+            |r| r.get(0),
+        )?;
+        Ok(n != 0)
+    }
+
     /// Every indexed path (for the start-up reconcile).
     pub fn all_paths(&self) -> Result<Vec<String>> {
         let db = self.db.lock();

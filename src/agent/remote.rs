@@ -326,14 +326,16 @@ impl Ctx {
     /// A directory in S3 whose parent is listed here: shown (unlisted) if new.
     async fn add_remote_dir(self: &Arc<Self>, rel: &str) -> Result<()> {
         let path = self.local(rel);
+        // Any indexed row at or below it means it was here and went (deleted or moved
+        // away, the deletion maybe not in S3 yet): never brought back.
         if std::fs::symlink_metadata(&path).is_ok()
-            || self.index.get(rel)?.is_some()
+            || self.index.knows_subtree(rel)?
             || self.local_only(rel, true).await
         {
             return Ok(());
         }
         let _guard = self.path_locks.lock(rel).await;
-        if std::fs::symlink_metadata(&path).is_ok() || self.index.get(rel)?.is_some() {
+        if std::fs::symlink_metadata(&path).is_ok() || self.index.knows_subtree(rel)? {
             return Ok(());
         }
         let key = names::dir_prefix(&self.prefix, rel);

@@ -85,8 +85,11 @@ impl Ctx {
                     warn!("{child:?} is a directory in S3 but not locally; keeping the local entry")
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if self.index.get(&child)?.is_some() {
-                        continue; // deleted locally, not yet in S3: the scan deletes it
+                    // Deleted locally (or moved away), not yet in S3: the scan deletes it.
+                    // Any row below counts: after a crash S3 can hold a leftover under a
+                    // directory whose own row is gone (a rename cut half-way).
+                    if self.index.knows_subtree(&child)? {
+                        continue;
                     }
                     let head = self.s3.head(&format!("{source}{name}/")).await?;
                     if let Some(row) =
