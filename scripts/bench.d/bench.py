@@ -394,16 +394,19 @@ class Bench:
         self.results.setdefault(w, {}).setdefault(target, {}).setdefault(kind, []).append(value)
 
     def durable(self, target, expected, t0):
-        """Seconds from t0 until the bucket's files under w/ equal `expected`."""
+        """Seconds from t0 until the bucket holds what the step changed: `expected` is
+        (files that must be there with these sizes, files that must be gone)."""
+        want, gone = expected
         deadline = time.monotonic() + (60 if self.quick else 600)
+        have = {}
         while time.monotonic() < deadline:
-            if self.s3.files(target.bucket, "w/") == expected:
+            have = self.s3.files(target.bucket, "w/")
+            if all(have.get(k) == v for k, v in want.items()) and not any(k in have for k in gone):
                 return time.perf_counter() - t0
             time.sleep(0.05)
-        have = self.s3.files(target.bucket, "w/")
-        missing = [k for k in expected if have.get(k) != expected[k]][:5]
-        extra = [k for k in have if k not in expected][:5]
-        self.notes.append("%s: not in S3 within the deadline (missing/different %s, extra %s)"
+        missing = [k for k in want if have.get(k) != want[k]][:5]
+        extra = [k for k in gone if k in have][:5]
+        self.notes.append("%s: not in S3 within the deadline (missing or different: %s; not deleted: %s)"
                           % (target.name, missing, extra))
         return None
 
@@ -427,6 +430,9 @@ class Bench:
         tree = {t.name: W[t.name] + "/tree" for t in targets}
 
         def each(w, cmd_for, write=True, label=None, setup=False):
+            # What the step changed on the native side is what must reach each bucket
+            # (only that: a file a peer lost in an earlier step is reported there, once).
+            before = manifest(nat_w, "w/") if os.path.isdir(nat_w) else {}
             exp = None
             for t in targets:
                 cmd = cmd_for(t)
@@ -435,7 +441,9 @@ class Bench:
                         sh(cmd, t.env)
                     else:
                         self.step(w, t, cmd, label=label)
-                    exp = manifest(nat_w, "w/") if os.path.isdir(nat_w) else {}
+                    after = manifest(nat_w, "w/") if os.path.isdir(nat_w) else {}
+                    exp = ({k: v for k, v in after.items() if before.get(k) != v},
+                           [k for k in before if k not in after])
                 elif setup:
                     sh(cmd, dict(t.env, **GIT_ENV))
                     self.durable(t, exp, time.perf_counter())
@@ -596,10 +604,11 @@ def summary(values):
 
 def fmt(s, unit="s"):
     if s is None:
-        return "n/a"
+        return "n/a (not in S3 in time)" if unit == "durable" else "n/a"
+    failed = " +%d not in time" % s["failed"] if s.get("failed") else ""
     if unit == "Ir":
         return "%.0f" % s["median"]
-    return "%.3f (%.3f–%.3f)" % (s["median"], s["min"], s["max"])
+    return "%.3f (%.3f–%.3f)%s" % (s["median"], s["min"], s["max"], failed)
 
 
 def report(bench, targets, args, started, out_dir):
@@ -630,13 +639,14 @@ def report(bench, targets, args, started, out_dir):
                  "--quick (small sizes)" if args.quick else "full sizes", args.reps),
              "- S3 server: `s3shim server` (crates/s3server) on loopback, one bucket per target; "
              "%s build of s3shim and libs3shim.so" % args.profile,
-             "- `in S3` = from the start of the step until a listing of the bucket shows every file with "
-             "its size (and nothing deleted)", ""]
+             "- `in S3` = from the start of the step until a listing of the bucket shows every file the "
+             "step created or changed, with its size, and none it deleted", ""]
     names = [t.name for t in targets]
-    hdr = "| workload | " + " | ".join(names) + " | shim/native | " + " | ".join(
-        "%s/shim" % n for n in names if n not in ("native", "shim")) + " |"
-    lines += ["## Workloads (local time, then time until in S3)", "", hdr,
-              "|" + "---|" * (hdr.count("|") - 1)]
+    cols = ["workload"] + names + ["shim/native"] + ["%s/shim" % n for n in names if n not in ("native", "shim")]
+    hdr = "| " + " | ".join(cols) + " |"
+    if any(w in res for w in ("w1", "w2", "w3", "w4-warm", "w5-write", "w6", "w7", "w8")):
+        lines += ["## Workloads (local time, then time until in S3)", "", hdr,
+                  "|" + "---|" * (hdr.count("|") - 1)]
     order = ["w1", "w2", "w3", "w4-warm", "w4-cold", "w5-write", "w5-read", "w6", "w7", "w8"]
     for w in order:
         if w not in res:
@@ -645,18 +655,22 @@ def report(bench, targets, args, started, out_dir):
             if kind == "durable" and not any(res[w].get(t, {}).get("durable") for t in names):
                 continue
             row = "| %s %s | " % (w, "local" if kind == "local" else "in S3")
-            row += " | ".join(fmt(res[w].get(t, {}).get(kind)) for t in names)
+            row += " | ".join(fmt(res[w].get(t, {}).get(kind), "durable" if kind == "durable" and t != "native"
+                                  else "s") for t in names)
             base = med(w, "native") if kind == "local" else None
             row += " | " + (ratio(med(w, "shim", kind), base) if base else "–")
             for n in names:
                 if n not in ("native", "shim"):
                     row += " | " + ratio(med(w, n, kind), med(w, "shim", kind))
             lines.append(row + " |")
-    lines += ["", "## Baselines (aws-cli against the same server)", "", "| baseline | seconds | compare with |",
-              "|---|---|---|"]
     cmp = {"aws-sync-upload": ("w1", "durable"), "aws-sync-upload-git": ("w2", "durable"),
            "aws-cp-download": ("w4-cold", "local"), "aws-cp-multipart-put": ("w5-write", "durable")}
+    if any(b in res for b in cmp):
+        lines += ["", "## Baselines (aws-cli against the same server)", "", "| baseline | seconds | compare with |",
+                  "|---|---|---|"]
     for bname, (w, k) in cmp.items():
+        if bname not in res:
+            continue
         s = res.get(bname, {}).get("aws", {}).get("local")
         shim_v = med(w, "shim", k)
         extra = ""
@@ -691,7 +705,8 @@ def report(bench, targets, args, started, out_dir):
     if bench.notes:
         lines += ["", "## Notes", ""] + ["- " + n for n in bench.notes]
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, "%s-%s%s" % (started["date"][:10], host, "-quick" if args.quick else ""))
+    stamp = started["date"].replace(":", "")[:15]  # 2026-01-01T1200
+    stem = os.path.join(out_dir, "%s-%s%s" % (stamp, host, "-quick" if args.quick else ""))
     with open(stem + ".json", "w") as f:
         json.dump(data, f, indent=1, default=str)
     with open(stem + ".md", "w") as f:

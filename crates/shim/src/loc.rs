@@ -37,6 +37,8 @@ pub struct Loc {
     /// `buf[..len]` holds the path to pass on when `mapped`.
     mapped: bool,
     len: usize,
+    /// How many leading bytes of `buf` are initialised.
+    init: usize,
     buf: MaybeUninit<[u8; PATH_MAX]>,
 }
 
@@ -50,24 +52,32 @@ impl Loc {
             orig: core::ptr::null(),
             mapped: false,
             len: 0,
+            init: 0,
             buf: MaybeUninit::uninit(),
         }
     }
 
-    /// The buffer, initialised on first use only (the fast path never touches it).
-    fn buf_mut(&mut self) -> &mut [u8; PATH_MAX] {
-        if !self.mapped {
-            self.buf.write([0u8; PATH_MAX]);
-            self.mapped = true;
+    /// The first `room` bytes of the buffer (at most `PATH_MAX`), zeroed. Callers ask for
+    /// what the mapped path can need (the tree's length plus the path's, plus 2), not all
+    /// 4 KiB: zeroing the whole buffer on every call in the tree was most of the shim's
+    /// cost per call there. The fast path never touches the buffer.
+    fn buf_mut(&mut self, room: usize) -> &mut [u8] {
+        let room = room.min(PATH_MAX);
+        let p = self.buf.as_mut_ptr().cast::<u8>();
+        self.mapped = true;
+        self.init = room;
+        // SAFETY: `p` is valid for PATH_MAX bytes and `room <= PATH_MAX`; the first `room`
+        // bytes are initialised before the slice is made.
+        unsafe {
+            core::ptr::write_bytes(p, 0, room);
+            core::slice::from_raw_parts_mut(p, room)
         }
-        // SAFETY: written above or on an earlier call.
-        unsafe { self.buf.assume_init_mut() }
     }
 
     fn buf(&self) -> Option<&[u8]> {
-        if self.mapped {
-            // SAFETY: `mapped` is only set after the buffer was written.
-            Some(unsafe { self.buf.assume_init_ref() }.get(..self.len)?)
+        if self.mapped && self.len < self.init {
+            // SAFETY: the first `init` bytes were initialised by `buf_mut`.
+            Some(unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) })
         } else {
             None
         }
@@ -77,8 +87,7 @@ impl Loc {
     #[inline]
     pub fn ptr(&self) -> *const c_char {
         if self.mapped {
-            // SAFETY: as in `buf`.
-            unsafe { self.buf.assume_init_ref() }.as_ptr().cast()
+            self.buf.as_ptr().cast()
         } else {
             self.orig
         }
@@ -170,7 +179,8 @@ impl Loc {
         {
             return Ok(());
         }
-        let r = map_abs(&p, bytes, self.buf_mut());
+        let room = p.tree.len() + bytes.len() + 2;
+        let r = map_abs(&p, bytes, self.buf_mut(room));
         self.settle(r)
     }
 
@@ -257,12 +267,12 @@ impl Loc {
         let cfg = config::get();
         let p = cfg.prefixes();
         let abs = joined.get(..j).unwrap_or(&[]);
-        let r = map_abs(&p, abs, self.buf_mut());
+        let r = map_abs(&p, abs, self.buf_mut(p.tree.len() + abs.len() + 2));
         match r {
             // The result lies outside: pass the normalised absolute path (the
             // kernel's view of ".." from the cache dir would differ).
             Abs::Outside | Abs::Escaped(_) => {
-                let Some(n) = normalize(abs, self.buf_mut()) else {
+                let Some(n) = normalize(abs, self.buf_mut(abs.len() + 2)) else {
                     return Err(libc::ENAMETOOLONG);
                 };
                 self.len = n;
