@@ -246,7 +246,8 @@ impl Loc {
         if path::under(abs, cfg.prefixes().mount).is_none() {
             return Ok(());
         }
-        let r = map_abs(&cfg.prefixes(), abs, self.buf_mut());
+        let p = cfg.prefixes();
+        let r = map_abs(&p, abs, self.buf_mut(p.tree.len() + abs.len() + 2));
         self.kind = Kind::Abs;
         self.dirfd = libc::AT_FDCWD;
         self.settle(r)
@@ -330,7 +331,7 @@ impl Loc {
     /// A location for the absolute real path `real`.
     fn from_real(real: &[u8]) -> Option<Loc> {
         let mut l = Loc::new();
-        let mut w = Writer::new(l.buf_mut());
+        let mut w = Writer::new(l.buf_mut(real.len() + 1));
         w.put(real)?;
         l.len = w.len;
         l.kind = Kind::Abs;
