@@ -144,7 +144,9 @@ impl Ctx {
             info!("S3 answers again: uploads resume ({n} paths to retry)");
         }
         let (mut present, mut missing) = (Vec::new(), Vec::new());
+        let mut transient_before: Vec<(String, String)> = Vec::new();
         let exists = |rel: &str| std::fs::symlink_metadata(self.local(rel)).is_ok();
+        let mut newest = work.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
         for (rel, seq) in work {
             if exists(&rel) {
                 present.push((rel, seq));
@@ -156,14 +158,35 @@ impl Ctx {
             // A delete may be the old half of a rename whose new half is still in its
             // debounce: handle that first, or the delete could lose the only copy.
             for (rel, seq) in self.queue.take_all_pending() {
+                newest = newest.max(seq);
                 if exists(&rel) {
                     present.push((rel, seq));
                 } else {
                     missing.push(rel);
                 }
             }
+            // The new half can be in no queue yet: a scan that read the directory while
+            // the rename happened can see neither name, and the rename's inotify event
+            // may not be read yet. So look at the tree as it is now (the rename is done:
+            // the old name is gone) and handle every moved or changed entry first.
+            match self.scan_tree() {
+                Ok(found) => {
+                    for rel in found {
+                        if exists(&rel) && !present.iter().any(|(p, _)| *p == rel) {
+                            self.queue.add_in_flight(&rel, newest);
+                            present.push((rel, newest));
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!("scan before deleting failed: {e:#}; deletes wait");
+                    for rel in missing.drain(..) {
+                        transient_before.push((rel, format!("{e:#}")));
+                    }
+                }
+            }
         }
-        let mut transient: Vec<(String, String)> = Vec::new();
+        let mut transient: Vec<(String, String)> = transient_before;
         // Phase one, to a fixpoint: new directories add their contents.
         let mut copy_failed = false;
         // Some copy failed for a reason other than the endpoint's health: its source
@@ -758,7 +781,43 @@ impl std::error::Error for CopyFailed {}
 
 #[cfg(test)]
 mod tests {
+    use super::super::queue::Batch;
+    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
     use super::conflict_name;
+
+    /// The old half of a rename of a never-listed directory arrives alone (its new half
+    /// in no batch yet, as when the start-up scan read the parent during the rename):
+    /// the old keys are the only copy of the bytes, so they are copied to the new name
+    /// before they are deleted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_delete_of_a_renamed_placeholder_dir_copies_before_deleting() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "p/src/a", b"a\n").await;
+        put(ctx, "p/src/b", b"b\n").await;
+        ctx.list_dir("").await.unwrap();
+        assert!(ctx.index.get("src").unwrap().is_some());
+        std::fs::rename(ctx.local("src"), ctx.local("dst")).unwrap();
+
+        ctx.queue.add_in_flight("src", 1);
+        ctx.run_batch(Batch {
+            paths: vec![("src".to_string(), 1)],
+            scan: None,
+        })
+        .await;
+
+        let mut keys: Vec<String> = ctx
+            .s3
+            .list_all("p/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["p/dst/", "p/dst/a", "p/dst/b"]);
+        assert_eq!(ctx.s3.get_bytes("p/dst/a").await.unwrap(), b"a\n");
+    }
 
     #[test]
     fn conflict_names_keep_the_extension() {
