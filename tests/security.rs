@@ -7,10 +7,9 @@ mod common;
 
 use common::*;
 use s3shim_protocol::wire::{self, Op};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const NOBODY: &str = "65534";
 
@@ -247,19 +246,8 @@ fn plain_http_off_loopback_is_refused_unless_allowed() {
     };
     // Our server, reachable on that address.
     let data = tempfile::tempdir().unwrap();
-    let mut server = Command::new(bin())
-        .args(["server", "--listen", "0.0.0.0:0", "--data"])
-        .arg(data.path())
-        .args(["--bucket", BUCKET, "--access-key", ACCESS_KEY])
-        .args(["--secret-key", SECRET_KEY])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let (mut server, listening) = own_server(data.path(), "0.0.0.0:0");
+    let port = listening.rsplit(':').next().unwrap().to_string();
     let endpoint = format!("http://{ip}:{port}");
     let tmp = tempfile::tempdir().unwrap();
     let run = |cache: &str, endpoint: &str, allow: Option<&str>| {

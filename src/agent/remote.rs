@@ -111,6 +111,17 @@ fn lease(f: &std::fs::File) -> bool {
     unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) == 0 }
 }
 
+/// Opens the file at `path` (never through a symlink) and takes a write lease on it;
+/// `None` when someone else has it open.
+fn open_leased(path: &Path) -> io::Result<Option<std::fs::File>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    Ok(lease(&f).then_some(f))
+}
+
 fn unlease(f: &std::fs::File) {
     // SAFETY: fcntl on an open fd.
     unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
@@ -267,15 +278,10 @@ impl Ctx {
             return Ok(());
         }
         let was_complete = !matches!(marker_of(&path), Ok(Some(OwnedMarker::Placeholder(..))));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
-        if !lease(&f) {
+        let Some(f) = open_leased(&path)? else {
             info!("{rel:?} changed in S3 but is open here; it is refreshed once closed");
             return Ok(());
-        }
+        };
         let result = (|| -> Result<Fingerprint> {
             if Fingerprint::of(&f.metadata()?) != seen.fp {
                 anyhow::bail!("changed here while being checked");
@@ -396,15 +402,10 @@ impl Ctx {
                 return Ok(());
             }
             if md.is_file() {
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)?;
-                if !lease(&f) {
+                let Some(f) = open_leased(&path)? else {
                     info!("{rel:?} was deleted in S3 but is open here; removed once closed");
                     return Ok(());
-                }
+                };
                 let unchanged = Fingerprint::of(&f.metadata()?) == seen.fp;
                 let r = if unchanged {
                     std::fs::remove_file(&path)

@@ -58,6 +58,29 @@ pub struct S3Server {
     _data: tempfile::TempDir,
 }
 
+/// `s3shim server` on `listen` with the test credentials: the child and the endpoint it
+/// prints once it accepts connections.
+pub fn own_server(data: &Path, listen: &str) -> (Child, String) {
+    let mut child = Command::new(bin())
+        .args(["server", "--listen", listen, "--data"])
+        .arg(data)
+        .args(["--bucket", BUCKET, "--access-key", ACCESS_KEY])
+        .args(["--secret-key", SECRET_KEY])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ep = line
+        .trim()
+        .strip_prefix("endpoint ")
+        .unwrap_or_else(|| panic!("unexpected server output {line:?}"))
+        .to_string();
+    (child, ep)
+}
+
 impl S3Server {
     pub fn start() -> S3Server {
         let data = tempfile::tempdir().unwrap();
@@ -73,26 +96,7 @@ impl S3Server {
                     .expect("moto_server (pip install 'moto[server]')");
                 (child, format!("http://127.0.0.1:{port}"))
             }
-            _ => {
-                let mut child = Command::new(bin())
-                    .args(["server", "--data"])
-                    .arg(data.path())
-                    .args(["--bucket", BUCKET, "--access-key", ACCESS_KEY])
-                    .args(["--secret-key", SECRET_KEY])
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut line = String::new();
-                BufReader::new(child.stdout.take().unwrap())
-                    .read_line(&mut line)
-                    .unwrap();
-                let ep = line
-                    .trim()
-                    .strip_prefix("endpoint ")
-                    .unwrap_or_else(|| panic!("unexpected server output {line:?}"))
-                    .to_string();
-                (child, ep)
-            }
+            _ => own_server(data.path(), "127.0.0.1:0"),
         };
         let s = S3Server {
             child,
