@@ -22,7 +22,7 @@ use futures::{stream, StreamExt};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::meta;
 use s3shim_protocol::names;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -171,8 +171,10 @@ impl Ctx {
             // the old name is gone) and handle every moved or changed entry first.
             match self.scan_tree() {
                 Ok(found) => {
+                    // A set, not a search of `present` per path: both can be large.
+                    let queued: HashSet<String> = present.iter().map(|(p, _)| p.clone()).collect();
                     for rel in found {
-                        if exists(&rel) && !present.iter().any(|(p, _)| *p == rel) {
+                        if exists(&rel) && !queued.contains(&rel) {
                             self.queue.add_in_flight(&rel, newest);
                             present.push((rel, newest));
                         }
