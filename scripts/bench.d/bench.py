@@ -189,6 +189,8 @@ class Target:
     """A place the workloads run in. `root` is the path programs use."""
     name = ""
     bucket = None
+    # The local cache directory of targets that have one (emptied by restart_cold).
+    cache = None
 
     def __init__(self, base):
         self.base = base
@@ -203,6 +205,8 @@ class Target:
     def restart_cold(self):
         """Comes back with nothing cached locally."""
         self.stop()
+        if self.cache:
+            shutil.rmtree(self.cache, ignore_errors=True)
         self.start()
 
 
@@ -264,11 +268,6 @@ class Shim(Target):
         self.log.close()
         self.proc = None
 
-    def restart_cold(self):
-        self.stop()
-        shutil.rmtree(self.cache, ignore_errors=True)
-        self.start()
-
     def agent_rss(self):
         """(VmRSS, VmHWM) in KiB of the agent serving this cache."""
         for pid in os.listdir("/proc"):
@@ -328,11 +327,6 @@ class Fuse(Target):
         CLEANUP.run_one(self.idx)
         self.log.close()
         self.proc = None
-
-    def restart_cold(self):
-        self.stop()
-        shutil.rmtree(self.cache, ignore_errors=True)
-        self.start()
 
 
 def unmount(path):
