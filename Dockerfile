@@ -8,14 +8,19 @@
 #
 # The install step is scripts/install-image.sh, which the browser test runs too.
 
-# Debian 12, like the runtime image: same glibc (2.36) for the preload library.
+ARG CODE_SERVER_VERSION=4.139.1
+
+# Debian 12: the preload library then needs only the glibc symbol versions a Debian 12
+# base has, so it loads there and on anything newer.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --workspace
 
-# code-server's official image: Debian 12, user `coder` (uid 1000), code-server on PATH.
-FROM codercom/code-server:4.102.2
+# code-server's official image: user `coder` (uid 1000), code-server on PATH. The default
+# version is the one the browser e2e test runs (scripts/e2e/install.sh); a library built
+# against glibc 2.36 also loads on a newer base.
+FROM codercom/code-server:${CODE_SERVER_VERSION}
 USER root
 COPY --from=build /src/target/release/s3shim /src/target/release/libs3shim.so /tmp/s3shim-install/
 COPY scripts/install-image.sh scripts/code-server-s3 /tmp/s3shim-install/scripts/
