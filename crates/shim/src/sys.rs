@@ -5,6 +5,7 @@
 //! shim's own hooks and never touches errno.
 
 use core::ffi::{c_char, c_int, CStr};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use rustix::fd::BorrowedFd;
 use rustix::io::Errno;
 use s3shim_protocol::marker::{Marker, XATTR_NAME};
@@ -39,17 +40,84 @@ pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// The bytes of a C string (without the NUL); `None` for NULL.
+/// The bytes of a C string (without the NUL); `None` for NULL or a string that runs into
+/// unmapped memory. Callers then pass the caller's pointer on unchanged, so the real
+/// function fails (`EFAULT` from the kernel) or faults exactly as it would without the
+/// shim. No signal handler: each 4 KiB block the string touches is checked against
+/// [`READABLE`], and a block not in it is asked about with `mincore`, which fails with
+/// `ENOMEM` on an unmapped page and faults nothing. Not caught: a mapped page without read
+/// permission (`PROT_NONE`), or a page unmapped after it was seen mapped.
 ///
 /// # Safety
-/// `p` is NULL or a valid C string that outlives the result.
+/// `p` is NULL, points into unmapped memory, or is a valid C string that outlives the
+/// result.
 #[inline]
 pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     if p.is_null() {
-        None
-    } else {
-        Some(CStr::from_ptr(p).to_bytes())
+        return None;
     }
+    let start = p as usize;
+    let mut at = start;
+    loop {
+        let block = at >> BLOCK_SHIFT;
+        if !block_readable(block) {
+            return None;
+        }
+        let end = (block + 1) << BLOCK_SHIFT;
+        // SAFETY: `[at, end)` lies in one readable block.
+        let nul = libc::memchr(at as *const libc::c_void, 0, end - at);
+        if !nul.is_null() {
+            return Some(core::slice::from_raw_parts(
+                p.cast::<u8>(),
+                nul as usize - start,
+            ));
+        }
+        at = end;
+    }
+}
+
+/// Granule of [`READABLE`]: the smallest page size Linux has, so a block never spans two
+/// pages (mappings are page-aligned).
+const BLOCK_SHIFT: u32 = 12;
+const READABLE_SLOTS: usize = 512;
+
+/// Blocks (address >> [`BLOCK_SHIFT`]) seen mapped, direct-mapped by their low bits; 0 is
+/// an empty slot. Plain atomics, no lock and no allocation: safe in a forked child and in
+/// a signal handler. A race only costs one more `mincore`.
+static READABLE: [AtomicUsize; READABLE_SLOTS] = [const { AtomicUsize::new(0) }; READABLE_SLOTS];
+
+/// The system page size (`mincore` wants an address aligned to it); 0 until first asked.
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn block_readable(block: usize) -> bool {
+    let slot = &READABLE[block % READABLE_SLOTS];
+    if slot.load(Ordering::Relaxed) == block {
+        return true;
+    }
+    let mapped = block_mapped(block);
+    if mapped {
+        slot.store(block, Ordering::Relaxed);
+    }
+    mapped
+}
+
+#[cold]
+fn block_mapped(block: usize) -> bool {
+    let mut page = PAGE_SIZE.load(Ordering::Relaxed);
+    if page == 0 {
+        // SAFETY: getauxval only reads the auxiliary vector.
+        page = match unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize {
+            0 => 1 << BLOCK_SHIFT,
+            n => n,
+        };
+        PAGE_SIZE.store(page, Ordering::Relaxed);
+    }
+    let addr = (block << BLOCK_SHIFT) & !(page - 1);
+    let mut vec = 0u8;
+    // SAFETY: mincore reads no user memory and writes one byte (one page) into `vec`.
+    let r = unsafe { raw_syscall3(libc::SYS_mincore as usize, addr, 1, &mut vec as *mut u8 as usize) };
+    r == 0
 }
 
 /// `buf[..len]` as a C string; `buf[len]` must be the NUL.
@@ -129,6 +197,36 @@ unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
         in("rsi") a2,
         lateout("rcx") _,
         lateout("r11") _,
+        options(nostack)
+    );
+    ret
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    let ret: isize;
+    core::arch::asm!(
+        "syscall",
+        inlateout("rax") n as isize => ret,
+        in("rdi") a1,
+        in("rsi") a2,
+        in("rdx") a3,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack)
+    );
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn raw_syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    let ret: isize;
+    core::arch::asm!(
+        "svc 0",
+        in("x8") n,
+        inlateout("x0") a1 as isize => ret,
+        in("x1") a2,
+        in("x2") a3,
         options(nostack)
     );
     ret
