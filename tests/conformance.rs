@@ -341,6 +341,33 @@ fn result_paths_are_mapped_back() {
     );
 }
 
+/// A NULL or unmapped path makes the call fail with the kernel's EFAULT (or glibc's own
+/// crash) as natively: the shim never faults reading it.
+#[test]
+fn bad_path_pointers_fail_as_natively() {
+    let helpers = tempfile::tempdir().unwrap();
+    compile("bad_paths.c", &helpers.path().join("bad_paths"), &[]);
+    let out = conform(
+        "bad_paths",
+        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
+    );
+    holds(
+        &out,
+        &[
+            "open unmapped -1 EFAULT",
+            "stat NULL -1 EFAULT",
+            "rename-to NULL -1 EFAULT",
+            "link-from unmapped -1 EFAULT",
+            "truncate unmapped -1 EFAULT",
+            "chdir unmapped -1 EFAULT",
+            "execve unmapped -1 EFAULT",
+            "fopen unmapped NULL EFAULT",
+            "opendir unmapped signal SEGV",
+            "realpath unmapped signal SEGV",
+        ],
+    );
+}
+
 #[test]
 fn dotdot_and_symlinks_have_posix_meaning() {
     let out = conform("posix_paths", &[]);

@@ -53,6 +53,23 @@ pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
 /// result.
 #[inline]
 pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    let start = p as usize;
+    let block = start >> BLOCK_SHIFT;
+    // Fast path: a string ending in a block already seen mapped (block 0 never is).
+    if READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == block {
+        let end = (block + 1) << BLOCK_SHIFT;
+        // SAFETY: `[start, end)` lies in one readable block.
+        let nul = libc::memchr(p.cast(), 0, end - start);
+        if !nul.is_null() {
+            return Some(core::slice::from_raw_parts(p.cast(), nul as usize - start));
+        }
+    }
+    cbytes_checked(p)
+}
+
+/// [`cbytes`] one block at a time, asking about blocks not seen yet.
+#[cold]
+unsafe fn cbytes_checked<'a>(p: *const c_char) -> Option<&'a [u8]> {
     if p.is_null() {
         return None;
     }
@@ -89,7 +106,6 @@ static READABLE: [AtomicUsize; READABLE_SLOTS] = [const { AtomicUsize::new(0) };
 /// The system page size (`mincore` wants an address aligned to it); 0 until first asked.
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
-#[inline]
 fn block_readable(block: usize) -> bool {
     let slot = &READABLE[block % READABLE_SLOTS];
     if slot.load(Ordering::Relaxed) == block {
@@ -102,7 +118,6 @@ fn block_readable(block: usize) -> bool {
     mapped
 }
 
-#[cold]
 fn block_mapped(block: usize) -> bool {
     let mut page = PAGE_SIZE.load(Ordering::Relaxed);
     if page == 0 {
@@ -414,6 +429,45 @@ mod tests {
         let missing = std::ffi::CString::new(dir.join("nope").to_str().unwrap()).unwrap();
         assert_eq!(marker_at(&missing), Err(libc::ENOENT));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cbytes_reads_across_blocks_and_refuses_unmapped_memory() {
+        // SAFETY: fresh anonymous mappings, only used here. A page is unmapped before
+        // cbytes ever sees it (one seen mapped and then unmapped is the documented gap).
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let map = |len| {
+                let p = libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                p.cast::<u8>()
+            };
+            assert_eq!(cbytes(core::ptr::null()), None);
+            assert_eq!(cbytes(0xdead_c0de as *const c_char), None);
+            // A string running from a page into an unmapped one.
+            let one = map(2 * page);
+            assert_eq!(libc::munmap(one.add(page).cast(), page), 0);
+            let s = one.add(page - 3);
+            s.copy_from_nonoverlapping(b"abc".as_ptr(), 3);
+            assert_eq!(cbytes(s.cast()), None, "no NUL before the unmapped page");
+            assert_eq!(cbytes(one.add(page).cast()), None);
+            s.add(2).write(0);
+            assert_eq!(cbytes(s.cast()), Some(&b"ab"[..]));
+            // The same string crossing into a mapped page is read whole.
+            let two = map(2 * page);
+            let s = two.add(page - 3);
+            s.copy_from_nonoverlapping(b"abcdef\0".as_ptr(), 7);
+            assert_eq!(cbytes(s.cast()), Some(&b"abcdef"[..]));
+            libc::munmap(one.cast(), page);
+            libc::munmap(two.cast(), 2 * page);
+        }
     }
 
     #[test]
