@@ -55,7 +55,7 @@ pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
 pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     let start = p as usize;
     let block = start >> BLOCK_SHIFT;
-    // Fast path: a string ending in a block already seen mapped (block 0 never is).
+    // Fast path: a string ending in a block already seen mapped.
     if READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == block {
         let end = (block + 1) << BLOCK_SHIFT;
         // SAFETY: `[start, end)` lies in one readable block.
@@ -98,10 +98,14 @@ unsafe fn cbytes_checked<'a>(p: *const c_char) -> Option<&'a [u8]> {
 const BLOCK_SHIFT: u32 = 12;
 const READABLE_SLOTS: usize = 512;
 
-/// Blocks (address >> [`BLOCK_SHIFT`]) seen mapped, direct-mapped by their low bits; 0 is
-/// an empty slot. Plain atomics, no lock and no allocation: safe in a forked child and in
+/// Blocks (address >> [`BLOCK_SHIFT`]) seen mapped, direct-mapped by their low bits;
+/// [`NO_BLOCK`] is an empty slot. Plain atomics, no lock and no allocation: safe in a forked child and in
 /// a signal handler. A race only costs one more `mincore`.
-static READABLE: [AtomicUsize; READABLE_SLOTS] = [const { AtomicUsize::new(0) }; READABLE_SLOTS];
+static READABLE: [AtomicUsize; READABLE_SLOTS] =
+    [const { AtomicUsize::new(NO_BLOCK) }; READABLE_SLOTS];
+/// No address shifted right by [`BLOCK_SHIFT`] is all ones (NULL's block, 0, must not
+/// read as known).
+const NO_BLOCK: usize = usize::MAX;
 
 /// The system page size (`mincore` wants an address aligned to it); 0 until first asked.
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
