@@ -337,6 +337,15 @@ fn result_paths_are_mapped_back() {
             "connect-rel 0",
             "connect-abs 0",
             "getsockname @W@/sock",
+            "dladdr @W@/seed/../seed-libm.so",
+            "dladdr1 @W@/seed/../seed-libm.so",
+            "tempnam @W@/seed/../tmpd pf 8",
+            "tempnam @W@/tmpd2 pf 8",
+            "tempnam /tmp pf 8",
+            "tmpnam /tmp",
+            "fts_children0 @W@/seed @W@/seed src src",
+            "fts_children1 @W@/seed/ @W@/seed/ = readme.txt",
+            "fts_after1 @W@/seed/deep 6",
         ],
     );
 }
