@@ -135,7 +135,14 @@ fn block_mapped(block: usize) -> bool {
     let addr = (block << BLOCK_SHIFT) & !(page - 1);
     let mut vec = 0u8;
     // SAFETY: mincore reads no user memory and writes one byte (one page) into `vec`.
-    let r = unsafe { raw_syscall3(libc::SYS_mincore as usize, addr, 1, &mut vec as *mut u8 as usize) };
+    let r = unsafe {
+        raw_syscall3(
+            libc::SYS_mincore as usize,
+            addr,
+            1,
+            &mut vec as *mut u8 as usize,
+        )
+    };
     r == 0
 }
 
@@ -467,7 +474,7 @@ mod tests {
             // The same string crossing into a mapped page is read whole.
             let two = map(2 * page);
             let s = two.add(page - 3);
-            s.copy_from_nonoverlapping(b"abcdef\0".as_ptr(), 7);
+            s.copy_from_nonoverlapping(c"abcdef".as_ptr().cast(), 7);
             assert_eq!(cbytes(s.cast()), Some(&b"abcdef"[..]));
             libc::munmap(one.cast(), page);
             libc::munmap(two.cast(), 2 * page);

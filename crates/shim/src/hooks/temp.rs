@@ -199,7 +199,10 @@ pub unsafe extern "C" fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut
     while keep > 1 && given[keep - 1] == b'/' {
         keep -= 1;
     }
-    let base = made_bytes.rsplit(|&c| c == b'/').next().unwrap_or(made_bytes);
+    let base = made_bytes
+        .rsplit(|&c| c == b'/')
+        .next()
+        .unwrap_or(made_bytes);
     let len = keep + 1 + base.len();
     let out = libc::malloc(len + 1).cast::<u8>();
     if out.is_null() {

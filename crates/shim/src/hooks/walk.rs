@@ -7,8 +7,8 @@
 //!   real walker gets the mapped root, and the callback sees mount paths.
 //! * fts (opened by [`super::dir::fts_open`] on mapped roots): each entry handed out has
 //!   its path (and a root's name) shown in mount form until the next fts call on the
-//!   same stream, which puts fts's own fields back first. `fts_children` lists keep
-//!   fts's values.
+//!   same stream, which puts fts's own fields back first. So is an `fts_children` list
+//!   (its entries share fts's path buffer, shown once in mount form).
 
 use super::real;
 use crate::config;
