@@ -213,6 +213,17 @@ fn conform(name: &str, env: &[(&str, String)]) -> String {
     n_out
 }
 
+/// [`conform`] with a helper program compiled from `tests/conformance/<src>` into
+/// `$HELPERS/<bin>`.
+fn conform_with_helper(name: &str, src: &str, bin: &str, gcc_extra: &[&str]) -> String {
+    let helpers = tempfile::tempdir().unwrap();
+    compile(src, &helpers.path().join(bin), gcc_extra);
+    conform(
+        name,
+        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
+    )
+}
+
 fn write_tmp(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -301,15 +312,11 @@ fn make_and_gcc_build_a_c_project() {
 /// folder, the shim makes that subtree local first.
 #[test]
 fn static_binary_reads_a_cold_tree() {
-    let helpers = tempfile::tempdir().unwrap();
-    compile(
-        "static_grep.c",
-        &helpers.path().join("static-grep"),
-        &["-static"],
-    );
-    let out = conform(
+    let out = conform_with_helper(
         "static_binary",
-        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
+        "static_grep.c",
+        "static-grep",
+        &["-static"],
     );
     holds(
         &out,
@@ -324,12 +331,7 @@ fn static_binary_reads_a_cold_tree() {
 
 #[test]
 fn result_paths_are_mapped_back() {
-    let helpers = tempfile::tempdir().unwrap();
-    compile("paths.c", &helpers.path().join("paths"), &[]);
-    let out = conform(
-        "mapping_back",
-        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
-    );
+    let out = conform_with_helper("mapping_back", "paths.c", "paths", &[]);
     holds(
         &out,
         &[
@@ -354,12 +356,7 @@ fn result_paths_are_mapped_back() {
 /// crash) as natively: the shim never faults reading it.
 #[test]
 fn bad_path_pointers_fail_as_natively() {
-    let helpers = tempfile::tempdir().unwrap();
-    compile("bad_paths.c", &helpers.path().join("bad_paths"), &[]);
-    let out = conform(
-        "bad_paths",
-        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
-    );
+    let out = conform_with_helper("bad_paths", "bad_paths.c", "bad_paths", &[]);
     holds(
         &out,
         &[

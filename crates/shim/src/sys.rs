@@ -1,8 +1,8 @@
 //! The shim's own system calls and byte helpers.
 //!
-//! Everything here goes through rustix's `linux_raw` backend (or, for `getcwd`, which
-//! rustix only offers allocating, a two-instruction raw syscall): it never enters the
-//! shim's own hooks and never touches errno.
+//! Everything here goes through rustix's `linux_raw` backend (or a raw syscall for
+//! `getcwd`, which rustix only offers allocating, and `mincore`, which it lacks): it never
+//! enters the shim's own hooks and never touches errno.
 
 use core::ffi::{c_char, c_int, CStr};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -196,10 +196,11 @@ impl<'a> Writer<'a> {
 pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
     // SAFETY: the kernel writes at most `buf.len()` bytes.
     let r = unsafe {
-        raw_syscall2(
+        raw_syscall3(
             libc::SYS_getcwd as usize,
             buf.as_mut_ptr() as usize,
             buf.len(),
+            0,
         )
     };
     if r < 0 {
@@ -211,21 +212,6 @@ pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
         Some(b'/') if n > 0 => Ok(n),
         _ => Err(libc::ENOENT),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
-    let ret: isize;
-    core::arch::asm!(
-        "syscall",
-        inlateout("rax") n as isize => ret,
-        in("rdi") a1,
-        in("rsi") a2,
-        lateout("rcx") _,
-        lateout("r11") _,
-        options(nostack)
-    );
-    ret
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -253,19 +239,6 @@ unsafe fn raw_syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
         inlateout("x0") a1 as isize => ret,
         in("x1") a2,
         in("x2") a3,
-        options(nostack)
-    );
-    ret
-}
-
-#[cfg(target_arch = "aarch64")]
-unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
-    let ret: isize;
-    core::arch::asm!(
-        "svc 0",
-        in("x8") n,
-        inlateout("x0") a1 as isize => ret,
-        in("x1") a2,
         options(nostack)
     );
     ret

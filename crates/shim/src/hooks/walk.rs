@@ -393,21 +393,12 @@ unsafe fn show(fts: *mut c_void, e: *mut FtsEnt) {
     if e.is_null() || !config::active() {
         return;
     }
-    let real_bytes = crate::sys::cbytes((*e).path).unwrap_or(&[]);
-    let cfg = config::get();
-    if under(real_bytes, cfg.prefixes().tree).is_none() {
-        return;
-    }
-    let Some(slot) = claim(fts) else {
+    let Some((slot, n, grown)) = mount_form(fts, (*e).path) else {
         return;
     };
     let buf = &mut *slot.buf.get();
-    let Some(n) = virtual_of(real_bytes, buf) else {
-        return;
-    };
     // The entry's length in mount form (fts's path buffer can hold more than the entry
     // after `fts_children`).
-    let grown = n as isize - real_bytes.len() as isize;
     let Ok(len) = u16::try_from((*e).pathlen as isize + grown) else {
         return;
     };
@@ -454,6 +445,20 @@ fn claim(fts: *mut c_void) -> Option<&'static Shown> {
     })
 }
 
+/// Writes the mount form of what fts's path buffer `path` holds into the slot of `fts`:
+/// the slot, its length, and how much longer it is than fts's form. `None` outside the
+/// tree or with every slot in use.
+unsafe fn mount_form(
+    fts: *mut c_void,
+    path: *const c_char,
+) -> Option<(&'static Shown, usize, isize)> {
+    let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
+    under(real_bytes, config::get().prefixes().tree)?;
+    let slot = claim(fts)?;
+    let n = virtual_of(real_bytes, &mut *slot.buf.get())?;
+    Some((slot, n, n as isize - real_bytes.len() as isize))
+}
+
 /// Shows an `fts_children` list in mount form: its entries share fts's path buffer, so
 /// they all get the mount form of what it holds, each length grown by the same amount.
 unsafe fn show_children(fts: *mut c_void, first: *mut FtsEnt) {
@@ -461,19 +466,10 @@ unsafe fn show_children(fts: *mut c_void, first: *mut FtsEnt) {
         return;
     }
     let shared = (*first).path;
-    let real_bytes = crate::sys::cbytes(shared).unwrap_or(&[]);
-    if under(real_bytes, config::get().prefixes().tree).is_none() {
-        return;
-    }
-    let Some(slot) = claim(fts) else {
+    let Some((slot, _, grown)) = mount_form(fts, shared) else {
         return;
     };
-    let buf = &mut *slot.buf.get();
-    let Some(n) = virtual_of(real_bytes, buf) else {
-        return;
-    };
-    let grown = n as isize - real_bytes.len() as isize;
-    let vp = buf.as_mut_ptr().cast::<c_char>();
+    let vp = (*slot.buf.get()).as_mut_ptr().cast::<c_char>();
     let mut k = first;
     while !k.is_null() {
         if (*k).path == shared {
