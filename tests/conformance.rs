@@ -366,6 +366,7 @@ fn bad_path_pointers_fail_as_natively() {
             "link-from unmapped -1 EFAULT",
             "truncate unmapped -1 EFAULT",
             "chdir unmapped -1 EFAULT",
+            "connect unmapped -1 EFAULT",
             "execve unmapped -1 EFAULT",
             "fopen unmapped NULL EFAULT",
             "opendir unmapped signal SEGV",

@@ -1,4 +1,4 @@
-/* Path arguments that are NULL or point to unmapped memory: each call runs in a child
+/* Path arguments (and AF_UNIX addresses) that are NULL or point to unmapped memory: each call runs in a child
    and prints what it returned and errno, or the signal that ended it. Run with the cwd in
    the folder, so the valid argument of two-path calls names an entry in the tree. */
 #define _GNU_SOURCE
@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,6 +55,8 @@ static void call(const char *name, const char *p) {
   else if (!strcmp(name, "mkfifo")) INT_CALL(mkfifo(p, 0644));
   else if (!strcmp(name, "mknod")) INT_CALL(mknod(p, S_IFIFO | 0644, 0));
   else if (!strcmp(name, "chdir")) INT_CALL(chdir(p));
+  else if (!strcmp(name, "bind")) INT_CALL(bind(socket(AF_UNIX, SOCK_STREAM, 0), (const void *)p, sizeof(struct sockaddr_un)));
+  else if (!strcmp(name, "connect")) INT_CALL(connect(socket(AF_UNIX, SOCK_STREAM, 0), (const void *)p, sizeof(struct sockaddr_un)));
   else if (!strcmp(name, "execve")) INT_CALL(execve(p, argv, envp));
   else if (!strcmp(name, "execv")) INT_CALL(execv(p, argv));
   else if (!strcmp(name, "execvp")) INT_CALL(execvp(p, argv));
@@ -75,7 +79,7 @@ int main(void) {
                          "readlink", "rename-from", "rename-to", "link-from", "link-to",
                          "symlink-target", "symlink-name", "unlink", "mkdir", "rmdir",
                          "truncate", "chmod", "chown", "lchown", "utimensat", "mkfifo",
-                         "mknod", "chdir", "execve", "execv", "execvp", "opendir", "fopen",
+                         "mknod", "chdir", "bind", "connect", "execve", "execv", "execvp", "opendir", "fopen",
                          "realpath"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
     for (int which = 0; which < 2; which++) {

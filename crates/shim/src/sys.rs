@@ -93,6 +93,16 @@ unsafe fn cbytes_checked<'a>(p: *const c_char) -> Option<&'a [u8]> {
     }
 }
 
+/// Whether `len` bytes at `p` lie in mapped memory (the check [`cbytes`] makes), for
+/// arguments of a fixed size such as a socket address.
+pub fn readable(p: *const u8, len: usize) -> bool {
+    let start = p as usize;
+    let Some(last) = start.checked_add(len.max(1) - 1) else {
+        return false;
+    };
+    !p.is_null() && (start >> BLOCK_SHIFT..=last >> BLOCK_SHIFT).all(block_readable)
+}
+
 /// Granule of [`READABLE`]: the smallest page size Linux has, so a block never spans two
 /// pages (mappings are page-aligned).
 const BLOCK_SHIFT: u32 = 12;
@@ -442,6 +452,9 @@ mod tests {
             s.copy_from_nonoverlapping(b"abc".as_ptr(), 3);
             assert_eq!(cbytes(s.cast()), None, "no NUL before the unmapped page");
             assert_eq!(cbytes(one.add(page).cast()), None);
+            assert!(readable(one.add(page - 2), 2));
+            assert!(!readable(one.add(page - 2), 3), "the last byte is unmapped");
+            assert!(!readable(core::ptr::null(), 1));
             s.add(2).write(0);
             assert_eq!(cbytes(s.cast()), Some(&b"ab"[..]));
             // The same string crossing into a mapped page is read whole.
