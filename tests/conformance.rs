@@ -213,6 +213,17 @@ fn conform(name: &str, env: &[(&str, String)]) -> String {
     n_out
 }
 
+/// [`conform`] with a helper program compiled from `tests/conformance/<src>` into
+/// `$HELPERS/<bin>`.
+fn conform_with_helper(name: &str, src: &str, bin: &str, gcc_extra: &[&str]) -> String {
+    let helpers = tempfile::tempdir().unwrap();
+    compile(src, &helpers.path().join(bin), gcc_extra);
+    conform(
+        name,
+        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
+    )
+}
+
 fn write_tmp(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -301,15 +312,11 @@ fn make_and_gcc_build_a_c_project() {
 /// folder, the shim makes that subtree local first.
 #[test]
 fn static_binary_reads_a_cold_tree() {
-    let helpers = tempfile::tempdir().unwrap();
-    compile(
-        "static_grep.c",
-        &helpers.path().join("static-grep"),
-        &["-static"],
-    );
-    let out = conform(
+    let out = conform_with_helper(
         "static_binary",
-        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
+        "static_grep.c",
+        "static-grep",
+        &["-static"],
     );
     holds(
         &out,
@@ -324,12 +331,7 @@ fn static_binary_reads_a_cold_tree() {
 
 #[test]
 fn result_paths_are_mapped_back() {
-    let helpers = tempfile::tempdir().unwrap();
-    compile("paths.c", &helpers.path().join("paths"), &[]);
-    let out = conform(
-        "mapping_back",
-        &[("HELPERS", helpers.path().to_str().unwrap().to_string())],
-    );
+    let out = conform_with_helper("mapping_back", "paths.c", "paths", &[]);
     holds(
         &out,
         &[
@@ -337,6 +339,38 @@ fn result_paths_are_mapped_back() {
             "connect-rel 0",
             "connect-abs 0",
             "getsockname @W@/sock",
+            "dladdr @W@/seed/../seed-libm.so",
+            "dladdr1 @W@/seed/../seed-libm.so",
+            "tempnam @W@/seed/../tmpd pf 8",
+            "tempnam @W@/tmpd2 pf 8",
+            "tempnam /tmp pf 8",
+            "tmpnam /tmp",
+            "fts_children0 @W@/seed @W@/seed src src",
+            "fts_children1 @W@/seed/ @W@/seed/ = readme.txt",
+            "fts_after1 @W@/seed/deep 6",
+        ],
+    );
+}
+
+/// A NULL or unmapped path makes the call fail with the kernel's EFAULT (or glibc's own
+/// crash) as natively: the shim never faults reading it.
+#[test]
+fn bad_path_pointers_fail_as_natively() {
+    let out = conform_with_helper("bad_paths", "bad_paths.c", "bad_paths", &[]);
+    holds(
+        &out,
+        &[
+            "open unmapped -1 EFAULT",
+            "stat NULL -1 EFAULT",
+            "rename-to NULL -1 EFAULT",
+            "link-from unmapped -1 EFAULT",
+            "truncate unmapped -1 EFAULT",
+            "chdir unmapped -1 EFAULT",
+            "connect unmapped -1 EFAULT",
+            "execve unmapped -1 EFAULT",
+            "fopen unmapped NULL EFAULT",
+            "opendir unmapped signal SEGV",
+            "realpath unmapped signal SEGV",
         ],
     );
 }

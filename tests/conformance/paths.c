@@ -1,5 +1,6 @@
 /* Result paths from libc calls a shell cannot make directly: getcwd family, realpath,
-   canonicalize_file_name, glob, nftw, ftw, fts, readlink of /proc/self, AF_UNIX names. */
+   canonicalize_file_name, glob, nftw, ftw, fts (fts_children too), readlink of /proc/self,
+   AF_UNIX names, dladdr, tempnam. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -82,6 +83,17 @@ int main(int argc, char **argv) {
     for (FTSENT *e; (e = fts_read(fts));)
       printf("fts %s %s %d %s\n", e->fts_path, e->fts_accpath, e->fts_info, e->fts_name);
     fts_close(fts);
+    /* fts_children lists share fts's path buffer; the walk goes on after them. */
+    for (int nochdir = 0; nochdir < 2; nochdir++) {
+      fts = fts_open((char *[]){(char *)abs, NULL}, FTS_PHYSICAL | (nochdir ? FTS_NOCHDIR : 0), by_name);
+      FTSENT *top = fts_read(fts);
+      for (FTSENT *c = fts_children(fts, 0); c; c = c->fts_link)
+        printf("fts_children%d %s %.*s %s %s\n", nochdir, top->fts_path, (int)c->fts_pathlen,
+               c->fts_path, c->fts_accpath == c->fts_path ? "=" : c->fts_accpath, c->fts_name);
+      for (FTSENT *e; (e = fts_read(fts));)
+        if (e->fts_level == 1) printf("fts_after%d %s %d\n", nochdir, e->fts_path, e->fts_info);
+      fts_close(fts);
+    }
     fflush(stdout);
     _exit(0);
   }
@@ -138,6 +150,29 @@ int main(int argc, char **argv) {
   snprintf(target, sizeof target, "%s/../seed-libm.so", abs);
   void *h = dlopen(target, RTLD_NOW);
   printf("dlopen %d %d\n", h != NULL, h && dlsym(h, "cos") != NULL);
+  Dl_info di;
+  void *extra;
+  if (h && dladdr(dlsym(h, "cos"), &di)) printf("dladdr %s\n", di.dli_fname);
+  if (h && dladdr1(dlsym(h, "sin"), &di, &extra, RTLD_DL_LINKMAP)) printf("dladdr1 %s\n", di.dli_fname);
+
+  /* tempnam: $TMPDIR, else the directory given, when it is one; else P_tmpdir. */
+  char here[4096];
+  getcwd(here, sizeof here);
+  mkdir("tmpd", 0755);
+  mkdir("tmpd2", 0755);
+  unsetenv("TMPDIR");
+  const char *dirs[] = {"seed/../tmpd/", "tmpd2", "nothing-here"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(target, sizeof target, "%s/%s", here, dirs[i]);
+    if (i == 1) setenv("TMPDIR", target, 1);
+    else unsetenv("TMPDIR");
+    char *t = tempnam(i == 1 ? NULL : target, "pf");
+    char *slash = t ? strrchr(t, '/') : NULL;
+    printf("tempnam %.*s %.2s %zu\n", slash ? (int)(slash - t) : 0, t, slash ? slash + 1 : "", slash ? strlen(slash + 1) : 0);
+    free(t);
+  }
+  char *tn = tmpnam(NULL);
+  printf("tmpnam %.*s\n", (int)(strrchr(tn, '/') - tn), tn);
 
   int s = socket(AF_UNIX, SOCK_STREAM, 0);
   struct sockaddr_un a = {.sun_family = AF_UNIX};

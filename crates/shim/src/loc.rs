@@ -102,6 +102,13 @@ impl Loc {
         }
     }
 
+    /// Whether the path given was NULL or not readable (see [`cbytes`]): the real function
+    /// then fails on its own.
+    pub fn unreadable(&self) -> bool {
+        // SAFETY: `cbytes` checks the pointer before reading.
+        self.kind == Kind::Empty && unsafe { cbytes(self.orig) }.is_none()
+    }
+
     /// Resolves `(dirfd, path)`. `Err(errno)` only when the mapped path is too long.
     ///
     /// # Safety

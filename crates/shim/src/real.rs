@@ -307,6 +307,9 @@ reals! {
     getsockname: fn(c_int, *mut c_void, *mut u32) -> c_int;
     getpeername: fn(c_int, *mut c_void, *mut u32) -> c_int;
     dlopen: fn(*const c_char, c_int) -> *mut c_void;
+    dladdr: fn(*const c_void, *mut libc::Dl_info) -> c_int;
+    dladdr1: fn(*const c_void, *mut libc::Dl_info, *mut *mut c_void, c_int) -> c_int;
+    tempnam: fn(*const c_char, *const c_char) -> *mut c_char;
 
     // fds
     close: fn(c_int) -> c_int;

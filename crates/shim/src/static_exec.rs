@@ -73,7 +73,7 @@ unsafe fn touches_tree(argv: *const *const c_char) -> bool {
 /// # Safety
 /// `real` is a valid C string, `argv` a NULL-terminated array of C strings.
 pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result<(), c_int> {
-    if !config::active() || real.is_null() || !touches_tree(argv) {
+    if !config::active() || sys::cbytes(real).is_none() || !touches_tree(argv) {
         return Ok(());
     }
     if !is_static_elf(CStr::from_ptr(real)) {

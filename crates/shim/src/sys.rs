@@ -1,10 +1,11 @@
 //! The shim's own system calls and byte helpers.
 //!
-//! Everything here goes through rustix's `linux_raw` backend (or, for `getcwd`, which
-//! rustix only offers allocating, a two-instruction raw syscall): it never enters the
-//! shim's own hooks and never touches errno.
+//! Everything here goes through rustix's `linux_raw` backend (or a raw syscall for
+//! `getcwd`, which rustix only offers allocating, and `mincore`, which it lacks): it never
+//! enters the shim's own hooks and never touches errno.
 
 use core::ffi::{c_char, c_int, CStr};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use rustix::fd::BorrowedFd;
 use rustix::io::Errno;
 use s3shim_protocol::marker::{Marker, XATTR_NAME};
@@ -39,17 +40,120 @@ pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// The bytes of a C string (without the NUL); `None` for NULL.
+/// The bytes of a C string (without the NUL); `None` for NULL or a string that runs into
+/// unmapped memory. Callers then pass the caller's pointer on unchanged, so the real
+/// function fails (`EFAULT` from the kernel) or faults exactly as it would without the
+/// shim. No signal handler: each 4 KiB block the string touches is checked against
+/// [`READABLE`], and a block not in it is asked about with `mincore`, which fails with
+/// `ENOMEM` on an unmapped page and faults nothing. Not caught: a mapped page without read
+/// permission (`PROT_NONE`), or a page unmapped after it was seen mapped.
 ///
 /// # Safety
-/// `p` is NULL or a valid C string that outlives the result.
+/// `p` is NULL, points into unmapped memory, or is a valid C string that outlives the
+/// result.
 #[inline]
 pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
-    if p.is_null() {
-        None
-    } else {
-        Some(CStr::from_ptr(p).to_bytes())
+    let start = p as usize;
+    let block = start >> BLOCK_SHIFT;
+    // Fast path: a string ending in a block already seen mapped.
+    if READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == block {
+        let end = (block + 1) << BLOCK_SHIFT;
+        // SAFETY: `[start, end)` lies in one readable block.
+        let nul = libc::memchr(p.cast(), 0, end - start);
+        if !nul.is_null() {
+            return Some(core::slice::from_raw_parts(p.cast(), nul as usize - start));
+        }
     }
+    cbytes_checked(p)
+}
+
+/// [`cbytes`] one block at a time, asking about blocks not seen yet.
+#[cold]
+unsafe fn cbytes_checked<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return None;
+    }
+    let start = p as usize;
+    let mut at = start;
+    loop {
+        let block = at >> BLOCK_SHIFT;
+        if !block_readable(block) {
+            return None;
+        }
+        let end = (block + 1) << BLOCK_SHIFT;
+        // SAFETY: `[at, end)` lies in one readable block.
+        let nul = libc::memchr(at as *const libc::c_void, 0, end - at);
+        if !nul.is_null() {
+            return Some(core::slice::from_raw_parts(
+                p.cast::<u8>(),
+                nul as usize - start,
+            ));
+        }
+        at = end;
+    }
+}
+
+/// Whether `len` bytes at `p` lie in mapped memory (the check [`cbytes`] makes), for
+/// arguments of a fixed size such as a socket address.
+pub fn readable(p: *const u8, len: usize) -> bool {
+    let start = p as usize;
+    let Some(last) = start.checked_add(len.max(1) - 1) else {
+        return false;
+    };
+    !p.is_null() && (start >> BLOCK_SHIFT..=last >> BLOCK_SHIFT).all(block_readable)
+}
+
+/// Granule of [`READABLE`]: the smallest page size Linux has, so a block never spans two
+/// pages (mappings are page-aligned).
+const BLOCK_SHIFT: u32 = 12;
+const READABLE_SLOTS: usize = 512;
+
+/// Blocks (address >> [`BLOCK_SHIFT`]) seen mapped, direct-mapped by their low bits;
+/// [`NO_BLOCK`] is an empty slot. Plain atomics, no lock and no allocation: safe in a forked child and in
+/// a signal handler. A race only costs one more `mincore`.
+static READABLE: [AtomicUsize; READABLE_SLOTS] =
+    [const { AtomicUsize::new(NO_BLOCK) }; READABLE_SLOTS];
+/// No address shifted right by [`BLOCK_SHIFT`] is all ones (NULL's block, 0, must not
+/// read as known).
+const NO_BLOCK: usize = usize::MAX;
+
+/// The system page size (`mincore` wants an address aligned to it); 0 until first asked.
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+fn block_readable(block: usize) -> bool {
+    let slot = &READABLE[block % READABLE_SLOTS];
+    if slot.load(Ordering::Relaxed) == block {
+        return true;
+    }
+    let mapped = block_mapped(block);
+    if mapped {
+        slot.store(block, Ordering::Relaxed);
+    }
+    mapped
+}
+
+fn block_mapped(block: usize) -> bool {
+    let mut page = PAGE_SIZE.load(Ordering::Relaxed);
+    if page == 0 {
+        // SAFETY: getauxval only reads the auxiliary vector.
+        page = match unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize {
+            0 => 1 << BLOCK_SHIFT,
+            n => n,
+        };
+        PAGE_SIZE.store(page, Ordering::Relaxed);
+    }
+    let addr = (block << BLOCK_SHIFT) & !(page - 1);
+    let mut vec = 0u8;
+    // SAFETY: mincore reads no user memory and writes one byte (one page) into `vec`.
+    let r = unsafe {
+        raw_syscall3(
+            libc::SYS_mincore as usize,
+            addr,
+            1,
+            &mut vec as *mut u8 as usize,
+        )
+    };
+    r == 0
 }
 
 /// `buf[..len]` as a C string; `buf[len]` must be the NUL.
@@ -102,10 +206,11 @@ impl<'a> Writer<'a> {
 pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
     // SAFETY: the kernel writes at most `buf.len()` bytes.
     let r = unsafe {
-        raw_syscall2(
+        raw_syscall3(
             libc::SYS_getcwd as usize,
             buf.as_mut_ptr() as usize,
             buf.len(),
+            0,
         )
     };
     if r < 0 {
@@ -120,13 +225,14 @@ pub fn getcwd(buf: &mut [u8]) -> Result<usize, c_int> {
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
+unsafe fn raw_syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
     let ret: isize;
     core::arch::asm!(
         "syscall",
         inlateout("rax") n as isize => ret,
         in("rdi") a1,
         in("rsi") a2,
+        in("rdx") a3,
         lateout("rcx") _,
         lateout("r11") _,
         options(nostack)
@@ -135,13 +241,14 @@ unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
 }
 
 #[cfg(target_arch = "aarch64")]
-unsafe fn raw_syscall2(n: usize, a1: usize, a2: usize) -> isize {
+unsafe fn raw_syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
     let ret: isize;
     core::arch::asm!(
         "svc 0",
         in("x8") n,
         inlateout("x0") a1 as isize => ret,
         in("x1") a2,
+        in("x2") a3,
         options(nostack)
     );
     ret
@@ -316,6 +423,48 @@ mod tests {
         let missing = std::ffi::CString::new(dir.join("nope").to_str().unwrap()).unwrap();
         assert_eq!(marker_at(&missing), Err(libc::ENOENT));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cbytes_reads_across_blocks_and_refuses_unmapped_memory() {
+        // SAFETY: fresh anonymous mappings, only used here. A page is unmapped before
+        // cbytes ever sees it (one seen mapped and then unmapped is the documented gap).
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let map = |len| {
+                let p = libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                p.cast::<u8>()
+            };
+            assert_eq!(cbytes(core::ptr::null()), None);
+            assert_eq!(cbytes(0xdead_c0de as *const c_char), None);
+            // A string running from a page into an unmapped one.
+            let one = map(2 * page);
+            assert_eq!(libc::munmap(one.add(page).cast(), page), 0);
+            let s = one.add(page - 3);
+            s.copy_from_nonoverlapping(b"abc".as_ptr(), 3);
+            assert_eq!(cbytes(s.cast()), None, "no NUL before the unmapped page");
+            assert_eq!(cbytes(one.add(page).cast()), None);
+            assert!(readable(one.add(page - 2), 2));
+            assert!(!readable(one.add(page - 2), 3), "the last byte is unmapped");
+            assert!(!readable(core::ptr::null(), 1));
+            s.add(2).write(0);
+            assert_eq!(cbytes(s.cast()), Some(&b"ab"[..]));
+            // The same string crossing into a mapped page is read whole.
+            let two = map(2 * page);
+            let s = two.add(page - 3);
+            s.copy_from_nonoverlapping(c"abcdef".as_ptr().cast(), 7);
+            assert_eq!(cbytes(s.cast()), Some(&b"abcdef"[..]));
+            libc::munmap(one.cast(), page);
+            libc::munmap(two.cast(), 2 * page);
+        }
     }
 
     #[test]

@@ -294,7 +294,8 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
 /// remembered, ENOENT/ENOTDIR/ESTALE/ENODEV/ETIMEDOUT move on, anything else stops.
 unsafe fn execvpe_impl(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
     let Some(name) = cbytes(file) else {
-        return Ret::fail(libc::ENOENT);
+        // NULL or unmapped: glibc's own reaction (it reads the name first).
+        return real!(execvpe)(file, argv, envp);
     };
     if name.is_empty() {
         return Ret::fail(libc::ENOENT);

@@ -150,10 +150,16 @@ pub(crate) unsafe fn two_paths(
     if let Err(e) = lo.resolve(od, op).and_then(|_| ln.resolve(nd, np)) {
         return Ret::fail(e);
     }
-    let mut src_in = lo.in_tree;
-    if source_empty_is_fd && lo.kind == crate::loc::Kind::Empty {
-        src_in = crate::fdtable::is_marked(od);
+    let src_fd = source_empty_is_fd && lo.kind == crate::loc::Kind::Empty && !lo.unreadable();
+    if ln.kind == crate::loc::Kind::Empty || (lo.kind == crate::loc::Kind::Empty && !src_fd) {
+        // An empty, NULL or unmapped path: the kernel's own ENOENT or EFAULT, not EXDEV.
+        return call(lo.dirfd, lo.ptr(), ln.dirfd, ln.ptr());
     }
+    let src_in = if src_fd {
+        crate::fdtable::is_marked(od)
+    } else {
+        lo.in_tree
+    };
     let dst_in = ln.in_tree;
     if (src_in && !dst_in) || (both_ways && dst_in && !src_in) {
         return Ret::fail(libc::EXDEV);

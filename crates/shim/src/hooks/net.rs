@@ -17,7 +17,11 @@ const SUN_PATH: usize = 108;
 /// The `sun_path` of a path-named AF_UNIX address as a NUL-terminated copy, else `None`.
 unsafe fn unix_path(addr: *const c_void, len: socklen_t) -> Option<[u8; SUN_PATH + 1]> {
     let len = len as usize;
-    if addr.is_null() || len <= PATH_OFF || len > core::mem::size_of::<sockaddr_un>() {
+    if len <= PATH_OFF
+        || len > core::mem::size_of::<sockaddr_un>()
+        || !crate::sys::readable(addr.cast(), len)
+    {
+        // Not an AF_UNIX path, or an unmapped address: the kernel's own answer (EFAULT).
         return None;
     }
     let sa = &*addr.cast::<sockaddr_un>();

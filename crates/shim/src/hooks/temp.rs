@@ -152,3 +152,68 @@ pub unsafe extern "C" fn mktemp(template: *mut c_char) -> *mut c_char {
         template
     })
 }
+
+extern "C" {
+    /// glibc's `getenv` that answers NULL in a setuid program, as `tempnam` reads `$TMPDIR`.
+    fn secure_getenv(name: *const c_char) -> *mut c_char;
+}
+
+/// Whether `dir` names a directory, as glibc's `tempnam` checks it (through the stat hook,
+/// so a directory under the mount counts); errno is left alone.
+unsafe fn is_dir(dir: *const c_char) -> bool {
+    if cbytes(dir).is_none() {
+        return false;
+    }
+    crate::sys::keep_errno(|| {
+        let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+        super::stat::stat(dir, st.as_mut_ptr().cast()) == 0
+            && st.assume_init().st_mode & libc::S_IFMT == libc::S_IFDIR
+    })
+}
+
+/// glibc's `tempnam` picks `$TMPDIR`, else `dir`, when it is a directory, with internal
+/// stat calls that miss the mount. When that choice is under the mount it is made here:
+/// the real function gets the mapped directory (its own `$TMPDIR` check fails on the mount
+/// path, which is no real directory), and the name it makes is returned under the
+/// directory as the caller wrote it, never under the cache path.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut c_char {
+    let f = real!(tempnam);
+    if !config::active() {
+        return f(dir, pfx);
+    }
+    let tmpdir = secure_getenv(c"TMPDIR".as_ptr());
+    let Some(chosen) = [tmpdir.cast_const(), dir].into_iter().find(|&d| is_dir(d)) else {
+        return f(dir, pfx);
+    };
+    let mut loc = Loc::new();
+    if loc.resolve(AT_FDCWD, chosen).is_err() || !loc.in_tree {
+        return f(dir, pfx);
+    }
+    let made = f(loc.ptr(), pfx);
+    let (Some(made_bytes), Some(given)) = (cbytes(made), cbytes(chosen)) else {
+        return made;
+    };
+    // glibc drops the directory's trailing slashes and adds one.
+    let mut keep = given.len();
+    while keep > 1 && given[keep - 1] == b'/' {
+        keep -= 1;
+    }
+    let base = made_bytes
+        .rsplit(|&c| c == b'/')
+        .next()
+        .unwrap_or(made_bytes);
+    let len = keep + 1 + base.len();
+    let out = libc::malloc(len + 1).cast::<u8>();
+    if out.is_null() {
+        libc::free(made.cast());
+        return core::ptr::null_mut();
+    }
+    let out_s = core::slice::from_raw_parts_mut(out, len + 1);
+    out_s[..keep].copy_from_slice(&given[..keep]);
+    out_s[keep] = b'/';
+    out_s[keep + 1..len].copy_from_slice(base);
+    out_s[len] = 0;
+    libc::free(made.cast());
+    out.cast()
+}

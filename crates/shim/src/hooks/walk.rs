@@ -7,8 +7,8 @@
 //!   real walker gets the mapped root, and the callback sees mount paths.
 //! * fts (opened by [`super::dir::fts_open`] on mapped roots): each entry handed out has
 //!   its path (and a root's name) shown in mount form until the next fts call on the
-//!   same stream, which puts fts's own fields back first. `fts_children` lists keep
-//!   fts's values.
+//!   same stream, which puts fts's own fields back first. So is an `fts_children` list
+//!   (its entries share fts's path buffer, shown once in mount form).
 
 use super::real;
 use crate::config;
@@ -323,6 +323,11 @@ struct Shown {
     /// A root's name (its whole path) as fts had it, when it was rewritten in place.
     name: core::cell::UnsafeCell<[u8; PATH_MAX]>,
     namelen: Cell<u16>,
+    /// The last `fts_children` list shown in mount form (its entries' path is `buf`), the
+    /// path pointer fts gave them all, and how much longer the mount form is.
+    kids: Cell<*mut FtsEnt>,
+    kids_path: Cell<*mut c_char>,
+    kids_delta: Cell<isize>,
 }
 
 // SAFETY: a slot is used only by the thread that claimed it for its stream (fts streams
@@ -341,6 +346,9 @@ static SHOWN: [Shown; FTS_SLOTS] = [const {
         buf: core::cell::UnsafeCell::new([0; PATH_MAX]),
         name: core::cell::UnsafeCell::new([0; PATH_MAX]),
         namelen: Cell::new(0),
+        kids: Cell::new(core::ptr::null_mut()),
+        kids_path: Cell::new(core::ptr::null_mut()),
+        kids_delta: Cell::new(0),
     }
 }; FTS_SLOTS];
 
@@ -348,9 +356,22 @@ fn slot_of(fts: *mut c_void) -> Option<&'static Shown> {
     SHOWN.iter().find(|s| s.fts.load(Ordering::Acquire) == fts)
 }
 
-/// Puts fts's own fields back in the entry shown last on this stream.
+/// Puts fts's own fields back in the entry shown last on this stream (and in the last
+/// `fts_children` list).
 unsafe fn restore(fts: *mut c_void) {
     if let Some(s) = slot_of(fts) {
+        let mut k = s.kids.replace(core::ptr::null_mut());
+        let shown = (*s.buf.get()).as_mut_ptr().cast::<c_char>();
+        while !k.is_null() {
+            if (*k).path == shown {
+                if (*k).accpath == shown {
+                    (*k).accpath = s.kids_path.get();
+                }
+                (*k).path = s.kids_path.get();
+                (*k).pathlen = ((*k).pathlen as isize - s.kids_delta.get()) as u16;
+            }
+            k = (*k).link.cast();
+        }
         let e = s.ent.replace(core::ptr::null_mut());
         if !e.is_null() {
             (*e).path = s.path.get();
@@ -372,34 +393,13 @@ unsafe fn show(fts: *mut c_void, e: *mut FtsEnt) {
     if e.is_null() || !config::active() {
         return;
     }
-    let real_bytes = crate::sys::cbytes((*e).path).unwrap_or(&[]);
-    let cfg = config::get();
-    if under(real_bytes, cfg.prefixes().tree).is_none() {
+    let Some((slot, n, grown)) = mount_form(fts, (*e).path) else {
         return;
-    }
-    let slot = match slot_of(fts) {
-        Some(s) => s,
-        None => {
-            let Some(s) = SHOWN.iter().find(|s| {
-                s.fts
-                    .compare_exchange(
-                        core::ptr::null_mut(),
-                        fts,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-            }) else {
-                return;
-            };
-            s
-        }
     };
     let buf = &mut *slot.buf.get();
-    let Some(n) = virtual_of(real_bytes, buf) else {
-        return;
-    };
-    let Ok(len) = u16::try_from(n) else {
+    // The entry's length in mount form (fts's path buffer can hold more than the entry
+    // after `fts_children`).
+    let Ok(len) = u16::try_from((*e).pathlen as isize + grown) else {
         return;
     };
     slot.ent.set(e);
@@ -416,15 +416,76 @@ unsafe fn show(fts: *mut c_void, e: *mut FtsEnt) {
     // that fits the allocation (it does when the mount path is the shorter).
     let name = core::ptr::addr_of_mut!((*e).name).cast::<u8>();
     let namelen = usize::from((*e).namelen);
-    if (*e).level == 0 && n <= namelen {
+    let shown_len = usize::from(len);
+    if (*e).level == 0 && shown_len <= namelen && shown_len <= n {
         let saved = &mut *slot.name.get();
         if let Some(dst) = saved.get_mut(..=namelen) {
             core::ptr::copy_nonoverlapping(name, dst.as_mut_ptr(), namelen + 1);
             slot.namelen.set(namelen as u16);
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), name, n + 1);
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), name, shown_len);
+            *name.add(shown_len) = 0;
             (*e).namelen = len;
         }
     }
+}
+
+/// The slot of `fts`, claimed if it has none (none when all are in use).
+fn claim(fts: *mut c_void) -> Option<&'static Shown> {
+    slot_of(fts).or_else(|| {
+        SHOWN.iter().find(|s| {
+            s.fts
+                .compare_exchange(
+                    core::ptr::null_mut(),
+                    fts,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        })
+    })
+}
+
+/// Writes the mount form of what fts's path buffer `path` holds into the slot of `fts`:
+/// the slot, its length, and how much longer it is than fts's form. `None` outside the
+/// tree or with every slot in use.
+unsafe fn mount_form(
+    fts: *mut c_void,
+    path: *const c_char,
+) -> Option<(&'static Shown, usize, isize)> {
+    let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
+    under(real_bytes, config::get().prefixes().tree)?;
+    let slot = claim(fts)?;
+    let n = virtual_of(real_bytes, &mut *slot.buf.get())?;
+    Some((slot, n, n as isize - real_bytes.len() as isize))
+}
+
+/// Shows an `fts_children` list in mount form: its entries share fts's path buffer, so
+/// they all get the mount form of what it holds, each length grown by the same amount.
+unsafe fn show_children(fts: *mut c_void, first: *mut FtsEnt) {
+    if first.is_null() || !config::active() {
+        return;
+    }
+    let shared = (*first).path;
+    let Some((slot, _, grown)) = mount_form(fts, shared) else {
+        return;
+    };
+    let vp = (*slot.buf.get()).as_mut_ptr().cast::<c_char>();
+    let mut k = first;
+    while !k.is_null() {
+        if (*k).path == shared {
+            if let Ok(len) = u16::try_from((*k).pathlen as isize + grown) {
+                if (*k).accpath == shared {
+                    (*k).accpath = vp;
+                }
+                (*k).path = vp;
+                (*k).pathlen = len;
+            }
+        }
+        k = (*k).link.cast();
+    }
+    slot.kids.set(first);
+    slot.kids_path.set(shared);
+    slot.kids_delta.set(grown);
 }
 
 unsafe fn release(fts: *mut c_void) {
@@ -447,8 +508,13 @@ macro_rules! fts_hooks {
         #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $children(fts: *mut c_void, opts: c_int) -> *mut c_void {
             let f = real!($children);
+            // The entry fts_read returned stays in mount form.
+            let current = slot_of(fts).map_or(core::ptr::null_mut(), |s| s.ent.get());
             restore(fts);
-            f(fts, opts)
+            let kids = f(fts, opts);
+            show(fts, current);
+            show_children(fts, kids.cast());
+            kids
         }
 
         #[cfg_attr(not(test), no_mangle)]
