@@ -301,6 +301,10 @@ reals! {
         *const c_char, c_int, mode_t) -> c_int;
     posix_spawn_file_actions_addchdir_np: fn(*mut posix_spawn_file_actions_t, *const c_char) -> c_int;
 
+    // children that may share the memory (hooks/vfork.rs: only recorded)
+    vfork: fn() -> pid_t;
+    clone: fn() -> c_int;
+
     // sockets and libraries
     bind: fn(c_int, *const c_void, u32) -> c_int;
     connect: fn(c_int, *const c_void, u32) -> c_int;
