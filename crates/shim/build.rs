@@ -15,6 +15,9 @@ fn main() {
     // the loader in every process: they resolve to the same hooks either way, because the
     // preloaded library comes first in every lookup.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
+    // The release library has no standard library, which is what linked libc before:
+    // link it explicitly (its NEEDED entry, and symbol versions checked at link time).
+    println!("cargo:rustc-link-lib=dylib=c");
     // CARGO_CFG_PANIC does not reflect the profile's `panic`, so the profile decides.
     if std::env::var("PROFILE").as_deref() == Ok("release") {
         // Whole archive: nothing in this crate calls these, the standard library does, and

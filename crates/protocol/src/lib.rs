@@ -13,9 +13,8 @@
 //!
 //! The shim uses only the allocation-free parts (marker parsing, request encoding).
 
-pub mod layout;
-pub mod marker;
+// Compiled in s3shim-protocol-core (no_std, for the shim); their sources are here.
+pub use s3shim_protocol_core::{layout, marker, wire};
 pub mod meta;
 pub mod names;
 pub mod status;
-pub mod wire;

@@ -6,8 +6,7 @@
 
 use std::fmt;
 
-/// Longest single name the cache filesystem accepts (Linux `NAME_MAX`).
-pub const NAME_MAX: usize = 255;
+pub use s3shim_protocol_core::names::{is_valid_rel_path, NAME_MAX};
 
 /// Why a listed key was not turned into a local entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,20 +76,6 @@ pub fn child_dir_name<'k>(prefix: &str, common_prefix: &'k str) -> Result<&'k st
         .ok_or(Rejected::NotUnderPrefix)?;
     let name = rest.strip_suffix('/').ok_or(Rejected::Slash)?;
     check_name(name)
-}
-
-/// Whether `rel` is a path the agent accepts from the shim: `""` (the root) or
-/// `/`-separated names without empty, `.` or `..` components or NUL, each at most
-/// `NAME_MAX` bytes.
-pub fn is_valid_rel_path(rel: &[u8]) -> bool {
-    if rel.is_empty() {
-        return true;
-    }
-    if rel.len() > crate::wire::PATH_MAX {
-        return false;
-    }
-    rel.split(|&b| b == b'/')
-        .all(|c| !c.is_empty() && c != b"." && c != b".." && c.len() <= NAME_MAX && !c.contains(&0))
 }
 
 /// Normalises a user-given key prefix: no leading `/`, a trailing `/` unless empty.

@@ -251,27 +251,7 @@ pub fn get() -> &'static Config {
 /// # Safety
 /// `envp` is NULL or a NULL-terminated array of C strings.
 pub unsafe fn env_value<'a>(envp: *const *const c_char, name: &str) -> Option<&'a [u8]> {
-    if envp.is_null() {
-        return None;
-    }
-    let mut i = 0;
-    loop {
-        let e = *envp.add(i);
-        if e.is_null() {
-            return None;
-        }
-        // Compare in place: measuring every entry of the environment (four lookups in
-        // every process) cost more than the rest of reading the configuration.
-        let e = e.cast::<u8>();
-        let mut k = 0;
-        while k < name.len() && *e.add(k) == name.as_bytes()[k] {
-            k += 1;
-        }
-        if k == name.len() && *e.add(k) == b'=' {
-            return Some(CStr::from_ptr(e.add(k + 1).cast()).to_bytes());
-        }
-        i += 1;
-    }
+    crate::env::value_of(envp, name.as_bytes())
 }
 
 /// Reads the configuration (from the constructor, single-threaded).
@@ -307,16 +287,54 @@ pub unsafe fn init(envp: *const *const c_char) {
     }
 }
 
-/// This library's path as the loader has it (from `dladdr`).
+/// This library's path as the loader has it: the name of the loaded object whose
+/// segments hold this function. (`dl_iterate_phdr` visits the few objects loaded so far;
+/// `dladdr` also searched our symbol table for the nearest symbol, which cost more than
+/// the rest of reading the configuration.)
 fn own_name() -> Option<&'static [u8]> {
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    let here = own_name as *const () as *const libc::c_void;
-    // SAFETY: `here` is an address inside this library.
-    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+    struct Search {
+        here: usize,
+        name: *const c_char,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid `info` for the duration of the call, and
+        // `data` is the `Search` below.
+        let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
+        let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+            &[]
+        } else {
+            // SAFETY: `dlpi_phnum` headers at `dlpi_phdr`.
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        let base = info.dlpi_addr as usize;
+        let ours = phdrs.iter().any(|h| {
+            let start = base.wrapping_add(h.p_vaddr as usize);
+            h.p_type == libc::PT_LOAD
+                && search.here >= start
+                && search.here - start < h.p_memsz as usize
+        });
+        if ours {
+            search.name = info.dlpi_name;
+            1
+        } else {
+            0
+        }
+    }
+    let mut search = Search {
+        here: own_name as *const () as usize,
+        name: core::ptr::null(),
+    };
+    // SAFETY: `visit` only reads what the loader hands it and writes `search`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut search).cast()) };
+    if search.name.is_null() {
         return None;
     }
-    // SAFETY: dladdr returns a C string owned by the loader, kept while we are loaded.
-    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes())
+    // SAFETY: the loader's C string for this object, kept while we are loaded.
+    Some(unsafe { CStr::from_ptr(search.name) }.to_bytes())
 }
 
 /// `name` made absolute against the cwd and normalised.

@@ -43,12 +43,58 @@ pub unsafe fn entries<'a>(arr: *const *const c_char) -> impl Iterator<Item = &'a
     })
 }
 
+/// The entry pointers of a NULL-terminated C array, without measuring the strings (a
+/// spawn looks at every entry of the environment: `strlen` of each was most of the cost).
+///
+/// # Safety
+/// As for [`entries`].
+unsafe fn pointers(arr: *const *const c_char) -> impl Iterator<Item = *const c_char> {
+    let mut i = 0usize;
+    core::iter::from_fn(move || {
+        if arr.is_null() {
+            return None;
+        }
+        let p = *arr.add(i);
+        if p.is_null() {
+            return None;
+        }
+        i += 1;
+        Some(p)
+    })
+}
+
 /// Number of entries of a NULL-terminated array.
 ///
 /// # Safety
 /// As for [`entries`].
 pub unsafe fn count(arr: *const *const c_char) -> usize {
-    entries(arr).count()
+    pointers(arr).count()
+}
+
+/// The value of the environment entry `e` when its name is `name` (`name=value`),
+/// compared in place: only the value of a matching entry is measured.
+///
+/// # Safety
+/// `e` is a valid C string.
+pub unsafe fn value_if_named<'a>(e: *const c_char, name: &[u8]) -> Option<&'a [u8]> {
+    let e = e.cast::<u8>();
+    for (k, &b) in name.iter().enumerate() {
+        if *e.add(k) != b {
+            return None;
+        }
+    }
+    if *e.add(name.len()) != b'=' {
+        return None;
+    }
+    Some(CStr::from_ptr(e.add(name.len() + 1).cast()).to_bytes())
+}
+
+/// The value of `name` in a C environment array.
+///
+/// # Safety
+/// `envp` as for [`entries`].
+pub unsafe fn value_of<'a>(envp: *const *const c_char, name: &[u8]) -> Option<&'a [u8]> {
+    pointers(envp).find_map(|e| value_if_named(e, name))
 }
 
 fn name_of(entry: &[u8]) -> &[u8] {
@@ -82,11 +128,7 @@ pub unsafe fn needed(env: *const *const c_char, inj: &Inject<'_>) -> usize {
 
 /// The first `LD_PRELOAD` value (what the loader uses).
 unsafe fn preload_value<'a>(env: *const *const c_char) -> Option<&'a [u8]> {
-    entries(env).find_map(|e| {
-        let b = e.to_bytes();
-        b.strip_prefix(LD_PRELOAD)
-            .and_then(|r| r.strip_prefix(b"="))
-    })
+    value_of(env, LD_PRELOAD)
 }
 
 /// Builds the new environment in `region` (at least [`needed`] bytes, pointer-aligned).
@@ -134,11 +176,25 @@ pub unsafe fn build(
             k += 1;
         }
     };
-    for e in entries(env) {
-        let name = name_of(e.to_bytes());
-        let replaced = name == LD_PRELOAD || inj.set.iter().any(|s| name_of(s.to_bytes()) == name);
+    // The names of the entries that replace the environment's own (measured once).
+    let mut names: [&[u8]; 8] = [LD_PRELOAD; 8];
+    let mut n_names = 1;
+    for s in inj.set {
+        if let Some(slot) = names.get_mut(n_names) {
+            *slot = name_of(s.to_bytes());
+            n_names += 1;
+        }
+    }
+    let names = names.get(..n_names).unwrap_or(&[]);
+    // (More settings than `names` holds are compared the slow way.)
+    let more = inj.set.get(n_names - 1..).unwrap_or(&[]);
+    for e in pointers(env) {
+        let replaced = names.iter().any(|n| value_if_named(e, n).is_some())
+            || more
+                .iter()
+                .any(|s| value_if_named(e, name_of(s.to_bytes())).is_some());
         if !replaced {
-            push(e.as_ptr());
+            push(e);
         }
     }
     for s in inj.set {

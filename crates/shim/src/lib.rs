@@ -22,6 +22,12 @@
 
 // The hooks are libc functions: their safety contract is libc's, documented there.
 #![allow(clippy::missing_safety_doc)]
+// Release builds (panic = "abort") link no standard library: its runtime (panic hook and
+// backtrace printer, thread-locals, allocator) stayed in the library through the
+// assertions in std's fd types, and loading it cost every process ~40 symbol lookups
+// and ~700 relocations. Debug builds (panic = "unwind", which needs std's personality
+// routine) and unit tests keep std; the code is the same, written against `core`.
+#![cfg_attr(all(not(test), panic = "abort"), no_std)]
 
 pub mod agent;
 pub mod config;
@@ -60,3 +66,12 @@ unsafe extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *cons
 #[used]
 #[link_section = ".init_array"]
 static INIT: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) = init;
+
+/// A panic in a release build aborts the process, as panic = "abort" with std did (the
+/// code is written not to panic: no indexing or unwrapping on the hooks' paths).
+#[cfg(all(not(test), panic = "abort"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}

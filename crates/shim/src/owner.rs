@@ -6,9 +6,10 @@
 //! and refreshed in the child of every `fork()` (a `pthread_atfork` child handler, which
 //! glibc runs for fork and forkpty but not for vfork), so a process whose real pid
 //! differs is a vfork (or raw clone) child. The check costs a `getpid` syscall and runs
-//! only where a hook is about to change shared state.
+//! only where a hook is about to change shared state, and only once the process may have
+//! such a child (see [`children_may_share_memory`]).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 static OWNER: AtomicU32 = AtomicU32::new(0);
 
@@ -24,10 +25,24 @@ pub fn owner() -> u32 {
     OWNER.load(Ordering::Relaxed)
 }
 
-/// Whether the caller may change shared state.
+/// Set (never cleared) before this process makes its first child that may share its
+/// memory: the hooks of `vfork`, `clone` and `syscall(SYS_vfork/SYS_clone/SYS_clone3)`
+/// set it before calling the real function. (`posix_spawn`, `system` and `popen` use
+/// glibc's internal clone, and their children make only internal calls, never a hook.)
+static SHARED_MEMORY_CHILDREN: AtomicBool = AtomicBool::new(false);
+
+/// Records that a child sharing this process's memory may run from now on.
+#[inline]
+pub fn children_may_share_memory() {
+    SHARED_MEMORY_CHILDREN.store(true, Ordering::SeqCst);
+}
+
+/// Whether the caller may change shared state. Until a child can share the memory every
+/// caller is the owner, and the `getpid` system call is skipped: it ran on every fd mark
+/// and unmark, two per open/close in the tree.
 #[inline]
 pub fn owns_state() -> bool {
-    getpid() == owner()
+    !SHARED_MEMORY_CHILDREN.load(Ordering::SeqCst) || getpid() == owner()
 }
 
 extern "C" fn after_fork_in_child() {

@@ -62,6 +62,13 @@ pub fn normalize(path: &[u8], out: &mut [u8]) -> Option<usize> {
         return None;
     }
     let mut w = Writer::new(out);
+    if is_normal(path) {
+        // Most paths programs pass are normal already: a copy instead of the rebuild
+        // component by component, which was a third of the shim's cost per call in the
+        // tree.
+        w.put(path)?;
+        return Some(w.len);
+    }
     w.put(b"/")?;
     let mut last = &path[..0];
     for comp in path.split(|&b| b == b'/') {
@@ -87,6 +94,32 @@ pub fn normalize(path: &[u8], out: &mut [u8]) -> Option<usize> {
         w.put(b"/")?;
     }
     Some(w.len)
+}
+
+/// Whether an absolute path is its own normal form: no empty component (`//`), no `.`
+/// or `..` component. A single trailing `/` is kept by [`normalize`] too.
+fn is_normal(path: &[u8]) -> bool {
+    // What the current component holds so far; a `/` ends it.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Comp {
+        Empty,
+        Dot,
+        DotDot,
+        Name,
+    }
+    // The leading `/` ends no component.
+    let mut comp = Comp::Name;
+    for &b in path {
+        comp = match (b, comp) {
+            (b'/', Comp::Name) => Comp::Empty,
+            (b'/', _) => return false,
+            (b'.', Comp::Empty) => Comp::Dot,
+            (b'.', Comp::Dot) => Comp::DotDot,
+            _ => Comp::Name,
+        };
+    }
+    // A trailing `/` (Empty) is kept as it is; a trailing `.` or `..` is not.
+    !matches!(comp, Comp::Dot | Comp::DotDot)
 }
 
 /// Where an absolute path lands.
@@ -261,6 +294,28 @@ mod tests {
             "no room for NUL"
         );
         assert!(normalize(b"/abcdefgh", &mut [0u8; 10]).is_some());
+        assert_eq!(norm("/.git/x"), "/.git/x");
+        assert_eq!(norm("/a/.b/..c/"), "/a/.b/..c/");
+    }
+
+    /// The copy taken for normal paths agrees with the rebuild: every result is normal,
+    /// and normalising it again changes nothing.
+    #[test]
+    fn normal_paths_are_fixed_points() {
+        let parts = ["", ".", "..", "a", ".a", "..a", "a.", "..."];
+        for x in parts {
+            for y in parts {
+                for z in parts {
+                    for tail in ["", "/"] {
+                        let p = format!("/{x}/{y}/{z}{tail}");
+                        let once = norm(&p);
+                        assert!(is_normal(once.as_bytes()), "{p} -> {once}");
+                        assert_eq!(norm(&once), once, "{p}");
+                        assert_eq!(is_normal(p.as_bytes()), once == p, "{p}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

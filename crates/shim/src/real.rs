@@ -5,7 +5,7 @@
 //! (`true`, `echo`, `env`) never calls `dlsym`, and resolving all ~130 slots at load was
 //! half of what the shim added to starting a program.
 //!
-//! The first empty slot a process meets is filled together with the [`EAGER`] set: the
+//! The first empty slot a process meets is filled together with the [`resolve_eager`] set: the
 //! functions that programs call in a `vfork` child before `exec` and in signal handlers,
 //! where `dlsym` (which takes the loader's lock) does not belong. A program makes some
 //! ordinary hooked call (an `open`, a `stat`) before it spawns children or installs
@@ -14,7 +14,7 @@
 //! the child.) Two threads resolving at once store the same values. A missing symbol is
 //! remembered and reported as `None` (the hook fails with `ENOSYS`), never a panic.
 //!
-//! Adding a family: add its signatures here (and to [`EAGER`] if a vfork child or a signal
+//! Adding a family: add its signatures here (and to [`resolve_eager`] if a vfork child or a signal
 //! handler calls it), then the hooks in `hooks/`.
 
 use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
@@ -27,25 +27,27 @@ use libc::{
 /// Marks a slot whose symbol `dlsym` did not find.
 const MISSING: *mut c_void = usize::MAX as *mut c_void;
 
-/// One resolvable symbol.
+/// One resolvable symbol's slot. Only the address lives here, zero until resolved (so
+/// the slots take no page of the file and no relocation); the name is a constant next to
+/// it (`real::<name>::NAME`). Names stored as pointers needed ~150 relocations, which
+/// the loader wrote into these pages in every process.
 pub struct Sym {
-    name: &'static [u8],
     ptr: AtomicPtr<c_void>,
 }
 
 impl Sym {
-    pub const fn new(name: &'static [u8]) -> Sym {
+    pub const fn new() -> Sym {
         Sym {
-            name,
             ptr: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
+    /// The address of `name` (NUL-terminated), resolved on first use.
     #[inline]
-    pub fn get(&self) -> Option<*mut c_void> {
+    pub fn get(&self, name: &'static [u8]) -> Option<*mut c_void> {
         let p = self.ptr.load(Ordering::Acquire);
         if p.is_null() {
-            return self.resolve();
+            return self.resolve(name);
         }
         if p == MISSING {
             None
@@ -55,27 +57,29 @@ impl Sym {
     }
 
     #[cold]
-    fn resolve(&self) -> Option<*mut c_void> {
+    fn resolve(&self, name: &'static [u8]) -> Option<*mut c_void> {
         if !EAGER_DONE.swap(true, Ordering::AcqRel) {
-            for s in EAGER {
-                if s.ptr.load(Ordering::Acquire).is_null() {
-                    s.resolve_one();
-                }
-            }
+            resolve_eager();
         }
-        self.resolve_one()
+        self.resolve_one(name)
     }
 
-    fn resolve_one(&self) -> Option<*mut c_void> {
+    fn fill(&self, name: &'static [u8]) {
+        if self.ptr.load(Ordering::Acquire).is_null() {
+            self.resolve_one(name);
+        }
+    }
+
+    fn resolve_one(&self, name: &'static [u8]) -> Option<*mut c_void> {
         // SAFETY: `name` is NUL-terminated (built with concat!(.., "\0")).
-        let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr().cast()) };
+        let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
         if p.is_null() {
             // Compat-only symbols (e.g. `__xstat` in a future glibc) are still reachable
             // by their base version.
             p = unsafe {
                 libc::dlvsym(
                     libc::RTLD_NEXT,
-                    self.name.as_ptr().cast(),
+                    name.as_ptr().cast(),
                     BASE_VERSION.as_ptr().cast(),
                 )
             };
@@ -83,6 +87,12 @@ impl Sym {
         let store = if p.is_null() { MISSING } else { p };
         self.ptr.store(store, Ordering::Release);
         (!p.is_null()).then_some(p)
+    }
+}
+
+impl Default for Sym {
+    fn default() -> Self {
+        Sym::new()
     }
 }
 
@@ -98,11 +108,12 @@ macro_rules! reals {
             pub mod $name {
                 use super::*;
                 pub type F = unsafe extern "C" fn($($arg),*) -> $ret;
-                pub static SYM: Sym = Sym::new(concat!(stringify!($name), "\0").as_bytes());
+                pub const NAME: &[u8] = concat!(stringify!($name), "\0").as_bytes();
+                pub static SYM: Sym = Sym::new();
                 #[inline]
                 pub fn get() -> Option<F> {
                     // SAFETY: the symbol has this C signature in glibc.
-                    SYM.get().map(|p| unsafe { core::mem::transmute::<*mut c_void, F>(p) })
+                    SYM.get(NAME).map(|p| unsafe { core::mem::transmute::<*mut c_void, F>(p) })
                 }
             }
         )*
@@ -112,32 +123,32 @@ macro_rules! reals {
 /// What a `vfork` child (Python's subprocess, for one) calls between `vfork` and `exec`,
 /// and what signal handlers call to clean up (lock and temp files): resolved with the
 /// first slot the process fills, so that these paths do not call `dlsym`.
-static EAGER: &[&Sym] = &[
-    &open::SYM,
-    &open64::SYM,
-    &openat::SYM,
-    &openat64::SYM,
-    &close::SYM,
-    &dup::SYM,
-    &dup2::SYM,
-    &dup3::SYM,
-    &fcntl::SYM,
-    &fcntl64::SYM,
-    &close_range::SYM,
-    &closefrom::SYM,
-    &chdir::SYM,
-    &fchdir::SYM,
-    &execve::SYM,
-    &execv::SYM,
-    &execvp::SYM,
-    &execvpe::SYM,
-    &syscall::SYM,
-    &unlink::SYM,
-    &unlinkat::SYM,
-    &rename::SYM,
-];
+fn resolve_eager() {
+    open::SYM.fill(open::NAME);
+    open64::SYM.fill(open64::NAME);
+    openat::SYM.fill(openat::NAME);
+    openat64::SYM.fill(openat64::NAME);
+    close::SYM.fill(close::NAME);
+    dup::SYM.fill(dup::NAME);
+    dup2::SYM.fill(dup2::NAME);
+    dup3::SYM.fill(dup3::NAME);
+    fcntl::SYM.fill(fcntl::NAME);
+    fcntl64::SYM.fill(fcntl64::NAME);
+    close_range::SYM.fill(close_range::NAME);
+    closefrom::SYM.fill(closefrom::NAME);
+    chdir::SYM.fill(chdir::NAME);
+    fchdir::SYM.fill(fchdir::NAME);
+    execve::SYM.fill(execve::NAME);
+    execv::SYM.fill(execv::NAME);
+    execvp::SYM.fill(execvp::NAME);
+    execvpe::SYM.fill(execvpe::NAME);
+    syscall::SYM.fill(syscall::NAME);
+    unlink::SYM.fill(unlink::NAME);
+    unlinkat::SYM.fill(unlinkat::NAME);
+    rename::SYM.fill(rename::NAME);
+}
 
-/// Whether the [`EAGER`] slots have been filled.
+/// Whether the [`resolve_eager`] slots have been filled.
 static EAGER_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Opaque pointer for callbacks and glibc types the shim only passes through.
@@ -300,6 +311,10 @@ reals! {
     posix_spawn_file_actions_addopen: fn(*mut posix_spawn_file_actions_t, c_int,
         *const c_char, c_int, mode_t) -> c_int;
     posix_spawn_file_actions_addchdir_np: fn(*mut posix_spawn_file_actions_t, *const c_char) -> c_int;
+
+    // children that may share the memory (hooks/vfork.rs: only recorded)
+    vfork: fn() -> pid_t;
+    clone: fn() -> c_int;
 
     // sockets and libraries
     bind: fn(c_int, *const c_void, u32) -> c_int;

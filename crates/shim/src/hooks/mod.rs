@@ -17,6 +17,7 @@ pub mod open;
 pub mod stat;
 pub mod syscall;
 pub mod temp;
+pub mod vfork;
 pub mod walk;
 pub mod xattr;
 

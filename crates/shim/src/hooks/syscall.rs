@@ -28,6 +28,10 @@ pub unsafe extern "C" fn syscall(
     let dirfd = a1 as c_int;
     let path = a2 as *const c_char;
     match n {
+        n if makes_a_child_that_may_share_memory(n) => {
+            crate::owner::children_may_share_memory();
+            f(n, a1, a2, a3, a4, a5, a6)
+        }
         libc::SYS_close => {
             fdtable::clear(a1 as c_int);
             f(n, a1, a2, a3, a4, a5, a6)
@@ -136,4 +140,13 @@ unsafe fn legacy(n: c_long, a: [c_long; 6], f: crate::real::syscall::F) -> c_lon
         _ => return f(n, a[0], a[1], a[2], a[3], a[4], a[5]),
     };
     c_long::from(r)
+}
+
+/// `vfork`, `clone` and `clone3`: see [`crate::owner::children_may_share_memory`].
+fn makes_a_child_that_may_share_memory(n: c_long) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if n == libc::SYS_vfork {
+        return true;
+    }
+    n == libc::SYS_clone || n == libc::SYS_clone3
 }

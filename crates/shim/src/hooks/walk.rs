@@ -21,7 +21,7 @@ use crate::ret::Ret;
 use crate::sys::{errno, set_errno, PATH_MAX};
 use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use libc::AT_FDCWD;
 
 /// glibc's `GLOB_ALTDIRFUNC` (the libc crate does not export it).
@@ -130,11 +130,9 @@ struct Ftw {
 type NftwFn = unsafe extern "C" fn(*const c_char, *const c_void, c_int, *mut Ftw) -> c_int;
 type FtwFn = unsafe extern "C" fn(*const c_char, *const c_void, c_int) -> c_int;
 
-/// The caller's callback (nftw or ftw) for the walk running on this thread. Const
-/// initialised, no destructor: no allocation, safe in any thread.
+/// The caller's callback (nftw or ftw) for the walk running on this thread.
 #[derive(Clone, Copy)]
 enum Callback {
-    None,
     Nftw(NftwFn),
     Ftw(FtwFn),
 }
@@ -148,14 +146,45 @@ struct Walk {
     mapped: *const c_char,
 }
 
-thread_local! {
-    static CALLBACK: Cell<Walk> = const {
-        Cell::new(Walk {
-            cb: Callback::None,
-            given: core::ptr::null(),
-            mapped: core::ptr::null(),
-        })
-    };
+/// The walk running on each thread, as a pointer to the `Walk` on `walk_like`'s stack
+/// (the callbacks get no user pointer). A pthread key, not a Rust thread-local: the
+/// release library has no standard library (see lib.rs). Created on the first wrapped
+/// walk; 0 until then.
+static WALK_KEY: AtomicU32 = AtomicU32::new(NO_KEY);
+const NO_KEY: u32 = u32::MAX;
+
+/// The key, created on first use (two threads racing both create one; the loser's is
+/// deleted). `None` when no key can be had.
+fn walk_key() -> Option<libc::pthread_key_t> {
+    let k = WALK_KEY.load(Ordering::Acquire);
+    if k != NO_KEY {
+        return Some(k);
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out pointer; no destructor.
+    if unsafe { libc::pthread_key_create(&mut key, None) } != 0 || key == NO_KEY {
+        return None;
+    }
+    match WALK_KEY.compare_exchange(NO_KEY, key, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(key),
+        Err(won) => {
+            // SAFETY: our own key, never used.
+            unsafe { libc::pthread_key_delete(key) };
+            Some(won)
+        }
+    }
+}
+
+/// The walk running on this thread, if any.
+fn current_walk() -> Option<Walk> {
+    let key = WALK_KEY.load(Ordering::Acquire);
+    if key == NO_KEY {
+        return None;
+    }
+    // SAFETY: a key we created; the value is NULL or a `Walk` alive for the walk.
+    let p = unsafe { libc::pthread_getspecific(key) }.cast::<Walk>();
+    // SAFETY: set by `walk_like` to its own `Walk`, cleared before that returns.
+    (!p.is_null()).then(|| unsafe { *p })
 }
 
 /// `path` with the mapped root replaced by the root the caller gave (so a relative root
@@ -186,7 +215,9 @@ unsafe extern "C" fn nftw_trampoline(
     flag: c_int,
     ftw: *mut Ftw,
 ) -> c_int {
-    let walk = CALLBACK.with(|c| c.get());
+    let Some(walk) = current_walk() else {
+        return 0;
+    };
     let cb = walk.cb;
     let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
     let mut virt = [0u8; PATH_MAX];
@@ -205,7 +236,6 @@ unsafe extern "C" fn nftw_trampoline(
             f(p, st, flag, &mut info)
         }
         Callback::Ftw(f) => f(p, st, flag),
-        Callback::None => 0,
     }
 }
 
@@ -245,9 +275,18 @@ unsafe fn walk_like(
         given: root,
         mapped: loc.ptr(),
     };
-    let prev = CALLBACK.with(|c| c.replace(w));
+    let Some(key) = walk_key() else {
+        return Ret::fail(libc::ENOMEM);
+    };
+    // A walk started from a callback of another nests: keep the outer one.
+    // SAFETY: our key; `w` outlives the walk, and the outer value is put back after it.
+    let prev = unsafe { libc::pthread_getspecific(key) };
+    if unsafe { libc::pthread_setspecific(key, (&raw const w).cast()) } != 0 {
+        return Ret::fail(libc::ENOMEM);
+    }
     let r = walk(loc.ptr(), tramp);
-    CALLBACK.with(|c| c.set(prev));
+    // SAFETY: as above.
+    unsafe { libc::pthread_setspecific(key, prev) };
     r
 }
 
