@@ -10,6 +10,7 @@ pub mod fsops;
 pub mod hydrate;
 pub mod ignore;
 pub mod index;
+pub mod prefetch;
 pub mod queue;
 pub mod redact;
 pub mod remote;
@@ -65,6 +66,8 @@ pub struct Ctx {
     downloads: Downloads,
     /// `.s3shimignore`: paths that never go to S3 nor come from it.
     local_only: ignore::LocalOnly,
+    /// Sibling prefetch (`S3SHIM_PREFETCH=0` turns it off).
+    prefetch: Option<prefetch::Prefetch>,
 }
 
 impl Ctx {
@@ -167,20 +170,44 @@ impl Drop for PathGuard<'_> {
     }
 }
 
-/// Entry point of `s3shim agent`; returns the process exit code.
-pub fn main(settings: Settings) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
+/// How much lower than the user's programs the agent's background work (uploads, scans,
+/// the remote check) runs: on a small machine the editor and its tools win the CPU, and
+/// uploads use what they leave. Requests the shim waits on (listing, fetching) keep the
+/// normal priority; an fsync waits on an upload, but then its caller is not using the CPU.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// The runtime of the background work: its own threads, each at [`BACKGROUND_NICE`]
+/// (Linux keeps a nice value per thread).
+fn background_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("s3shim-bg")
+        .on_thread_start(|| {
+            // SAFETY: nice() only changes the calling thread's priority; a failure (e.g.
+            // already at the lowest) leaves it as it was, which is harmless.
+            unsafe { libc::nice(BACKGROUND_NICE) };
+        })
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+}
+
+/// Entry point of `s3shim agent`; returns the process exit code.
+pub fn main(settings: Settings) -> i32 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build();
+    let (rt, bg) = match (rt, background_runtime()) {
+        (Ok(rt), Ok(bg)) => (rt, bg),
+        (Err(e), _) | (_, Err(e)) => {
             report(&format!("ERROR\tcannot start the agent's runtime: {e}"));
             return 1;
         }
     };
-    rt.block_on(run(settings))
+    let code = rt.block_on(run(settings, bg.handle().clone()));
+    // Everything the background did for the drain is done by now.
+    bg.shutdown_background();
+    code
 }
 
 /// Writes the start-up line for `run`.
@@ -190,7 +217,7 @@ fn report(line: &str) {
     let _ = out.flush();
 }
 
-async fn run(settings: Settings) -> i32 {
+async fn run(settings: Settings, bg: tokio::runtime::Handle) -> i32 {
     let state = settings.state_dir();
     let tree = settings.tree();
     let tmp = state.join(layout::TMP_DIR);
@@ -229,7 +256,7 @@ async fn run(settings: Settings) -> i32 {
             return 1;
         }
     };
-    match start(&settings, &tree, &tmp).await {
+    match start(&settings, &tree, &tmp, &bg).await {
         Ok((ctx, watch, listener, info, server)) => {
             report(&format!("READY\t{info}"));
             detach_stdout();
@@ -257,7 +284,12 @@ type Started = (
     Option<s3shim_s3server::Server>,
 );
 
-async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> {
+async fn start(
+    settings: &Settings,
+    tree: &Path,
+    tmp: &Path,
+    bg: &tokio::runtime::Handle,
+) -> Result<Started> {
     fsops::check_cache_fs(tmp).map_err(anyhow::Error::msg)?;
     // Leftover downloads of a previous agent (we hold the lock, so they are dead).
     if let Ok(rd) = std::fs::read_dir(tmp) {
@@ -305,6 +337,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         tmp_seq: AtomicU64::new(0),
         downloads: settings.downloads,
         local_only: ignore::LocalOnly::new(tree),
+        prefetch: prefetch::Prefetch::from_env(),
     });
     // A warm cache from an earlier agent is brought up to date before anything watches
     // or uses it.
@@ -312,9 +345,9 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     // Watch first, then scan: a change between the two is seen by one or the other.
     let watch = watch::spawn(tree.to_path_buf(), queue.clone())?;
     queue.request_scan();
-    tokio::spawn(ctx.clone().sync_worker());
+    bg.spawn(ctx.clone().sync_worker());
     if let Some(every) = settings.poll_interval {
-        tokio::spawn(ctx.clone().poll_remote(every));
+        bg.spawn(ctx.clone().poll_remote(every));
     }
     let listener = bind_socket(&settings.socket())?;
     info!(
@@ -535,6 +568,9 @@ impl Server {
         // Events already queued in the kernel are changes made before this request.
         self.watch.drain().await;
         let barrier = self.ctx.queue.barrier();
+        if let Some(rel) = only {
+            self.ctx.sync_now(rel).await;
+        }
         self.ctx.queue.wait(barrier, only).await
     }
 
@@ -604,7 +640,12 @@ impl Server {
         let ctx = &self.ctx;
         let r = match op {
             Op::ListDir => ctx.list_dir(rel).await,
-            Op::Fetch => ctx.fetch(rel).await,
+            Op::Fetch => {
+                let r = ctx.fetch(rel).await;
+                // After the file asked for, so that its download has the server to itself.
+                ctx.prefetch_siblings(rel);
+                r
+            }
             Op::Lookup => ctx.lookup(rel).await,
             Op::ListTree => ctx.list_tree(rel).await,
             Op::FetchTree => ctx.fetch_tree(rel).await,
@@ -683,6 +724,7 @@ pub(crate) mod testkit {
             path_locks: PathLocks::default(),
             tmp_seq: AtomicU64::new(0),
             downloads,
+            prefetch: Some(prefetch::Prefetch::default()),
         });
         Kit {
             ctx,
@@ -706,6 +748,22 @@ pub(crate) mod testkit {
             )
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn background_work_runs_at_a_lower_priority() {
+        // SAFETY: getpriority on this thread only reads.
+        let mine = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let bg = background_runtime().unwrap();
+        let theirs = bg.block_on(async {
+            tokio::spawn(async {
+                // SAFETY: as above, on the worker thread that runs this task.
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(theirs, (mine + BACKGROUND_NICE).min(19));
     }
 
     pub const DEFAULT_DOWNLOADS: Downloads = Downloads {
