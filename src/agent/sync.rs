@@ -50,7 +50,14 @@ impl Ctx {
         tokio::spawn(self.clone().resume_when_back());
         loop {
             let batch = self.queue.next_batch(quiet, max_wait).await;
+            let large = batch.scan.is_some() || batch.paths.len() >= 1000;
             self.run_batch(batch).await;
+            if large {
+                // What a large batch allocated is free now: give it back to the system
+                // rather than keep it as the agent's resident size.
+                // SAFETY: malloc_trim only returns free heap memory to the kernel.
+                unsafe { libc::malloc_trim(0) };
+            }
         }
     }
 
