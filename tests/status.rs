@@ -19,7 +19,10 @@ fn status_shows_unsynced_bytes_failures_last_error_and_hydration() {
          {0} status",
         shim.display()
     );
-    let out = ws.try_bash("c", &script);
+    // Without the sibling prefetch, which would download b.txt at a time of its own.
+    let mut c = ws.command("c", &["bash", "-c", &script]);
+    c.env("S3SHIM_PREFETCH", "0");
+    let out = timed_output(c, 300);
     // The unuploadable name fails the run; the status printed before that is the subject.
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);

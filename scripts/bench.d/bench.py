@@ -139,6 +139,16 @@ def sh_cpu(cmd, env):
     return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def proc_cpu(pid):
+    """User+system CPU seconds of a live process (all its threads), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def drop_caches():
     """Drops the page cache for the cold runs; False when the machine does not allow it."""
     try:
@@ -268,6 +278,20 @@ class Shim(Target):
         self.log.close()
         self.proc = None
 
+    def agent_pid(self):
+        """The pid of the agent serving this cache, or None."""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"agent" in argv and self.cache.encode() in b" ".join(argv):
+                return int(pid)
+        return None
+
     def agent_rss(self):
         """(VmRSS, VmHWM) in KiB of the agent serving this cache."""
         for pid in os.listdir("/proc"):
@@ -368,9 +392,10 @@ class Rclone(Fuse):
 # --------------------------------------------------------------------------- workloads
 
 class Bench:
-    def __init__(self, args, base, exe, tool, tree_tgz, endpoint):
+    def __init__(self, args, base, exe, tool, tree_tgz, endpoint, server_pid=None):
         self.args, self.base, self.exe, self.tool, self.tgz = args, base, exe, tool, tree_tgz
         self.endpoint = endpoint
+        self.server_pid = server_pid
         self.s3 = S3(endpoint)
         self.quick = args.quick
         self.results = {}  # workload -> target -> {"local": [..], "durable": [..]}
@@ -405,15 +430,25 @@ class Bench:
         return None
 
     def step(self, w, target, cmd, expected=None, label=None):
-        """Runs one timed workload step; for write workloads also waits until it is in S3."""
+        """Runs one timed workload step; for write workloads also waits until it is in S3.
+        Also records the CPU time of the command itself and, for the shim, what the agent
+        and the S3 server used meanwhile: on a 2-core machine they compete with it."""
         env = dict(target.env, **GIT_ENV, HOME=os.path.join(self.base, "home"))
+        agent = target.agent_pid() if isinstance(target, Shim) else None
+        busy0 = {k: proc_cpu(p) for k, p in (("agent_cpu", agent), ("server_cpu", self.server_pid)) if p}
         t0 = time.perf_counter()
-        dt, _ = sh(cmd, env)
+        dt, cpu = sh_cpu(cmd, env)
+        busy1 = {k: proc_cpu(p) for k, p in (("agent_cpu", agent), ("server_cpu", self.server_pid)) if p}
         label = label or w
         self.record(label, target.name, "local", dt)
+        self.record(label, target.name, "cpu", cpu)
+        for k, v in busy0.items():
+            if v is not None and busy1.get(k) is not None:
+                self.record(label, target.name, k, busy1[k] - v)
         if expected is not None and target.bucket:
             self.record(label, target.name, "durable", self.durable(target, expected, t0))
-        log("%-8s %-7s %.3f s" % (label, target.name, dt))
+        log("%-8s %-7s %.3f s (cpu %.3f s, %s)" % (label, target.name, dt, cpu, ", ".join(
+            "%s %.3f s" % (k, busy1[k] - v) for k, v in busy0.items() if v is not None and busy1.get(k) is not None)))
 
     def one_rep(self, targets, only):
         """One pass of the selected workloads; each step runs on every target in turn, native
@@ -469,10 +504,45 @@ class Bench:
             each("w5", lambda t: "rm -f %s/big.bin" % W[t.name], setup=True)
         if "w6" in only:
             each("w6", lambda t: "%s save 200 %s/edit.txt 16384" % (self.tool, tree[t.name]))
+            self.put_floor(200, 16384)
         if "w7" in only:
             each("w7", lambda t: "%s create 1000 %s/new && mv %s/new %s/renamed"
                  % (self.tool, tree[t.name], tree[t.name], tree[t.name]))
         each("w8", lambda t: "rm -rf %s" % W[t.name], setup="w8" not in only)
+
+    def put_floor(self, n, size):
+        """w6's floor while fsync means "in S3": n PUTs of one size-byte object in a row,
+        to the same server, over one kept-alive connection, each signed (SigV4, as every
+        client must) just before it is sent. Plain http.client rather than boto3, whose
+        own per-request work would inflate the floor."""
+        import http.client
+        import urllib.parse
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        creds = Credentials(ACCESS_KEY, SECRET_KEY)
+        u = urllib.parse.urlparse(self.endpoint)
+        conn = http.client.HTTPConnection(u.hostname, u.port)
+        body = os.urandom(size)
+        path = "/%s/floor/edit.txt" % BUCKETS["aws"]
+
+        def put():
+            req = AWSRequest(method="PUT", url=self.endpoint + path, data=body)
+            S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+            conn.request("PUT", path, body=body, headers=dict(req.headers.items()))
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError("PUT for the w6 floor failed: %d" % r.status)
+        put()  # the connection is open and warm
+        t0 = time.perf_counter()
+        for _ in range(n):
+            put()
+        dt = time.perf_counter() - t0
+        conn.close()
+        self.record("w6-put-floor", "aws", "local", dt)
+        self.s3.client.delete_object(Bucket=BUCKETS["aws"], Key="floor/edit.txt")
+        log("w6 floor: %d PUTs of %d bytes in %.3f s" % (n, size, dt))
 
     # ------------------------------------------------------------------ baselines
 
@@ -657,6 +727,34 @@ def report(bench, targets, args, started, out_dir):
                 if n not in ("native", "shim"):
                     row += " | " + ratio(med(w, n, kind), med(w, "shim", kind))
             lines.append(row + " |")
+    cpu_rows = [w for w in order if w in res and res[w].get("shim", {}).get("cpu")]
+    if cpu_rows:
+        lines += ["", "## CPU during the local step", "",
+                  "Seconds of CPU (user+system) used by the workload's command and its children, "
+                  "and, during the shim's step, by the agent and by the S3 server (on loopback here; "
+                  "remote in production). On a 2-core machine the agent and the server compete with "
+                  "the command: `shim wall/native wall` well above `cmd CPU ratio` means waiting for "
+                  "a core (or for the agent), not the shim's own cost.", "",
+                  "| workload | native cmd CPU | shim cmd CPU | cmd CPU ratio | agent CPU | server CPU |",
+                  "|---|---|---|---|---|---|"]
+        for w in cpu_rows:
+            cells = [w, fmt(res[w].get("native", {}).get("cpu")), fmt(res[w]["shim"].get("cpu")),
+                     ratio(med(w, "shim", "cpu"), med(w, "native", "cpu")),
+                     fmt(res[w]["shim"].get("agent_cpu")), fmt(res[w]["shim"].get("server_cpu"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    floor = res.get("w6-put-floor", {}).get("aws", {}).get("local")
+    if floor and "w6" in res:
+        lines += ["", "## w6 floor (fsync = in S3)", "",
+                  "Every fdatasync of w6 returns once the file is in S3, so 200 saves cannot take less "
+                  "than 200 PUTs of the same 16 KiB object in a row to the same server (measured right "
+                  "after w6: one signed PUT after another over a kept-alive connection). s3fs also PUTs on fsync.", "",
+                  "| 200 PUTs of 16 KiB | native w6 | shim w6 | shim/floor | s3fs w6 / floor | floor/native |",
+                  "|---|---|---|---|---|---|",
+                  "| %s | %s | %s | %s | %s | %s |" % (
+                      fmt(floor), fmt(res["w6"].get("native", {}).get("local")),
+                      fmt(res["w6"].get("shim", {}).get("local")),
+                      ratio(med("w6", "shim"), floor["median"]), ratio(med("w6", "s3fs"), floor["median"]),
+                      ratio(floor["median"], med("w6", "native")))]
     cmp = {"aws-sync-upload": ("w1", "durable"), "aws-sync-upload-git": ("w2", "durable"),
            "aws-cp-download": ("w4-cold", "local"), "aws-cp-multipart-put": ("w5-write", "durable")}
     if any(b in res for b in cmp):
@@ -758,7 +856,7 @@ def main():
         if not ep:
             raise RuntimeError("s3shim server did not start: " + srv_out.name)
         log("S3 server", ep, "work dir", base)
-        bench = Bench(args, base, args.exe, args.tool, args.tree, ep)
+        bench = Bench(args, base, args.exe, args.tool, args.tree, ep, srv.pid)
         targets = [Native(base), Shim(base, args.exe, ep)]
         for p in peers:
             targets.append({"s3fs": S3fs, "rclone": Rclone}[p](base, ep))

@@ -52,6 +52,8 @@ struct State {
     scanning: Option<u64>,
     /// Someone waits for a flush: skip the debounce.
     urgent: usize,
+    /// The latest mark of any path (see [`BURST_QUIET`]).
+    last_mark: Option<Instant>,
     /// Path -> transient failures in a row while the endpoint answered.
     requeued: HashMap<String, u32>,
     /// Uploads are paused since this time: the endpoint did not answer (last error).
@@ -60,6 +62,13 @@ struct State {
     /// The most recent problem (when, what), for `status`.
     last_error: Option<(std::time::SystemTime, String)>,
 }
+
+/// Uploads also wait until the whole tree has been quiet this long (or the debounce's
+/// `quiet`, if shorter): during a burst of writes (`git add`, an extract, a build) the
+/// uploads, and the S3 requests they cost, start when the burst ends instead of
+/// competing with it for the CPU. Saves seconds apart still go up on their own schedule,
+/// and `max_wait` still bounds every path's wait.
+pub const BURST_QUIET: Duration = Duration::from_millis(200);
 
 /// Transient failures in a row (each after the S3 client's own retries) before a path
 /// is reported as failed although the endpoint answers.
@@ -94,6 +103,13 @@ impl Queue {
         let seq = s.next_seq;
         s.next_seq += 1;
         let now = Instant::now();
+        // The worker sleeps until the earliest due time of what is pending; a new mark
+        // makes nothing due earlier than that (it waits its quiet time, and delays the
+        // others' burst quiet), so the worker only needs waking when nothing was pending
+        // or someone waits for a flush. A burst of writes then
+        // costs the worker one wake-up, not one per inotify event.
+        let wake = s.pending.is_empty() || s.urgent > 0;
+        s.last_mark = Some(now);
         s.pending
             .entry(rel)
             .and_modify(|p| p.last = now)
@@ -104,7 +120,9 @@ impl Queue {
                 due: false,
             });
         drop(s);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
     }
 
     pub fn request_scan(&self) {
@@ -135,7 +153,8 @@ impl Queue {
     /// has been quiet for `quiet` since its last mark, or `max_wait` passed since its
     /// first (a file saved without pause still gets uploaded), or at once when a flush or
     /// fsync waits. So a burst of saves to one file uploads it once, while other files
-    /// go on their own schedule.
+    /// go on their own schedule; and no path is due while the tree as a whole is in a
+    /// burst of writes (see [`BURST_QUIET`]).
     pub async fn next_batch(&self, quiet: Duration, max_wait: Duration) -> Batch {
         loop {
             let notified = self.work.notified();
@@ -143,11 +162,14 @@ impl Queue {
                 let mut s = self.state.lock();
                 let now = Instant::now();
                 let all = s.urgent > 0 || s.scan.is_some();
+                let tree_quiet = s.last_mark.map(|t| t + quiet.min(BURST_QUIET));
                 let due_at = |p: &Pending| {
                     if all || p.due {
                         now
                     } else {
-                        (p.last + quiet).min(p.first + max_wait)
+                        (p.last + quiet)
+                            .max(tree_quiet.unwrap_or(now))
+                            .min(p.first + max_wait)
                     }
                 };
                 let due: Vec<String> = s
@@ -187,6 +209,21 @@ impl Queue {
             }
         }
         out
+    }
+
+    /// Takes one pending path for reconciling outside the worker (an fsync waits on it);
+    /// `None` when it is not pending (in flight in the worker, or done).
+    pub fn take_pending(&self, rel: &str) -> Option<u64> {
+        let mut s = self.state.lock();
+        Self::take(&mut s, vec![rel.to_string()])
+            .pop()
+            .map(|(_, seq)| seq)
+    }
+
+    /// Queues a path due at once.
+    pub fn mark_due(&self, rel: String, seq: u64) {
+        Self::make_due(&mut self.state.lock(), rel, seq);
+        self.work.notify_one();
     }
 
     /// Takes every pending path, due or not (a batch that deletes must first handle
@@ -351,7 +388,15 @@ impl Queue {
             for (p, seq) in retry {
                 Self::make_due(&mut s, p, seq);
             }
-            s.urgent += 1;
+            // A whole flush skips every debounce; an fsync only its own file's.
+            match only {
+                None => s.urgent += 1,
+                Some(o) => {
+                    if let Some(p) = s.pending.get_mut(o) {
+                        p.due = true;
+                    }
+                }
+            }
         }
         self.work.notify_one();
         let mut rx = self.progress.subscribe();
@@ -364,7 +409,9 @@ impl Queue {
             }
         }
         let mut s = self.state.lock();
-        s.urgent -= 1;
+        if only.is_none() {
+            s.urgent -= 1;
+        }
         s.unsyncable
             .retain(|local, _| std::fs::symlink_metadata(local).is_ok());
         let mut out: Vec<(String, String)> = s
@@ -497,6 +544,58 @@ mod tests {
             .next_batch(Duration::from_millis(250), Duration::from_secs(60))
             .await;
         assert_eq!(b.paths[0].0, "new");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_path_waits_while_the_tree_is_busy() {
+        let q = Queue::default();
+        let quiet = Duration::from_millis(100);
+        q.mark("old".into());
+        tokio::time::sleep(quiet * 3).await;
+        // "old" has been quiet long enough, but another file was written just now.
+        q.mark("busy".into());
+        let t = Instant::now();
+        let b = q.next_batch(quiet, Duration::from_secs(60)).await;
+        assert!(
+            t.elapsed() >= quiet.min(BURST_QUIET),
+            "nothing is due while writes go on ({:?})",
+            t.elapsed()
+        );
+        assert!(b.paths.iter().any(|(p, _)| p == "old"));
+    }
+
+    #[tokio::test]
+    async fn an_fsync_makes_only_its_own_path_due() {
+        let q = Arc::new(Queue::default());
+        q.mark("saved".into());
+        q.mark("other".into());
+        let barrier = q.barrier();
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait(barrier, Some("saved")).await })
+        };
+        let b = q
+            .next_batch(Duration::from_secs(60), Duration::from_secs(60))
+            .await;
+        let names: Vec<_> = b.paths.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["saved"], "the other file keeps its debounce");
+        q.finish("saved", Ok(()));
+        assert!(waiter.await.unwrap().is_empty());
+        assert_eq!(q.counts().0, 1, "the other file is still pending");
+    }
+
+    #[tokio::test]
+    async fn a_path_taken_for_an_fsync_is_in_flight_until_finished() {
+        let q = Queue::default();
+        q.mark("f".into());
+        let barrier = q.barrier();
+        let seq = q.take_pending("f").expect("pending");
+        assert!(q.take_pending("f").is_none(), "taken once");
+        assert_eq!(q.counts().0 + q.counts().1, 1);
+        assert!(!q.done_for_test(barrier));
+        q.finish("f", Ok(()));
+        assert!(q.done_for_test(barrier));
+        assert!(seq < barrier);
     }
 
     #[tokio::test]

@@ -50,7 +50,14 @@ impl Ctx {
         tokio::spawn(self.clone().resume_when_back());
         loop {
             let batch = self.queue.next_batch(quiet, max_wait).await;
+            let large = batch.scan.is_some() || batch.paths.len() >= 1000;
             self.run_batch(batch).await;
+            if large {
+                // What a large batch allocated is free now: give it back to the system
+                // rather than keep it as the agent's resident size.
+                // SAFETY: malloc_trim only returns free heap memory to the kernel.
+                unsafe { libc::malloc_trim(0) };
+            }
         }
     }
 
@@ -195,21 +202,21 @@ impl Ctx {
         // must stay until a later flush or scan.
         let mut copy_failed_for_good = false;
         while !present.is_empty() {
-            let results: Vec<(String, u64, Result<Outcome>)> = stream::iter(present)
+            let mut results = stream::iter(present)
                 .map(|(rel, seq)| async move {
                     let r = self.upsert(&rel).await;
                     (rel, seq, r)
                 })
-                .buffer_unordered(SYNC_CONCURRENCY)
-                .collect()
-                .await;
-            present = Vec::new();
-            for (rel, seq, r) in results {
+                .buffer_unordered(SYNC_CONCURRENCY);
+            let mut next = Vec::new();
+            // Each path is finished as soon as its own upload is: an fsync waiting on one
+            // file of a large batch does not wait for the rest.
+            while let Some((rel, seq, r)) = results.next().await {
                 match r {
                     Ok(o) => {
                         for c in o.children {
                             self.queue.add_in_flight(&c, seq);
-                            present.push((c, seq));
+                            next.push((c, seq));
                         }
                         self.queue.finish(&rel, Ok(()));
                     }
@@ -229,6 +236,7 @@ impl Ctx {
                     }
                 }
             }
+            present = next;
         }
 
         // Phase two.
@@ -255,6 +263,36 @@ impl Ctx {
             self.queue.finish(&rel, r.map_err(|e| format!("{e:#}")));
         }
         self.settle_transient(transient).await;
+    }
+
+    /// An fsync waits on this one file: reconcile it now, in the waiting request's task,
+    /// instead of in the worker's next batch behind every other pending change (after a
+    /// `git add`, thousands). Only a regular file that is pending (not yet taken by the
+    /// worker): anything else, or a transient failure, is left to the worker, which
+    /// owns retries, pausing and the delete ordering of renames.
+    pub async fn sync_now(self: &Arc<Self>, rel: &str) {
+        if !std::fs::symlink_metadata(self.local(rel)).is_ok_and(|m| m.is_file()) {
+            return;
+        }
+        let Some(seq) = self.queue.take_pending(rel) else {
+            return;
+        };
+        match self.upsert(rel).await {
+            Ok(o) => {
+                // A conflict copy saved beside it: the worker uploads it at once.
+                for c in o.children {
+                    self.queue.mark_due(c, seq);
+                }
+                self.queue.finish(rel, Ok(()));
+            }
+            Err(e) if failure(&e) == Failure::Transient => {
+                self.queue.requeue(rel, format!("{e:#}"))
+            }
+            Err(e) => {
+                warn!("sync of {rel:?} failed: {e:#}");
+                self.queue.finish(rel, Err(format!("{e:#}")));
+            }
+        }
     }
 
     fn posix_meta(&self, md: &std::fs::Metadata) -> PosixMeta {
