@@ -294,23 +294,18 @@ class Shim(Target):
 
     def agent_rss(self):
         """(VmRSS, VmHWM) in KiB of the agent serving this cache."""
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    argv = f.read().split(b"\0")
-                if b"agent" not in argv or self.cache.encode() not in b" ".join(argv):
-                    continue
-                st = {}
-                with open("/proc/%s/status" % pid) as f:
-                    for line in f:
-                        k, _, v = line.partition(":")
-                        st[k] = v.strip()
-                return int(st["VmRSS"].split()[0]), int(st["VmHWM"].split()[0])
-            except (OSError, KeyError, ValueError):
-                continue
-        return None
+        pid = self.agent_pid()
+        if pid is None:
+            return None
+        try:
+            st = {}
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    st[k] = v.strip()
+            return int(st["VmRSS"].split()[0]), int(st["VmHWM"].split()[0])
+        except (OSError, KeyError, ValueError):
+            return None
 
 
 class Fuse(Target):

@@ -29,18 +29,7 @@ pub struct Inject<'a> {
 /// # Safety
 /// `arr` is NULL or a NULL-terminated array of valid C strings.
 pub unsafe fn entries<'a>(arr: *const *const c_char) -> impl Iterator<Item = &'a CStr> {
-    let mut i = 0usize;
-    core::iter::from_fn(move || {
-        if arr.is_null() {
-            return None;
-        }
-        let p = *arr.add(i);
-        if p.is_null() {
-            return None;
-        }
-        i += 1;
-        Some(CStr::from_ptr(p))
-    })
+    pointers(arr).map(|p| CStr::from_ptr(p))
 }
 
 /// The entry pointers of a NULL-terminated C array, without measuring the strings (a
