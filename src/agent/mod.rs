@@ -503,7 +503,7 @@ async fn serve(
     let _ = std::fs::remove_file(socket);
     let limit = drain_timeout();
     let started = std::time::Instant::now();
-    let failed = match tokio::time::timeout(limit, server.flush(None)).await {
+    let failed = match tokio::time::timeout(limit, drain(&server)).await {
         Ok(f) => f,
         Err(_) => {
             let (pending, in_flight, _) = server.ctx.queue.counts();
@@ -526,6 +526,20 @@ async fn serve(
         0
     } else {
         1
+    }
+}
+
+/// Flushes until nothing is left that S3 could still take: a path that failed because S3
+/// did not answer (uploads paused, e.g. one lost answer to the health probe) is retried
+/// once it answers again, so the drain waits for that rather than exiting with it
+/// unsent. The caller bounds the whole drain.
+async fn drain(server: &Server) -> Vec<(String, String)> {
+    loop {
+        let failed = server.flush(None).await;
+        if failed.is_empty() || !server.ctx.queue.has_transient_failures() {
+            return failed;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -308,6 +308,12 @@ impl Queue {
         p.due = true;
     }
 
+    /// Whether some path failed only because S3 did not answer (it is retried once S3
+    /// answers again).
+    pub fn has_transient_failures(&self) -> bool {
+        self.state.lock().failed.values().any(|f| f.transient)
+    }
+
     /// Queues every transient failure again; returns how many.
     pub fn retry_transient(&self) -> usize {
         let mut s = self.state.lock();
