@@ -679,7 +679,16 @@ async fn reply(stream: &mut UnixStream, errno: i32, payload: &[u8]) -> std::io::
 /// watcher and the sync worker, for tests of hydration and remote changes.
 #[cfg(test)]
 pub(crate) mod testkit {
+    use super::hydrate::{marker_of, OwnedMarker};
     use super::*;
+
+    /// Whether `rel` in the cache is still a placeholder (its bytes not fetched).
+    pub fn is_placeholder(ctx: &Ctx, rel: &str) -> bool {
+        matches!(
+            marker_of(&ctx.local(rel)),
+            Ok(Some(OwnedMarker::Placeholder(..)))
+        )
+    }
 
     pub struct Kit {
         pub ctx: Arc<Ctx>,

@@ -123,15 +123,8 @@ impl Ctx {
 mod tests {
     use super::super::fsops;
     use super::super::ignore::IGNORE_FILE;
-    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
+    use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS};
     use super::*;
-
-    fn is_placeholder(ctx: &Ctx, rel: &str) -> bool {
-        matches!(
-            marker_of(&ctx.local(rel)),
-            Ok(Some(OwnedMarker::Placeholder(..)))
-        )
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reading_one_file_fetches_its_small_siblings_only() {

@@ -471,18 +471,11 @@ mod tests {
         assert_eq!(warned.len(), 3, "{warned:?}");
     }
 
-    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
+    use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS};
     use std::io::Write;
 
     fn read(ctx: &Ctx, rel: &str) -> String {
         String::from_utf8(std::fs::read(ctx.local(rel)).unwrap()).unwrap()
-    }
-
-    fn is_placeholder(ctx: &Ctx, rel: &str) -> bool {
-        matches!(
-            marker_of(&ctx.local(rel)),
-            Ok(Some(OwnedMarker::Placeholder(..)))
-        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
