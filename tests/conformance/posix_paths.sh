@@ -47,3 +47,17 @@ rmdir dangling 2>&1 || true
 ln -s "$1/r0" abs-r0
 rmdir abs-r0 2>&1 || true
 ls -d r0/r1 abs-r0/r1
+# The folder named without `..` but not in normal form (`//`, `/./`, `./`): the same
+# files, from outside it and from its parent, by path and relative to a directory fd.
+parent=$(dirname "$1"); base=$(basename "$1")
+cat "/$1/seed/readme.txt" "$parent/./$base/seed/readme.txt" "$parent//$base/seed/./readme.txt"
+(cd "$parent" && cat "./$base/seed/readme.txt" "$base//seed/readme.txt")
+python3 -c '
+import os, sys
+parent, base = os.path.split(sys.argv[1])
+d = os.open(parent, os.O_RDONLY)
+for rel in ("./" + base + "/seed/readme.txt", base + "//seed/./readme.txt"):
+    f = os.open(rel, os.O_RDONLY, dir_fd=d)
+    print(rel.replace(base, "@B@"), os.read(f, 100).decode().strip())
+    os.close(f)
+' "$1"

@@ -117,11 +117,33 @@ impl Loc {
     pub unsafe fn resolve(&mut self, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
         self.dirfd = dirfd;
         self.orig = path;
-        let Some(bytes) = cbytes(path) else {
-            return Ok(());
-        };
-        self.resolve_lexically(dirfd, bytes)?;
-        if self.in_tree && path::has_dotdot(bytes) {
+        match sys::cpath(path) {
+            Some((bytes, plain)) => self.resolve_slow(dirfd, bytes, plain),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Loc::resolve`] for a path [`scan`] did not pass through.
+    ///
+    /// # Safety
+    /// As [`Loc::resolve`]; `bytes` and `plain` are what [`scan`] found in `path`.
+    pub unsafe fn resolve_scanned(
+        &mut self,
+        dirfd: c_int,
+        path: *const c_char,
+        bytes: &[u8],
+        plain: bool,
+    ) -> Result<(), c_int> {
+        self.dirfd = dirfd;
+        self.orig = path;
+        self.resolve_slow(dirfd, bytes, plain)
+    }
+
+    /// [`Loc::resolve`] past its fast path.
+    #[inline(never)]
+    fn resolve_slow(&mut self, dirfd: c_int, bytes: &[u8], plain: bool) -> Result<(), c_int> {
+        self.resolve_lexically(dirfd, bytes, plain)?;
+        if self.in_tree && !plain && path::has_dotdot(bytes) {
             // `..` in the tree means what the kernel would make of it (symlinks before it
             // count, and at the root it leaves for the mount's parent).
             self.resolve_physically()?;
@@ -152,21 +174,21 @@ impl Loc {
         )
     }
 
-    fn resolve_lexically(&mut self, dirfd: c_int, bytes: &[u8]) -> Result<(), c_int> {
+    fn resolve_lexically(&mut self, dirfd: c_int, bytes: &[u8], plain: bool) -> Result<(), c_int> {
         match bytes.first() {
             None => Ok(()),
             Some(b'/') => {
                 self.kind = Kind::Abs;
-                self.map_absolute(bytes)
+                self.map_absolute(bytes, plain)
             }
             Some(_) if dirfd == libc::AT_FDCWD => {
                 self.kind = Kind::CwdRel;
-                self.resolve_cwd_rel(bytes)
+                self.resolve_cwd_rel(bytes, plain)
             }
             Some(_) => {
                 self.kind = Kind::DirRel;
                 self.in_tree = fdtable::is_marked(dirfd);
-                if !self.in_tree && names_a_mount_component(bytes) {
+                if !self.in_tree && names_a_mount_component(bytes, plain) {
                     // Maybe a walk down from an ancestor of the mount (rsync opens each
                     // component with `openat(dirfd, name)`); only then the fd's path.
                     self.resolve_against_fd(bytes)?;
@@ -176,18 +198,15 @@ impl Loc {
         }
     }
 
-    fn map_absolute(&mut self, bytes: &[u8]) -> Result<(), c_int> {
+    fn map_absolute(&mut self, bytes: &[u8], plain: bool) -> Result<(), c_int> {
         let cfg = config::get();
         let p = cfg.prefixes();
-        // Fast reject without touching the buffer: no mount/tree prefix and no "..".
-        if path::under(bytes, p.mount).is_none()
-            && path::under(bytes, p.tree).is_none()
-            && !path::has_dotdot(bytes)
-        {
+        // Without touching the buffer: a plain path under neither prefix.
+        if plain && path::under(bytes, p.mount).is_none() && path::under(bytes, p.tree).is_none() {
             return Ok(());
         }
         let room = p.tree.len() + bytes.len() + 2;
-        let r = map_abs(&p, bytes, self.buf_mut(room));
+        let r = path::map_abs_plain(&p, bytes, plain, self.buf_mut(room));
         self.settle(r)
     }
 
@@ -215,19 +234,20 @@ impl Loc {
         }
     }
 
-    fn resolve_cwd_rel(&mut self, bytes: &[u8]) -> Result<(), c_int> {
+    fn resolve_cwd_rel(&mut self, bytes: &[u8], plain: bool) -> Result<(), c_int> {
         let (state, depth) = cwd::state();
-        let dotdot = path::has_dotdot(bytes);
+        let dotdot = !plain && path::has_dotdot(bytes);
         match state {
             cwd::INSIDE if !dotdot => {
                 self.in_tree = true;
                 Ok(())
             }
             cwd::ANCESTOR if !dotdot => {
-                // Only `<next component of MOUNT>/...` can reach the mount.
+                // Only `<next component of MOUNT>/...` can reach the mount, or a path
+                // that becomes one once normalised (`./workspace`, `tmp//workspace`).
                 let cfg = config::get();
                 let next = path::nth_component(cfg.prefixes().mount, depth);
-                if next.is_some_and(|n| n == path::first_component(bytes)) {
+                if !plain || next.is_some_and(|n| n == path::first_component(bytes)) {
                     self.resolve_against_cwd(bytes)
                 } else {
                     Ok(())
@@ -248,16 +268,20 @@ impl Loc {
         else {
             return Ok(());
         };
-        let cfg = config::get();
+        let p = config::get().prefixes();
         let abs = joined.get(..j).unwrap_or(&[]);
-        if path::under(abs, cfg.prefixes().mount).is_none() {
-            return Ok(());
+        match map_abs(&p, abs, self.buf_mut(p.tree.len() + abs.len() + 2)) {
+            r @ (Abs::Mapped(_) | Abs::TooLong) => {
+                self.kind = Kind::Abs;
+                self.dirfd = libc::AT_FDCWD;
+                self.settle(r)
+            }
+            // Not under the mount: the call goes on relative to the fd as it was.
+            _ => {
+                self.mapped = false;
+                Ok(())
+            }
         }
-        let p = cfg.prefixes();
-        let r = map_abs(&p, abs, self.buf_mut(p.tree.len() + abs.len() + 2));
-        self.kind = Kind::Abs;
-        self.dirfd = libc::AT_FDCWD;
-        self.settle(r)
     }
 
     /// Joins a relative path to the virtual cwd and maps the result as absolute.
@@ -383,16 +407,55 @@ impl Default for Loc {
     }
 }
 
-/// Whether the first component of a relative path is one of the mount path's (the only
-/// way a path relative to a directory outside the tree can reach the mount).
-#[inline]
-fn names_a_mount_component(rel: &[u8]) -> bool {
-    let first = path::first_component(rel);
+/// What a hook does with a path argument before it builds a [`Loc`].
+pub enum Scan<'a> {
+    /// Forward the caller's arguments untouched: NULL or unreadable, empty, or a plain
+    /// path that reaches neither the mount nor the tree.
+    PassThrough,
+    /// Resolve it ([`Loc::resolve_scanned`]) with its bytes and whether it is plain.
+    Map(&'a [u8], bool),
+}
+
+/// The hooks' fast path, small enough to inline into each of them: most paths a program
+/// passes are absolute, need no normalisation and start with neither prefix, and those
+/// (and relative ones while the cwd is unrelated to the mount) cost a scan and two
+/// prefix compares, without the [`Loc`] and its 4 KiB buffer.
+///
+/// # Safety
+/// `path` is NULL or a valid C string that outlives the result.
+#[inline(always)]
+pub unsafe fn scan<'a>(dirfd: c_int, path: *const c_char) -> Scan<'a> {
+    let Some((bytes, plain)) = sys::cpath(path) else {
+        return Scan::PassThrough;
+    };
+    let passes = plain
+        && match bytes.first() {
+            None => true,
+            Some(b'/') => {
+                let p = config::get().prefixes();
+                path::under(bytes, p.mount).is_none() && path::under(bytes, p.tree).is_none()
+            }
+            Some(_) => dirfd == libc::AT_FDCWD && cwd::state().0 == cwd::OUTSIDE,
+        };
+    if passes {
+        Scan::PassThrough
+    } else {
+        Scan::Map(bytes, plain)
+    }
+}
+
+/// Whether a path relative to a directory outside the tree can reach the mount: its first
+/// component is one of the mount path's, or (when it is not plain) any component is.
+fn names_a_mount_component(rel: &[u8], plain: bool) -> bool {
     let cfg = config::get();
-    cfg.prefixes()
-        .mount
-        .split(|&b| b == b'/')
-        .any(|c| !c.is_empty() && c == first)
+    let mount = cfg.prefixes().mount;
+    let names = |c: &[u8]| mount.split(|&b| b == b'/').any(|m| !m.is_empty() && m == c);
+    if plain {
+        return names(path::first_component(rel));
+    }
+    // `./workspace` or `../x/workspace` may reach it too; `..` alone cannot.
+    rel.split(|&b| b == b'/')
+        .any(|c| !matches!(c, b"" | b"." | b"..") && names(c))
 }
 
 /// The process's cwd as programs see it (MOUNT/... when it is in the tree).

@@ -18,11 +18,40 @@ pub struct Prefixes<'a> {
 /// empty or starts with `/`).
 #[inline]
 pub fn under<'p>(path: &'p [u8], prefix: &[u8]) -> Option<&'p [u8]> {
-    let rest = path.strip_prefix(prefix)?;
+    if !starts_with(path, prefix) {
+        return None;
+    }
+    let rest = path.get(prefix.len()..)?;
     match rest.first() {
         None | Some(b'/') => Some(rest),
         _ => None,
     }
+}
+
+/// `path.starts_with(prefix)`, eight bytes at a time and inline: every path a hooked call
+/// passes is compared with both prefixes, and the call to `memcmp` behind a slice compare
+/// cost more than the compare (a path outside usually differs in its first word or two).
+#[inline(always)]
+fn starts_with(path: &[u8], prefix: &[u8]) -> bool {
+    let n = prefix.len();
+    if path.len() < n {
+        return false;
+    }
+    if n < 8 {
+        return path.iter().zip(prefix).all(|(a, b)| a == b);
+    }
+    // SAFETY: both slices hold at least `n >= 8` bytes, and every read below ends at or
+    // before `n`.
+    let word = |s: &[u8], at: usize| unsafe { s.as_ptr().add(at).cast::<u64>().read_unaligned() };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(path, at) != word(prefix, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last word ends at `n` (it may overlap the one before).
+    word(path, n - 8) == word(prefix, n - 8)
 }
 
 /// Whether `path` has a `..` component.
@@ -62,7 +91,7 @@ pub fn normalize(path: &[u8], out: &mut [u8]) -> Option<usize> {
         return None;
     }
     let mut w = Writer::new(out);
-    if is_normal(path) {
+    if is_plain(path) {
         // Most paths programs pass are normal already: a copy instead of the rebuild
         // component by component, which was a third of the shim's cost per call in the
         // tree.
@@ -96,9 +125,10 @@ pub fn normalize(path: &[u8], out: &mut [u8]) -> Option<usize> {
     Some(w.len)
 }
 
-/// Whether an absolute path is its own normal form: no empty component (`//`), no `.`
-/// or `..` component. A single trailing `/` is kept by [`normalize`] too.
-fn is_normal(path: &[u8]) -> bool {
+/// Whether `path` needs no lexical normalisation: no empty component (`//`), no `.` or
+/// `..` component. A single trailing `/` is kept by [`normalize`] too. A relative path
+/// counts as if a `/` came before it, so a leading `./` or `../` makes it not plain.
+pub fn is_plain(path: &[u8]) -> bool {
     // What the current component holds so far; a `/` ends it.
     #[derive(Clone, Copy, PartialEq)]
     enum Comp {
@@ -107,8 +137,12 @@ fn is_normal(path: &[u8]) -> bool {
         DotDot,
         Name,
     }
-    // The leading `/` ends no component.
-    let mut comp = Comp::Name;
+    // The leading `/` of an absolute path ends no component.
+    let mut comp = if path.first() == Some(&b'/') {
+        Comp::Name
+    } else {
+        Comp::Empty
+    };
     for &b in path {
         comp = match (b, comp) {
             (b'/', Comp::Name) => Comp::Empty,
@@ -137,17 +171,21 @@ pub enum Abs {
     TooLong,
 }
 
-/// Maps an absolute path. Costs a prefix compare (and a `..` scan) for paths outside.
+/// Maps an absolute path. Costs a prefix compare and a scan for paths outside.
 pub fn map_abs(p: &Prefixes<'_>, path: &[u8], out: &mut [u8]) -> Abs {
+    map_abs_plain(p, path, is_plain(path), out)
+}
+
+/// [`map_abs`] for a caller that already knows whether `path` [`is_plain`]. A path that
+/// is not plain is normalised before the prefixes are compared: `/a/../workspace`,
+/// `//workspace` and `/./workspace` all name the mount.
+pub fn map_abs_plain(p: &Prefixes<'_>, path: &[u8], plain: bool, out: &mut [u8]) -> Abs {
     let in_mount = under(path, p.mount).is_some();
-    let dotdot = has_dotdot(path);
-    if !in_mount {
-        if under(path, p.tree).is_some() && !dotdot {
+    if !in_mount && plain {
+        if under(path, p.tree).is_some() {
             return Abs::Tree;
         }
-        if !dotdot {
-            return Abs::Outside;
-        }
+        return Abs::Outside;
     }
     // Normalise at an offset that leaves room to swap MOUNT for TREE in place.
     let shift = p.tree.len().saturating_sub(p.mount.len());
@@ -309,9 +347,9 @@ mod tests {
                     for tail in ["", "/"] {
                         let p = format!("/{x}/{y}/{z}{tail}");
                         let once = norm(&p);
-                        assert!(is_normal(once.as_bytes()), "{p} -> {once}");
+                        assert!(is_plain(once.as_bytes()), "{p} -> {once}");
                         assert_eq!(norm(&once), once, "{p}");
-                        assert_eq!(is_normal(p.as_bytes()), once == p, "{p}");
+                        assert_eq!(is_plain(p.as_bytes()), once == p, "{p}");
                     }
                 }
             }
@@ -378,6 +416,32 @@ mod tests {
         assert_eq!(map(&P, "/var/cache/s3/tree/a/../b").0, Abs::Tree);
         assert_eq!(map(&P, "/var/cache/s3/tree/../x").0, Abs::Outside);
         assert_eq!(map(&P, "/var/cache/s3/treex").0, Abs::Outside);
+        // Written without `..`, but not normal: still the mount (these used to escape).
+        assert_eq!(map(&P, "//workspace/x").1, "/var/cache/s3/tree/x");
+        assert_eq!(map(&P, "/./workspace/x").1, "/var/cache/s3/tree/x");
+        assert_eq!(map(&P, "/./workspace").1, "/var/cache/s3/tree");
+        assert_eq!(map(&P, "/var//cache/s3/tree/a").0, Abs::Tree);
+        assert_eq!(map(&P, "//etc/passwd").0, Abs::Outside);
+    }
+
+    /// The word-at-a-time prefix compare, at every prefix length around a word.
+    #[test]
+    fn under_compares_every_byte_of_the_prefix() {
+        let full = b"/abcdefghijklmnopqrstuvwxyz0123";
+        for n in 1..full.len() {
+            let prefix = &full[..n];
+            assert_eq!(under(prefix, prefix), Some(&b""[..]), "{n}");
+            let mut below = prefix.to_vec();
+            below.extend_from_slice(b"/x");
+            assert_eq!(under(&below, prefix), Some(&b"/x"[..]), "{n}");
+            assert!(under(full, prefix).is_none(), "{n}: no slash after it");
+            for i in 0..n {
+                let mut other = below.clone();
+                other[i] ^= 0x20;
+                assert_eq!(under(&other, prefix), None, "{n}: byte {i} differs");
+            }
+            assert_eq!(under(&prefix[..n - 1], prefix), None, "{n}: shorter");
+        }
     }
 
     #[test]

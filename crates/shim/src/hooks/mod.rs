@@ -23,7 +23,7 @@ pub mod xattr;
 
 use crate::config;
 use crate::hydrate::{self, AfterMiss, Pre};
-use crate::loc::Loc;
+use crate::loc::{scan, Loc, Scan};
 use crate::ret::Ret;
 use crate::sys::{errno, set_errno};
 use core::ffi::{c_char, c_int};
@@ -51,8 +51,24 @@ pub(crate) unsafe fn at_path<R: Ret>(
     if !config::active() {
         return call(dirfd, path);
     }
+    match scan(dirfd, path) {
+        Scan::PassThrough => call(dirfd, path),
+        Scan::Map(bytes, plain) => at_path_mapped(dirfd, path, bytes, plain, pre, call),
+    }
+}
+
+/// [`at_path`] past its fast path, out of line so the hook's own frame stays small.
+#[inline(never)]
+unsafe fn at_path_mapped<R: Ret>(
+    dirfd: c_int,
+    path: *const c_char,
+    bytes: &[u8],
+    plain: bool,
+    pre: Pre,
+    mut call: impl FnMut(c_int, *const c_char) -> R,
+) -> R {
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(dirfd, path) {
+    if let Err(e) = loc.resolve_scanned(dirfd, path, bytes, plain) {
         return R::fail(e);
     }
     if !loc.in_tree {

@@ -8,7 +8,7 @@ use super::{in_tree, real};
 use crate::config;
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
-use crate::loc::Loc;
+use crate::loc::{scan, Loc, Scan};
 use crate::ret::Ret;
 use crate::sys::{self, cbytes, errno, marker_fd, set_errno, Mark};
 use core::ffi::{c_char, c_int};
@@ -26,8 +26,24 @@ pub(crate) unsafe fn open_like(
     if !config::active() {
         return call(dirfd, path);
     }
+    match scan(dirfd, path) {
+        Scan::PassThrough => call(dirfd, path),
+        Scan::Map(bytes, plain) => open_mapped(dirfd, path, bytes, plain, flags, call),
+    }
+}
+
+/// [`open_like`] past its fast path, out of line so the hook's own frame stays small.
+#[inline(never)]
+unsafe fn open_mapped(
+    dirfd: c_int,
+    path: *const c_char,
+    bytes: &[u8],
+    plain: bool,
+    flags: c_int,
+    call: impl Fn(c_int, *const c_char) -> c_int,
+) -> c_int {
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(dirfd, path) {
+    if let Err(e) = loc.resolve_scanned(dirfd, path, bytes, plain) {
         return Ret::fail(e);
     }
     if !loc.in_tree {

@@ -72,6 +72,7 @@ unsafe fn pattern_touches_tree(pat: *const c_char) -> bool {
         // `/*` or `/work*` may reach the mount as well as a path under it.
         return under(b, p.mount).is_some()
             || under(b, p.tree).is_some()
+            || !crate::path::is_plain(b)
             || b.iter().any(|&c| matches!(c, b'*' | b'?' | b'['));
     }
     cwd::state().0 != cwd::OUTSIDE || crate::path::has_dotdot(b)
