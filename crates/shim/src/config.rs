@@ -30,10 +30,11 @@ impl Span {
 /// The configuration: every setting NUL-terminated, back to back in one buffer. Every
 /// process the shim is loaded into writes it from the constructor, and settings packed
 /// together touch one page where a PATH_MAX buffer each touched eight (page faults are
-/// a good part of what the shim adds to starting a program).
+/// a good part of what the shim adds to starting a program). Laid out in order, so the
+/// spans and the start of the arena share that page (Rust's own layout put the spans
+/// 32 KiB after the arena's start, on a second page); see also [`Shared`].
+#[repr(C)]
 pub struct Config {
-    arena: [u8; ARENA],
-    used: usize,
     mount: Span,
     tree: Span,
     cache: Span,
@@ -44,6 +45,8 @@ pub struct Config {
     env: [Span; 4],
     /// Length of the tree path (`prefixes().tree.len()`).
     pub tree_len: usize,
+    used: usize,
+    arena: [u8; ARENA],
 }
 
 impl Config {
@@ -75,6 +78,10 @@ impl Config {
 
     /// Appends one setting written by `fill` into the free part of the arena (at most
     /// `max` bytes plus the NUL, which `fill` writes).
+    // The constructor-only functions sit together at the start of the code (the
+    // linker puts `.text.startup.*` there, next to `_init`), so loading touches one
+    // window of code pages instead of three.
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     fn push(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<Span> {
         let start = self.used;
         // A path setting fits in PATH_MAX with its NUL, as the kernel requires.
@@ -86,6 +93,7 @@ impl Config {
     }
 
     /// Appends the concatenation of `parts`.
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     fn push_concat(&mut self, parts: &[&[u8]]) -> Option<Span> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         self.push(total, |room| {
@@ -98,6 +106,7 @@ impl Config {
     }
 
     /// Appends a copy of an earlier setting followed by `tail`.
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     fn push_with(&mut self, head: Span, tail: &[u8]) -> Option<Span> {
         let start = self.used;
         let end = start.checked_add(head.len + tail.len())?;
@@ -118,6 +127,7 @@ impl Config {
     }
 
     /// Appends `NAME=` followed by an earlier setting.
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     fn push_env(&mut self, name: &str, value: Span) -> Option<Span> {
         let start = self.used;
         let mut w = Writer::new(self.arena.get_mut(start..)?);
@@ -155,11 +165,21 @@ impl Config {
 
     /// The four `NAME=value` entries every exec'd program gets.
     pub fn env_entries(&self) -> [&CStr; 4] {
-        self.env.map(|s| self.cstr(s).unwrap_or(c""))
+        self.env.map(|s| {
+            // SAFETY: every span is made by `push*`, which write its NUL at `start + len`
+            // inside the arena and no NUL before it (the settings are C strings). Every
+            // spawn asks for these; checking them again cost a scan of each.
+            unsafe {
+                CStr::from_bytes_with_nul_unchecked(
+                    self.arena.get_unchecked(s.start..=s.start + s.len),
+                )
+            }
+        })
     }
 
     /// Fills the configuration from the three settings and this library's path; `false`
     /// (and a config that must not be used) when anything is missing or invalid.
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     pub fn parse(
         &mut self,
         mount: Option<&[u8]>,
@@ -171,6 +191,7 @@ impl Config {
         self.parse_inner(mount, cache, socket, lib).is_some()
     }
 
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     fn parse_inner(
         &mut self,
         mount: Option<&[u8]>,
@@ -217,6 +238,7 @@ impl Config {
 }
 
 /// An absolute directory setting: normalised, without a trailing `/`, not `/` itself.
+#[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
 fn clean_dir(v: &[u8], out: &mut [u8]) -> Option<usize> {
     if v.first() != Some(&b'/') {
         return None;
@@ -229,31 +251,43 @@ fn clean_dir(v: &[u8], out: &mut [u8]) -> Option<usize> {
     (n > 1).then_some(n)
 }
 
-struct Shared(UnsafeCell<Config>);
-// SAFETY: written only by `init` before `ACTIVE` is published with Release; read only
-// after an Acquire load of `ACTIVE` returned true.
+/// The flag and the configuration it publishes, side by side: the constructor writes
+/// both, so they share one page (one page fault per process, where separate statics took
+/// up to three). Aligned so the written part (the flag, the spans and the first few
+/// hundred bytes of the arena) never straddles a page boundary; a larger alignment
+/// would start .bss on a page of its own.
+#[repr(C, align(512))]
+struct Shared {
+    active: AtomicBool,
+    config: UnsafeCell<Config>,
+}
+// SAFETY: `config` is written only by `init` before `active` is published with Release;
+// read only after an Acquire load of `active` returned true.
 unsafe impl Sync for Shared {}
 
-static CONFIG: Shared = Shared(UnsafeCell::new(Config::empty()));
-static ACTIVE: AtomicBool = AtomicBool::new(false);
+static CONFIG: Shared = Shared {
+    active: AtomicBool::new(false),
+    config: UnsafeCell::new(Config::empty()),
+};
 
 /// Whether the shim maps anything in this process.
 #[inline]
 pub fn active() -> bool {
-    ACTIVE.load(Ordering::Acquire)
+    CONFIG.active.load(Ordering::Acquire)
 }
 
 /// The configuration; only meaningful when [`active`].
 #[inline]
 pub fn get() -> &'static Config {
     // SAFETY: see `Shared`.
-    unsafe { &*CONFIG.0.get() }
+    unsafe { &*CONFIG.config.get() }
 }
 
 /// The value of `name` in a C environment array.
 ///
 /// # Safety
 /// `envp` is NULL or a NULL-terminated array of C strings.
+#[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
 pub unsafe fn env_value<'a>(envp: *const *const c_char, name: &str) -> Option<&'a [u8]> {
     crate::env::value_of(envp, name.as_bytes())
 }
@@ -262,8 +296,9 @@ pub unsafe fn env_value<'a>(envp: *const *const c_char, name: &str) -> Option<&'
 ///
 /// # Safety
 /// `envp` as for [`env_value`]; no other thread may be using the shim yet.
+#[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
 pub unsafe fn init(envp: *const *const c_char) {
-    if active() || env_value(envp, ENV_DISABLE) == Some(b"1") {
+    if env_value(envp, ENV_DISABLE) == Some(b"1") {
         return;
     }
     let mount = env_value(envp, ENV_MOUNT);
@@ -275,19 +310,32 @@ pub unsafe fn init(envp: *const *const c_char) {
     let Some(name) = own_name() else {
         return;
     };
-    let cfg = &mut *CONFIG.0.get();
+    let cfg = &mut *CONFIG.config.get();
     let parsed = if name.first() == Some(&b'/') {
         cfg.parse(mount, cache, socket, name)
     } else {
-        // The loader was given a relative path: make it absolute against the cwd.
-        let mut abs = [0u8; PATH_MAX];
-        match absolute(name, &mut abs) {
-            Some(n) => cfg.parse(mount, cache, socket, abs.get(..n).unwrap_or(&[])),
-            None => false,
-        }
+        parse_with_relative_name(cfg, mount, cache, socket, name)
     };
     if parsed {
-        ACTIVE.store(true, Ordering::Release);
+        CONFIG.active.store(true, Ordering::Release);
+    }
+}
+
+/// The loader was given a relative path to this library: made absolute against the cwd.
+/// Out of line, so the constructor's own frame has no PATH_MAX buffer (its stack reached
+/// into one more page in every process).
+#[inline(never)]
+fn parse_with_relative_name(
+    cfg: &mut Config,
+    mount: Option<&[u8]>,
+    cache: Option<&[u8]>,
+    socket: Option<&[u8]>,
+    name: &[u8],
+) -> bool {
+    let mut abs = [0u8; PATH_MAX];
+    match absolute(name, &mut abs) {
+        Some(n) => cfg.parse(mount, cache, socket, abs.get(..n).unwrap_or(&[])),
+        None => false,
     }
 }
 
@@ -295,11 +343,13 @@ pub unsafe fn init(envp: *const *const c_char) {
 /// segments hold this function. (`dl_iterate_phdr` visits the few objects loaded so far;
 /// `dladdr` also searched our symbol table for the nearest symbol, which cost more than
 /// the rest of reading the configuration.)
+#[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
 fn own_name() -> Option<&'static [u8]> {
     struct Search {
         here: usize,
         name: *const c_char,
     }
+    #[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,

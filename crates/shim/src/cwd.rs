@@ -22,16 +22,25 @@ pub const ANCESTOR: u32 = 2;
 /// `(pid << 32) | pack(state, depth)`; pid 0 = not computed yet.
 static STATE: AtomicU64 = AtomicU64::new(0);
 
+/// Set in every packed value: tells a computed state from the initial 0 (whose tag, 0,
+/// is also the owner's until a child may share the memory).
+const COMPUTED: u32 = 1 << 31;
+
 /// Packs the state with the cwd's depth (for the ANCESTOR quick filter).
 fn pack(state: u32, depth: usize) -> u32 {
-    state | (u32::try_from(depth).unwrap_or(u32::MAX >> 2) << 2)
+    COMPUTED
+        | state
+        | (u32::try_from(depth)
+            .unwrap_or(u32::MAX)
+            .min((COMPUTED - 1) >> 2)
+            << 2)
 }
 
 /// `(state, depth of the cwd)`.
 #[inline]
 pub fn state() -> (u32, usize) {
     let v = STATE.load(Ordering::Relaxed);
-    let packed = if (v >> 32) as u32 == crate::owner::owner() {
+    let packed = if (v >> 32) as u32 == crate::owner::owner() && v as u32 & COMPUTED != 0 {
         v as u32
     } else {
         // Computed by another process sharing this memory (a vfork child): ask the
@@ -42,7 +51,7 @@ pub fn state() -> (u32, usize) {
         }
         fresh
     };
-    (packed & 3, (packed >> 2) as usize)
+    (packed & 3, ((packed & !COMPUTED) >> 2) as usize)
 }
 
 fn tagged(pid: u32, packed: u32) -> u64 {
@@ -75,11 +84,11 @@ fn compute() -> u32 {
     }
 }
 
-/// Recomputes the state from the kernel's cwd (after a chdir), tagged with the caller's
-/// real pid.
+/// Recomputes the state from the kernel's cwd (after a chdir), tagged as
+/// [`crate::owner::caller_tag`] says.
 pub fn refresh() {
     let v = compute();
-    STATE.store(tagged(crate::owner::getpid(), v), Ordering::Relaxed);
+    STATE.store(tagged(crate::owner::caller_tag(), v), Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -111,6 +120,11 @@ mod tests {
     #[test]
     fn packing() {
         let v = pack(ANCESTOR, 7);
-        assert_eq!((v & 3, (v >> 2) as usize), (ANCESTOR, 7));
+        assert_eq!((v & 3, ((v & !COMPUTED) >> 2) as usize), (ANCESTOR, 7));
+        assert_ne!(
+            pack(OUTSIDE, 0),
+            0,
+            "a computed state is never the initial 0"
+        );
     }
 }

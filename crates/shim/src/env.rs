@@ -120,6 +120,79 @@ unsafe fn preload_value<'a>(env: *const *const c_char) -> Option<&'a [u8]> {
     value_of(env, LD_PRELOAD)
 }
 
+/// Whether `env` already holds what [`build`] would add, each once: an `LD_PRELOAD`
+/// that loads this library and every `set` entry exactly. A program run from the
+/// session (a shell, make, a test runner) spawns with such an environment, and passing
+/// it on as it is saves the rebuild on every spawn. Entries are told apart by their
+/// first byte before any is compared.
+///
+/// # Safety
+/// `env` as for [`entries`].
+pub unsafe fn is_ready(env: *const *const c_char, inj: &Inject<'_>) -> bool {
+    // Each setting whole, its name, and the name's first byte, measured once.
+    let mut want: [&[u8]; 8] = [&[]; 8];
+    let mut names: [&[u8]; 8] = [&[]; 8];
+    let mut firsts = [0u8; 8];
+    if inj.set.len() > want.len() {
+        return false;
+    }
+    for (i, s) in inj.set.iter().enumerate() {
+        let (Some(w), Some(n), Some(f)) = (want.get_mut(i), names.get_mut(i), firsts.get_mut(i))
+        else {
+            return false;
+        };
+        *w = s.to_bytes();
+        *n = name_of(w);
+        *f = w.first().copied().unwrap_or(0);
+    }
+    let n_set = inj.set.len();
+    // The first bytes of all the names, as a 256-bit set: most entries are passed over
+    // with one bit test.
+    let mut starts = [0u64; 4];
+    for &b in firsts
+        .get(..n_set)
+        .unwrap_or(&[])
+        .iter()
+        .chain(&LD_PRELOAD[..1])
+    {
+        if let Some(w) = starts.get_mut(usize::from(b >> 6)) {
+            *w |= 1 << (b & 63);
+        }
+    }
+    // Bit 0: LD_PRELOAD; bit i + 1: `set[i]`.
+    let mut seen = 0u32;
+    for e in pointers(env) {
+        let first = *e.cast::<u8>();
+        if starts.get(usize::from(first >> 6)).copied().unwrap_or(0) & (1 << (first & 63)) == 0 {
+            continue;
+        }
+        if first == LD_PRELOAD[0] {
+            if let Some(v) = value_if_named(e, LD_PRELOAD) {
+                if seen & 1 != 0 || !preload_has(v, inj.lib) {
+                    return false;
+                }
+                seen |= 1;
+                continue;
+            }
+        }
+        for i in 0..n_set {
+            if firsts.get(i) != Some(&first) {
+                continue;
+            }
+            let (Some(name), Some(w)) = (names.get(i), want.get(i)) else {
+                return false;
+            };
+            if value_if_named(e, name).is_some() {
+                if seen & (2 << i) != 0 || CStr::from_ptr(e).to_bytes() != *w {
+                    return false;
+                }
+                seen |= 2 << i;
+            }
+        }
+    }
+    seen == (2 << n_set) - 1
+}
+
 /// Builds the new environment in `region` (at least [`needed`] bytes, pointer-aligned).
 /// Returns the new `envp`, valid while `region`, `env` and `inj` live.
 ///
@@ -372,6 +445,65 @@ mod tests {
             b"/lib/libs3shim.so.bak",
             b"/opt/lib/libs3shim.so"
         ));
+    }
+
+    fn ready(env: &[&str]) -> bool {
+        let owned: Vec<std::ffi::CString> = env
+            .iter()
+            .map(|s| std::ffi::CString::new(*s).unwrap())
+            .collect();
+        let mut ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(core::ptr::null());
+        let set = [
+            c"S3SHIM_MOUNT=/workspace",
+            c"S3SHIM_CACHE=/c",
+            c"S3SHIM_SOCKET=/c/.s3shim/agent.sock",
+            c"UV_USE_IO_URING=0",
+        ];
+        let inj = Inject {
+            lib: b"/opt/lib/libs3shim.so",
+            set: &set,
+        };
+        // SAFETY: a NULL-terminated array of C strings.
+        unsafe { is_ready(ptrs.as_ptr(), &inj) }
+    }
+
+    /// An environment that already has everything is passed on as it is; anything
+    /// missing, different or doubled makes it rebuilt.
+    #[test]
+    fn a_ready_environment_is_recognised() {
+        let full = [
+            "HOME=/root",
+            "S3SHIM_MOUNT=/workspace",
+            "SHELL=/bin/sh",
+            "S3SHIM_CACHE=/c",
+            "S3SHIM_SOCKET=/c/.s3shim/agent.sock",
+            "UV_USE_IO_URING=0",
+            "LD_PRELOAD=/usr/lib/libfoo.so:/opt/lib/libs3shim.so",
+            "LANG=C",
+        ];
+        assert!(ready(&full));
+        for skip in [1, 3, 4, 5, 6] {
+            let mut v = full.to_vec();
+            v.remove(skip);
+            assert!(!ready(&v), "without {}", full[skip]);
+        }
+        let mut v = full.to_vec();
+        v[1] = "S3SHIM_MOUNT=/workspace2";
+        assert!(!ready(&v), "a different mount");
+        let mut v = full.to_vec();
+        v[5] = "UV_USE_IO_URING=1";
+        assert!(!ready(&v), "io_uring on");
+        let mut v = full.to_vec();
+        v[6] = "LD_PRELOAD=/usr/lib/libfoo.so";
+        assert!(!ready(&v), "the library not preloaded");
+        let mut v = full.to_vec();
+        v.push("S3SHIM_CACHE=/c");
+        assert!(!ready(&v), "a doubled entry");
+        let mut v = full.to_vec();
+        v.push("LD_PRELOAD=/opt/lib/libs3shim.so");
+        assert!(!ready(&v), "a doubled LD_PRELOAD");
+        assert!(!ready(&[]));
     }
 
     fn candidates(path: &str, file: &str) -> Vec<Option<String>> {

@@ -52,13 +52,14 @@ use core::ffi::{c_char, c_int};
 /// the marks of inherited fds) is computed when first needed, because most programs
 /// need little of it and every program pays for what is done here.
 #[cfg_attr(test, allow(dead_code))]
+// With the other constructor-only functions, next to `_init`: one page-fault window of
+// code for what every process runs at load, where they were spread over three.
+#[cfg_attr(not(test), link_section = ".text.startup.s3shim")]
 unsafe extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
+    // The cwd state, the marks of inherited fds and the owner of both are computed on
+    // first use (see `cwd::state`, `fdtable::is_marked`, `owner`): most programs never
+    // need them.
     config::init(envp);
-    if config::active() {
-        owner::init();
-        // The cwd state and the marks of inherited fds are computed on first use (see
-        // `cwd::state`, `fdtable::is_marked`): most programs never need them.
-    }
 }
 
 /// ELF constructor: glibc calls `.init_array` entries with `(argc, argv, envp)`.

@@ -2,12 +2,14 @@
 //!
 //! A `vfork` child (Python's subprocess, for one, vforks and then calls `chdir`,
 //! `dup2` and `close_range` before exec) runs on its parent's memory: its hook calls must
-//! not rewrite the parent's fd marks or cwd state. The owner's pid is recorded at load
-//! and refreshed in the child of every `fork()` (a `pthread_atfork` child handler, which
-//! glibc runs for fork and forkpty but not for vfork), so a process whose real pid
-//! differs is a vfork (or raw clone) child. The check costs a `getpid` syscall and runs
-//! only where a hook is about to change shared state, and only once the process may have
-//! such a child (see [`children_may_share_memory`]).
+//! not rewrite the parent's fd marks or cwd state. Until a process may make such a child
+//! every caller owns the state and nothing is recorded (no `getpid` and no fork handler
+//! at load: every program started pays for what the constructor does). The first
+//! `vfork`/`clone` hook records the owner's pid and registers a `pthread_atfork` child
+//! handler (glibc runs it for fork and forkpty, not for vfork) that records the pid
+//! again in each forked child; from then on a caller whose real pid differs is a vfork
+//! (or raw clone) child. The check costs a `getpid` and runs only where a hook is about
+//! to change shared state.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -19,10 +21,22 @@ pub fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
-/// The pid recorded as owner.
+/// The pid recorded as owner; 0 until a child may share this process's memory.
 #[inline]
 pub fn owner() -> u32 {
     OWNER.load(Ordering::Relaxed)
+}
+
+/// The tag a caller stamps on shared state it computed: the owner's while no child can
+/// share the memory (every caller is the owner), else the caller's real pid, which the
+/// owner sees as foreign when a vfork child wrote it.
+#[inline]
+pub fn caller_tag() -> u32 {
+    if SHARED_MEMORY_CHILDREN.load(Ordering::SeqCst) {
+        getpid()
+    } else {
+        owner()
+    }
 }
 
 /// Set (never cleared) before this process makes its first child that may share its
@@ -31,11 +45,23 @@ pub fn owner() -> u32 {
 /// glibc's internal clone, and their children make only internal calls, never a hook.)
 static SHARED_MEMORY_CHILDREN: AtomicBool = AtomicBool::new(false);
 
-/// Records that a child sharing this process's memory may run from now on.
+/// Records that a child sharing this process's memory may run from now on (called by
+/// the parent, before the real `vfork`/`clone`): the first time, the owner's pid and the
+/// fork handler that keeps it right in forked children.
 #[inline]
 pub fn children_may_share_memory() {
+    if !SHARED_MEMORY_CHILDREN.load(Ordering::SeqCst) {
+        OWNER.store(getpid(), Ordering::Relaxed);
+        if !ATFORK_REGISTERED.swap(true, Ordering::SeqCst) {
+            // SAFETY: registering a handler that only does a raw syscall and an atomic
+            // store.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        }
+    }
     SHARED_MEMORY_CHILDREN.store(true, Ordering::SeqCst);
 }
+
+static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the caller may change shared state. Until a child can share the memory every
 /// caller is the owner, and the `getpid` system call is skipped: it ran on every fd mark
@@ -47,11 +73,4 @@ pub fn owns_state() -> bool {
 
 extern "C" fn after_fork_in_child() {
     OWNER.store(getpid(), Ordering::Relaxed);
-}
-
-/// Records this process as owner and registers the fork handler (from the constructor).
-pub fn init() {
-    OWNER.store(getpid(), Ordering::Relaxed);
-    // SAFETY: registering a handler that only does a raw syscall and an atomic store.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
 }

@@ -56,7 +56,7 @@ pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     let start = p as usize;
     let block = start >> BLOCK_SHIFT;
     // Fast path: a string ending in a block already seen mapped.
-    if READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == block {
+    if READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == known(block) {
         let end = (block + 1) << BLOCK_SHIFT;
         // SAFETY: `[start, end)` lies in one readable block.
         let nul = libc::memchr(p.cast(), 0, end - start);
@@ -131,10 +131,11 @@ unsafe fn cpath_sse2<'a>(p: *const c_char) -> Option<(&'a [u8], bool)> {
         _mm_setzero_si128,
     };
     let start = p as usize;
-    let known = |at: usize| {
-        READABLE[(at >> BLOCK_SHIFT) % READABLE_SLOTS].load(Ordering::Relaxed) == at >> BLOCK_SHIFT
+    let seen = |at: usize| {
+        let block = at >> BLOCK_SHIFT;
+        READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == known(block)
     };
-    if !known(start) {
+    if !seen(start) {
         return None;
     }
     let skip = (start & 15) as u32;
@@ -169,7 +170,7 @@ unsafe fn cpath_sse2<'a>(p: *const c_char) -> Option<(&'a [u8], bool)> {
         before = s >> 15;
         mask = 0xffff;
         at += 16;
-        if at & ((1 << BLOCK_SHIFT) - 1) == 0 && !known(at) {
+        if at & ((1 << BLOCK_SHIFT) - 1) == 0 && !seen(at) {
             return None;
         }
     }
@@ -190,26 +191,31 @@ pub fn readable(p: *const u8, len: usize) -> bool {
 const BLOCK_SHIFT: u32 = 12;
 const READABLE_SLOTS: usize = 512;
 
-/// Blocks (address >> [`BLOCK_SHIFT`]) seen mapped, direct-mapped by their low bits;
-/// [`NO_BLOCK`] is an empty slot. Plain atomics, no lock and no allocation: safe in a forked child and in
-/// a signal handler. A race only costs one more `mincore`.
-static READABLE: [AtomicUsize; READABLE_SLOTS] =
-    [const { AtomicUsize::new(NO_BLOCK) }; READABLE_SLOTS];
-/// No address shifted right by [`BLOCK_SHIFT`] is all ones (NULL's block, 0, must not
-/// read as known).
-const NO_BLOCK: usize = usize::MAX;
+/// Blocks seen mapped, direct-mapped by their low bits; a slot holds [`known`] of its
+/// block. Plain atomics, no lock and no allocation: safe in a forked child and in a
+/// signal handler. A race only costs one more `mincore`.
+static READABLE: [AtomicUsize; READABLE_SLOTS] = [const { AtomicUsize::new(0) }; READABLE_SLOTS];
+
+/// What a slot of [`READABLE`] holds for `block` (address >> [`BLOCK_SHIFT`]): its
+/// complement, so an empty slot is 0 (no block is all ones) and the table lives in .bss.
+/// With a nonzero initial value its 4 KiB were file data that the loader mapped and
+/// every process faulted in.
+#[inline(always)]
+fn known(block: usize) -> usize {
+    !block
+}
 
 /// The system page size (`mincore` wants an address aligned to it); 0 until first asked.
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 fn block_readable(block: usize) -> bool {
     let slot = &READABLE[block % READABLE_SLOTS];
-    if slot.load(Ordering::Relaxed) == block {
+    if slot.load(Ordering::Relaxed) == known(block) {
         return true;
     }
     let mapped = block_mapped(block);
     if mapped {
-        slot.store(block, Ordering::Relaxed);
+        slot.store(known(block), Ordering::Relaxed);
     }
     mapped
 }

@@ -49,7 +49,8 @@ unsafe fn with_env<T>(envp: Argv, extra: usize, body: impl FnOnce(Argv, &mut [u8
         set: &set,
     };
     let extra = extra.div_ceil(16) * 16;
-    let need = extra + env::needed(envp, &inj);
+    let ready = env::is_ready(envp, &inj);
+    let need = extra + if ready { 0 } else { env::needed(envp, &inj) };
     let mut stack = core::mem::MaybeUninit::<[u64; STACK_ENV / 8]>::uninit();
     let mut arena = None;
     let bytes: &mut [u8] = if need <= STACK_ENV {
@@ -67,6 +68,9 @@ unsafe fn with_env<T>(envp: Argv, extra: usize, body: impl FnOnce(Argv, &mut [u8
         }
     };
     let (ex, rest) = bytes.split_at_mut(extra.min(bytes.len()));
+    if ready {
+        return body(envp, ex);
+    }
     match env::build(envp, &inj, rest) {
         Some(new_env) => body(new_env, ex),
         None => body(envp, ex),
