@@ -602,9 +602,16 @@ class Bench:
         for name in ("native", "shim"):
             sh("%s readloop 1 %s" % (self.tool, lists[name]), shim.env if name == "shim" else plain)
         sh("%s flush" % self.exe, shim.env)  # the uploads of the new files are done
+        # The preload floor: the same loops with an empty library preloaded (built by
+        # scripts/bench), so what the shim itself adds can be told from what preloading
+        # anything costs.
+        empty = os.path.join(os.path.dirname(self.tool), "empty-preload.so")
+        targets = [("native", plain), ("shim", shim.env)]
+        if os.path.exists(empty):
+            targets.append(("floor", dict(plain, LD_PRELOAD=empty)))
         for _ in range(reps):
             for label, cmd in cases.items():
-                for name, env in (("native", plain), ("shim", shim.env)):
+                for name, env in targets:
                     wall, cpu = sh_cpu(cmd, env)
                     self.record(label, name, "local", wall)
                     self.record(label, name, "cpu", cpu)
@@ -784,6 +791,14 @@ def report(bench, targets, args, started, out_dir):
             cells += [fmt(res[m].get("native", {}).get(kind), unit), fmt(res[m].get("shim", {}).get(kind), unit),
                       ratio(med(m, "shim", kind), med(m, "native", kind))]
         lines.append("| " + " | ".join(cells) + " |")
+    floor_rows = [m for m in ("micro-outside", "micro-exec") if res.get(m, {}).get("floor")]
+    if floor_rows:
+        lines += ["", "The preload floor: the same loop with an empty library in `LD_PRELOAD` (CPU time).", "",
+                  "| micro | floor CPU s | floor / native | shim / floor |", "|---|---|---|---|"]
+        for m in floor_rows:
+            lines.append("| %s | %s | %s | %s |" % (
+                m, fmt(res[m]["floor"].get("cpu"), "s"), ratio(med(m, "floor", "cpu"), med(m, "native", "cpu")),
+                ratio(med(m, "shim", "cpu"), med(m, "floor", "cpu"))))
     if data["agent_rss"]:
         r = data["agent_rss"]
         lines += ["", "## Agent memory", "",
