@@ -64,7 +64,15 @@ unsafe fn open_mapped(
         return fd;
     }
     fdtable::mark(fd);
-    if flags & libc::O_PATH != 0 {
+    // An O_PATH fd reads nothing, and a file this call created (O_CREAT|O_EXCL, or
+    // O_TMPFILE) cannot be a placeholder: no marker to look for (one system call fewer
+    // per new file).
+    let excl = libc::O_CREAT | libc::O_EXCL;
+    if flags & libc::O_PATH != 0
+        || flags & excl == excl
+        || flags & libc::O_TMPFILE == libc::O_TMPFILE
+    {
+        set_errno(saved);
         return fd;
     }
     let r = hydrate::after_open(fd, flags, &loc, || {
