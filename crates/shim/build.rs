@@ -4,6 +4,7 @@
 fn main() {
     println!("cargo:rerun-if-changed=csrc/execl.c");
     println!("cargo:rerun-if-changed=csrc/nounwind.c");
+    println!("cargo:rerun-if-changed=csrc/nostart.c");
     cc::Build::new()
         .file("csrc/execl.c")
         .flag("-fvisibility=hidden")
@@ -34,5 +35,11 @@ fn main() {
         // memory and profiling hooks, `__cxa_finalize`) cost every process four symbol
         // lookups (three that search every loaded object and fail) and two page faults.
         println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+        cc::Build::new()
+            .file("csrc/nostart.c")
+            .warnings(true)
+            .extra_warnings(true)
+            .link_lib_modifier("+whole-archive")
+            .compile("s3shim_nostart");
     }
 }
