@@ -143,6 +143,10 @@ pub enum AfterMiss {
     /// A directory on the way may have been listed just after the call: call once more
     /// and apply the rule again to a new ENOENT.
     CallAgain,
+    /// The path's own parent directory is listed, perhaps just after the call: call once
+    /// more, and a new ENOENT is the truth (a listed directory holds every entry it will
+    /// get from S3; its marker goes last).
+    CallAgainOnce,
     /// The ENOENT is the truth.
     Enoent,
     /// The agent failed: return this errno.
@@ -157,17 +161,25 @@ pub fn after_miss<'a>(
     called_again: &mut bool,
 ) -> AfterMiss {
     let mut listed = false;
+    let mut all_parents = true;
     for loc in locs {
         match lookup_missing(loc) {
             Missing::Retry => return AfterMiss::LookedUp,
-            Missing::Listed => listed = true,
+            Missing::Listed { parent } => {
+                listed = true;
+                all_parents &= parent;
+            }
             Missing::Failed(e) => return AfterMiss::Failed(e),
             Missing::Authoritative => {}
         }
     }
     if listed && !*called_again {
         *called_again = true;
-        AfterMiss::CallAgain
+        if all_parents {
+            AfterMiss::CallAgainOnce
+        } else {
+            AfterMiss::CallAgain
+        }
     } else {
         AfterMiss::Enoent
     }
@@ -180,9 +192,11 @@ enum Missing {
     Retry,
     /// The deepest existing ancestor is listed now, but its listing may have finished
     /// between the failed call and this check (entries appear while a directory is being
-    /// listed; its marker goes last): call once more. If that fails with ENOENT too, the
-    /// lookup rule runs again and a second `Listed` is the truth.
-    Listed,
+    /// listed; its marker goes last): call once more. If that fails with ENOENT too and
+    /// the listed directory was the path's own parent (`parent`), that is the truth;
+    /// otherwise the lookup rule runs again (the listing may have brought a directory
+    /// further down, unlisted).
+    Listed { parent: bool },
     /// The ENOENT is the truth: the path is outside the tree or an ancestor is not a
     /// directory.
     Authoritative,
@@ -193,6 +207,9 @@ enum Missing {
 /// Rule 1: find the deepest existing ancestor; only if it is unlisted, ask the agent to
 /// look the path up. A negative lookup in a listed directory costs one xattr read.
 fn lookup_missing(loc: &Loc) -> Missing {
+    if let Some(m) = lookup_missing_nearby(loc) {
+        return m;
+    }
     let mut abs = [0u8; PATH_MAX];
     let Some(n) = loc.real_abs(&mut abs) else {
         return Missing::Authoritative;
@@ -227,9 +244,80 @@ fn lookup_missing(loc: &Loc) -> Missing {
                 };
             }
             Err(libc::ENOENT) => continue,
-            Ok(Mark::None) => return Missing::Listed,
+            Ok(Mark::None) => {
+                return Missing::Listed {
+                    parent: end == parent_end(&abs, n).unwrap_or(0),
+                }
+            }
             // A file (ENOTDIR), or unreadable: nothing to look up.
             _ => return Missing::Authoritative,
+        }
+    }
+}
+
+/// The common misses, answered from where the caller's relative path starts: a plain
+/// path relative to the cwd (in the tree) or to a marked dirfd. Markers are read through
+/// paths relative to the cwd, or through `/proc/self/fd/N/…`, so neither `getcwd` nor a
+/// `readlink` of the fd is needed. Walks up the path's own ancestors to the first that
+/// exists:
+/// * the parent, listed: [`Missing::Listed`] with `parent` (one more call settles it);
+/// * a higher one, listed: the ancestor below it is looked at once more; still missing,
+///   the ENOENT is the truth (the listing, complete before that second look, did not
+///   bring it), with no further call;
+/// * unlisted, or anything else unusual: `None`, the full rule decides.
+fn lookup_missing_nearby(loc: &Loc) -> Option<Missing> {
+    let rel = loc.relative_in_tree()?.to_bytes();
+    if !crate::path::is_plain(rel) {
+        return None;
+    }
+    let mut buf = [0u8; PATH_MAX];
+    let mut base = 0;
+    if loc.dirfd != libc::AT_FDCWD {
+        let mut w = sys::Writer::new(&mut buf);
+        w.put(b"/proc/self/fd/")?;
+        w.put_u64(u64::try_from(loc.dirfd).ok()?)?;
+        base = w.len;
+    }
+    // The marker of the ancestor `rel[..end]` (`.` or the dirfd itself when empty).
+    let mut marker = |end: usize| -> Option<Result<Mark, c_int>> {
+        let mut w = sys::Writer::new(buf.get_mut(base..)?);
+        match (end, base) {
+            (0, 0) => w.put(b".")?,
+            // The dirfd itself (writing nothing still ends the string here).
+            (0, _) => w.put(b"")?,
+            (_, 0) => w.put(rel.get(..end)?)?,
+            _ => {
+                w.put(b"/")?;
+                w.put(rel.get(..end)?)?;
+            }
+        }
+        let n = base + w.len;
+        Some(marker_at(as_cstr(&buf, n)?))
+    };
+    let trimmed = rel.get(..rel.iter().rposition(|&b| b != b'/')? + 1)?;
+    let parent_of = |end: usize| trimmed.get(..end)?.iter().rposition(|&b| b == b'/');
+    let parent = parent_of(trimmed.len()).unwrap_or(0);
+    let mut end = parent;
+    // The missing ancestor just below `end` (None while `end` is the parent).
+    let mut below: Option<usize> = None;
+    loop {
+        match marker(end)? {
+            Ok(Mark::None) => {
+                let Some(child) = below else {
+                    return Some(Missing::Listed { parent: true });
+                };
+                return match marker(child)? {
+                    Err(libc::ENOENT) => Some(Missing::Authoritative),
+                    _ => None,
+                };
+            }
+            Err(libc::ENOENT) if end > 0 => {
+                below = Some(end);
+                end = parent_of(end).unwrap_or(0);
+            }
+            Ok(Mark::Unlisted) | Err(libc::ENOENT) => return None,
+            // A file on the way (ENOTDIR), or unreadable: nothing to look up.
+            _ => return Some(Missing::Authoritative),
         }
     }
 }

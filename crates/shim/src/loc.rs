@@ -93,6 +93,17 @@ impl Loc {
         }
     }
 
+    /// The caller's path as given, when it is passed on unchanged relative to a
+    /// directory in the tree (the cwd or a marked dirfd): what the miss rules can probe
+    /// relative to `dirfd` without asking the kernel where that directory is.
+    pub fn relative_in_tree(&self) -> Option<&CStr> {
+        if self.mapped || !self.in_tree || !matches!(self.kind, Kind::CwdRel | Kind::DirRel) {
+            return None;
+        }
+        // SAFETY: `orig` is the caller's C string (the kind says it was readable).
+        Some(unsafe { CStr::from_ptr(self.orig) })
+    }
+
     /// The bytes of the path passed on.
     pub fn bytes(&self) -> &[u8] {
         match self.buf() {

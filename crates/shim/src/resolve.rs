@@ -12,6 +12,7 @@ use crate::hydrate;
 use crate::path::{map_abs, under, Abs};
 use crate::sys::{marker_at, Mark, Writer, PATH_MAX};
 use core::ffi::{c_int, CStr};
+use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
 
 /// Most symlinks followed in one resolution (the kernel's limit).
@@ -169,9 +170,15 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
 /// and otherwise fails or succeeds as a symlink-free lookup would. Screens a miss before
 /// [`physical`] (which costs a syscall per component).
 pub fn symlink_on_the_way(real: &CStr) -> bool {
+    symlink_on_the_way_at(CWD, real)
+}
+
+/// [`symlink_on_the_way`] for a path relative to `dir` (components above `dir` are not
+/// looked at: `dir` is already resolved).
+pub fn symlink_on_the_way_at(dir: BorrowedFd<'_>, path: &CStr) -> bool {
     // No O_NOFOLLOW: a symlink as the last component must count too.
     let how = OFlags::PATH | OFlags::CLOEXEC;
-    match rustix::fs::openat2(CWD, real, how, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
+    match rustix::fs::openat2(dir, path, how, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
         Ok(_) => false,
         Err(e) => e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOSYS,
     }

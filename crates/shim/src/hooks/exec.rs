@@ -438,6 +438,10 @@ unsafe fn spawn_at(
                     return Ok(attempt());
                 }
                 AfterMiss::CallAgain => r = attempt(),
+                AfterMiss::CallAgainOnce => {
+                    r = attempt();
+                    break;
+                }
                 AfterMiss::Enoent => break,
                 AfterMiss::Failed(e) => return Err(e),
             }

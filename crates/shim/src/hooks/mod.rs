@@ -102,6 +102,10 @@ pub(crate) fn in_tree<R: Ret>(
                 break;
             }
             AfterMiss::CallAgain => r = call(loc.dirfd, loc.ptr()),
+            AfterMiss::CallAgainOnce => {
+                r = call(loc.dirfd, loc.ptr());
+                break;
+            }
             AfterMiss::Enoent => break,
             AfterMiss::Failed(e) if e != libc::ENOENT => return R::fail(e),
             AfterMiss::Failed(_) => break,
@@ -125,11 +129,25 @@ fn through_symlinks<R: Ret>(
     call: &mut impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
     let e = errno();
-    let mut real = [0u8; crate::sys::PATH_MAX];
-    let screened = loc
-        .real_abs(&mut real)
-        .and_then(|n| crate::sys::as_cstr(&real, n))
-        .is_some_and(|c| !crate::resolve::symlink_on_the_way(c));
+    let screened = match loc.relative_in_tree() {
+        // Relative to the cwd or a dirfd as given: screened from there, without asking
+        // the kernel where that directory is (a `getcwd` or a `readlink` per miss).
+        Some(rel) => {
+            let dir = if loc.dirfd == libc::AT_FDCWD {
+                rustix::fs::CWD
+            } else {
+                // SAFETY: the caller passed `dirfd` for this call.
+                unsafe { rustix::fd::BorrowedFd::borrow_raw(loc.dirfd) }
+            };
+            !crate::resolve::symlink_on_the_way_at(dir, rel)
+        }
+        None => {
+            let mut real = [0u8; crate::sys::PATH_MAX];
+            loc.real_abs(&mut real)
+                .and_then(|n| crate::sys::as_cstr(&real, n))
+                .is_some_and(|c| !crate::resolve::symlink_on_the_way(c))
+        }
+    };
     if screened {
         return R::fail(e);
     }
@@ -202,7 +220,7 @@ pub(crate) unsafe fn two_paths(
                 r = go();
                 break;
             }
-            AfterMiss::CallAgain => r = go(),
+            AfterMiss::CallAgain | AfterMiss::CallAgainOnce => r = go(),
             AfterMiss::Enoent => return Ret::fail(libc::ENOENT),
             AfterMiss::Failed(e) => return Ret::fail(e),
         }
@@ -313,6 +331,77 @@ mod tests {
         let r = in_tree(&loc, Pre::Nothing, &mut counted);
         assert_eq!((r, errno()), (-1, libc::ENOENT));
         assert_eq!(calls, 2, "one recheck, then the ENOENT is the truth");
+
+        // The same, relative to a dirfd in the tree (the markers are read through
+        // /proc/self/fd/N/...): a recheck finds what the listing brought...
+        let tree = std::fs::File::open(cache.join("tree")).unwrap();
+        let tfd = std::os::fd::AsRawFd::as_raw_fd(&tree);
+        crate::fdtable::mark(tfd);
+        let d2 = cache.join("tree").join("d2");
+        std::fs::create_dir(&d2).unwrap();
+        let d2_c = CString::new(d2.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and buffer.
+        let rc = unsafe {
+            libc::setxattr(
+                d2_c.as_ptr(),
+                c"user.s3shim".as_ptr(),
+                b"Dd2/".as_ptr().cast(),
+                4,
+                0,
+            )
+        };
+        assert_eq!(rc, 0);
+        let rel_in = |p: &CString| {
+            let mut loc = Loc::new();
+            // SAFETY: `p` outlives the loc (used within the statement that made it).
+            unsafe { loc.resolve(tfd, p.as_ptr()) }.unwrap();
+            assert!(loc.in_tree && loc.relative_in_tree().is_some());
+            loc
+        };
+        let f = CString::new("d2/f").unwrap();
+        let loc = rel_in(&f);
+        let mut calls = 0;
+        let mut listing_finishes = |dirfd: c_int, p: *const c_char| {
+            calls += 1;
+            let r = access(dirfd, p);
+            if calls == 1 {
+                let e = errno();
+                std::fs::write(d2.join("f"), b"x").unwrap();
+                // SAFETY: valid C strings.
+                unsafe { libc::removexattr(d2_c.as_ptr(), c"user.s3shim".as_ptr()) };
+                set_errno(e);
+            }
+            r
+        };
+        let r = in_tree(&loc, Pre::Nothing, &mut listing_finishes);
+        assert_eq!(
+            (r, calls),
+            (0, 2),
+            "found relative to the dirfd on the recheck"
+        );
+        // ... a miss in a listed parent is settled by one recheck...
+        let missing = CString::new("d2/missing").unwrap();
+        let loc = rel_in(&missing);
+        let mut calls = 0;
+        let mut counted = |dirfd: c_int, p: *const c_char| {
+            calls += 1;
+            access(dirfd, p)
+        };
+        let r = in_tree(&loc, Pre::Nothing, &mut counted);
+        assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 2));
+        // ... and a miss under a missing directory of a listed one by a second look at
+        // that directory, without calling again.
+        let deep = CString::new("nodir/deeper/missing").unwrap();
+        let loc = rel_in(&deep);
+        let mut calls = 0;
+        let mut counted = |dirfd: c_int, p: *const c_char| {
+            calls += 1;
+            access(dirfd, p)
+        };
+        let r = in_tree(&loc, Pre::Nothing, &mut counted);
+        assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 1));
+        crate::fdtable::clear(tfd);
+        drop(tree);
         let _ = std::fs::remove_dir_all(&cache);
     }
 }
