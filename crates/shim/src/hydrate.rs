@@ -221,6 +221,13 @@ fn lookup_missing(loc: &Loc) -> Missing {
     }
     let mut end = n;
     let mut probe = [0u8; PATH_MAX];
+    let mut marker = |end: usize| {
+        let mut w = sys::Writer::new(&mut probe);
+        w.put(abs.get(..end).unwrap_or(&[]))?;
+        Some(marker_at(as_cstr(w.buf, w.len)?))
+    };
+    // The missing ancestor just below `end` (None while `end` is the parent).
+    let mut below = None;
     loop {
         let Some(pe) = parent_end(&abs, end) else {
             return Missing::Authoritative;
@@ -228,15 +235,14 @@ fn lookup_missing(loc: &Loc) -> Missing {
         if pe < tree_len {
             return Missing::Authoritative;
         }
-        end = pe;
-        let mut w = sys::Writer::new(&mut probe);
-        if w.put(abs.get(..end).unwrap_or(&[])).is_none() {
-            return Missing::Authoritative;
+        if end < n {
+            below = Some(end);
         }
-        let Some(c) = as_cstr(w.buf, w.len) else {
+        end = pe;
+        let Some(found) = marker(end) else {
             return Missing::Authoritative;
         };
-        match marker_at(c) {
+        match found {
             Ok(Mark::Unlisted) => {
                 return match send_abs(Op::Lookup, abs.get(..n).unwrap_or(&[])) {
                     Ok(()) => Missing::Retry,
@@ -245,9 +251,13 @@ fn lookup_missing(loc: &Loc) -> Missing {
             }
             Err(libc::ENOENT) => continue,
             Ok(Mark::None) => {
-                return Missing::Listed {
-                    parent: end == parent_end(&abs, n).unwrap_or(0),
-                }
+                // A listed directory above a missing one: a second look at that one
+                // settles it (the listing was complete before the look).
+                return match below.map(&mut marker) {
+                    None => Missing::Listed { parent: true },
+                    Some(Some(Err(libc::ENOENT))) => Missing::Authoritative,
+                    Some(_) => Missing::Listed { parent: false },
+                };
             }
             // A file (ENOTDIR), or unreadable: nothing to look up.
             _ => return Missing::Authoritative,

@@ -400,6 +400,18 @@ mod tests {
         };
         let r = in_tree(&loc, Pre::Nothing, &mut counted);
         assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 1));
+        // The same by absolute path.
+        let deep = CString::new("/s3shim-unit-mount/nodir/deeper/missing").unwrap();
+        let mut loc = Loc::new();
+        // SAFETY: `deep` outlives `loc`.
+        unsafe { loc.resolve(libc::AT_FDCWD, deep.as_ptr()) }.unwrap();
+        let mut calls = 0;
+        let mut counted = |dirfd: c_int, p: *const c_char| {
+            calls += 1;
+            access(dirfd, p)
+        };
+        let r = in_tree(&loc, Pre::Nothing, &mut counted);
+        assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 1));
         crate::fdtable::clear(tfd);
         drop(tree);
         let _ = std::fs::remove_dir_all(&cache);
