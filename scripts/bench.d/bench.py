@@ -411,10 +411,14 @@ class Bench:
         """Seconds from t0 until the bucket holds what the step changed: `expected` is
         (files that must be there with these sizes, files that must be gone)."""
         want, gone = expected
+        # Only the keys the step touched are listed (the longest prefix they share): a
+        # listing of the whole workspace (~2,500 objects after w1) costs boto3 about a
+        # second, which would be counted as the target's time (w5's one big file).
+        prefix = os.path.commonprefix(sorted(set(want) | set(gone))) or "w/"
         deadline = time.monotonic() + (60 if self.quick else 600)
         have = {}
         while time.monotonic() < deadline:
-            have = self.s3.files(target.bucket, "w/")
+            have = self.s3.files(target.bucket, prefix)
             if all(have.get(k) == v for k, v in want.items()) and not any(k in have for k in gone):
                 return time.perf_counter() - t0
             time.sleep(0.05)
@@ -706,7 +710,8 @@ def report(bench, targets, args, started, out_dir):
              "- S3 server: `s3shim server` (crates/s3server) on loopback, one bucket per target; "
              "%s build of s3shim and libs3shim.so" % args.profile,
              "- `in S3` = from the start of the step until a listing of the bucket shows every file the "
-             "step created or changed, with its size, and none it deleted", ""]
+             "step created or changed, with its size, and none it deleted (the listing covers only the "
+             "longest key prefix those files share)", ""]
     names = [t.name for t in targets]
     cols = ["workload"] + names + ["shim/native"] + ["%s/shim" % n for n in names if n not in ("native", "shim")]
     hdr = "| " + " | ".join(cols) + " |"
@@ -773,6 +778,14 @@ def report(bench, targets, args, started, out_dir):
             size = os.path.getsize(bench.big) / (1 << 20)
             if rate and shim_v:
                 extra = "; aws %.0f MiB/s, shim w5 %.0f MiB/s (%.0f%%)" % (rate, size / shim_v, 100 * size / shim_v / rate)
+                # Each rep's shim w5 against the aws-cli run of the same rep (the load of a
+                # shared machine changes between reps more than within one).
+                shim_runs = bench.results.get("w5-write", {}).get("shim", {}).get("durable", [])
+                pairs = [100 * aws_t / shim_t for shim_t, aws_t in zip(shim_runs, bench.results[bname]["aws"]["local"])
+                         if shim_t]
+                if len(pairs) > 1:
+                    extra += "; per rep %s%%: median %.0f%%, min %.0f%%" % (
+                        "/".join("%.0f" % p for p in pairs), statistics.median(pairs), min(pairs))
         lines.append("| %s | %s | shim %s %s: %s (%s of the baseline)%s |" % (
             bname, fmt(s), w, "in S3" if k == "durable" else "local", "%.3f" % shim_v if shim_v else "n/a",
             ratio(shim_v, s["median"] if s else None), extra))

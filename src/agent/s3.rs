@@ -117,7 +117,8 @@ pub struct Tuning {
     pub multipart_threshold: u64,
     /// Part size (`S3SHIM_MULTIPART_PART_SIZE`; S3 needs at least 5 MiB).
     pub part_size: u64,
-    /// Parts uploaded at once; memory is bounded by this times the part size.
+    /// Parts uploaded at once (`S3SHIM_MULTIPART_CONCURRENCY`); memory does not grow
+    /// with it (parts are streamed from the file).
     pub part_concurrency: usize,
     /// Attempts per request, with exponential backoff and jitter between them
     /// (`S3SHIM_S3_ATTEMPTS`).
@@ -138,7 +139,9 @@ impl Tuning {
             part_size: env_u64("S3SHIM_MULTIPART_PART_SIZE")
                 .unwrap_or(16 * MIB)
                 .max(5 * MIB),
-            part_concurrency: 4,
+            part_concurrency: env_u64("S3SHIM_MULTIPART_CONCURRENCY")
+                .unwrap_or(4)
+                .clamp(1, 64) as usize,
             attempts: env_u64("S3SHIM_S3_ATTEMPTS").unwrap_or(6).max(1) as u32,
             timeout: Duration::from_millis(env_u64("S3SHIM_S3_TIMEOUT_MS").unwrap_or(120_000)),
         }
@@ -662,12 +665,16 @@ impl S3 {
             .to_string();
         let part_size = self.tuning.part_size;
         let count = size.div_ceil(part_size);
+        // Timings at debug level (`S3SHIM_LOG=s3shim=debug`): where a large upload's
+        // time goes (the parts, or the server assembling them).
+        let t0 = std::time::Instant::now();
         let parts = futures::stream::iter(0..count)
             .map(|i| {
                 let id = &id;
                 async move {
                     let offset = i * part_size;
                     let len = part_size.min(size - offset);
+                    let started = t0.elapsed();
                     // Read from the file as it is sent (and again on a retry), in small
                     // buffers: no part is ever held in memory whole.
                     let body = ByteStream::read_from()
@@ -688,6 +695,11 @@ impl S3 {
                         .send()
                         .await
                         .map_err(|e| self.err("uploading a part of", key, e))?;
+                    tracing::debug!(
+                        "{key}: part {} of {count} ({len} bytes) sent from {started:?} to {:?}",
+                        i + 1,
+                        t0.elapsed()
+                    );
                     Ok::<_, anyhow::Error>(
                         CompletedPart::builder()
                             .part_number(i as i32 + 1)
@@ -696,9 +708,16 @@ impl S3 {
                     )
                 }
             })
-            .buffered(self.tuning.part_concurrency)
+            // A slow part does not hold up the start of the next ones.
+            .buffer_unordered(self.tuning.part_concurrency)
             .try_collect::<Vec<_>>()
-            .await;
+            .await
+            .map(|mut parts| {
+                // Completing needs the parts in ascending order.
+                parts.sort_by_key(|p| p.part_number());
+                parts
+            });
+        let parts_done = t0.elapsed();
         let result = match parts {
             Ok(parts) => {
                 let mut req = self
@@ -740,6 +759,11 @@ impl S3 {
             }
             Err(e) => Err(e),
         };
+        tracing::debug!(
+            "{key}: {count} parts in {parts_done:?}, completed at {:?} ({})",
+            t0.elapsed(),
+            if result.is_ok() { "ok" } else { "failed" }
+        );
         if result.is_err() {
             let _ = self
                 .client

@@ -12,6 +12,12 @@ use s3shim_protocol::wire::{self, Op, RESPONSE_BODY_MAX};
 /// Sends `op` for `rel` (relative to the tree, `""` = root) and waits for the answer.
 /// `Err(errno)`: the agent's error, or `EIO` when it cannot be reached or misbehaves.
 pub fn request(op: Op, rel: &[u8]) -> Result<(), c_int> {
+    answer(&send(op, rel)?)
+}
+
+/// Sends `op` for `rel` without waiting: the connection to read the answer from with
+/// [`answer`] (the caller can do other work while the agent handles it).
+pub fn send(op: Op, rel: &[u8]) -> Result<OwnedFd, c_int> {
     if !is_valid_rel_path(rel) {
         return Err(libc::EINVAL);
     }
@@ -20,21 +26,26 @@ pub fn request(op: Op, rel: &[u8]) -> Result<(), c_int> {
     let sock = crate::config::get().socket().ok_or(libc::EIO)?;
     let fd = connect(sock).map_err(|_| libc::EIO)?;
     send_all(&fd, frame.get(..n).unwrap_or(&[])).map_err(|_| libc::EIO)?;
+    Ok(fd)
+}
+
+/// Waits for the answer to a request made with [`send`].
+pub fn answer(fd: &OwnedFd) -> Result<(), c_int> {
     let mut header = [0u8; 4];
-    recv_exact(&fd, &mut header).map_err(|_| libc::EIO)?;
+    recv_exact(fd, &mut header).map_err(|_| libc::EIO)?;
     let body = wire::body_len(header);
     if !(4..=4 + RESPONSE_BODY_MAX).contains(&body) {
         return Err(libc::EIO);
     }
     let mut errno = [0u8; 4];
-    recv_exact(&fd, &mut errno).map_err(|_| libc::EIO)?;
+    recv_exact(fd, &mut errno).map_err(|_| libc::EIO)?;
     // The payload (text for humans) is not needed here; drain it so the agent's write
     // does not fail.
     let mut left = body - 4;
     let mut sink = [0u8; 512];
     while left > 0 {
         let take = left.min(sink.len());
-        recv_exact(&fd, sink.get_mut(..take).unwrap_or(&mut [])).map_err(|_| libc::EIO)?;
+        recv_exact(fd, sink.get_mut(..take).unwrap_or(&mut [])).map_err(|_| libc::EIO)?;
         left -= take;
     }
     match i32::from_le_bytes(errno) {

@@ -61,3 +61,21 @@ fn fsync_in_the_tree_waits_for_the_agent_and_returns_its_answer() {
     );
     assert_eq!(errno.trim(), libc::EIO.to_string());
 }
+
+#[test]
+fn a_failing_real_fsync_keeps_its_own_error_in_the_tree() {
+    // fsync on a FIFO fails with EINVAL. The agent is asked (before the real call, so the
+    // upload overlaps the local flush) and would answer EIO; the caller must get the real
+    // call's error, as without the shim.
+    let ws = Ws::new("fsync-fails");
+    ws.sync_answer(libc::EIO);
+    let errno = ws.py_ok(
+        "import os\nos.mkfifo('/workspace/p')\nfd = os.open('/workspace/p', os.O_RDWR)\ntry:\n    os.fsync(fd)\n    print('no error')\nexcept OSError as e:\n    print(e.errno)",
+    );
+    assert_eq!(errno.trim(), libc::EINVAL.to_string());
+    assert!(
+        ws.requests().contains(&(Op::Sync, "p".to_string())),
+        "the fd is in the tree, so the agent was asked: {:?}",
+        ws.requests()
+    );
+}

@@ -36,10 +36,11 @@ pub unsafe extern "C" fn syscall(
             fdtable::clear(a1 as c_int);
             f(n, a1, a2, a3, a4, a5, a6)
         }
-        libc::SYS_fsync | libc::SYS_fdatasync => c_long::from(super::fsync::after_sync(
-            a1 as c_int,
-            f(n, a1, a2, a3, a4, a5, a6) as c_int,
-        )),
+        libc::SYS_fsync | libc::SYS_fdatasync => {
+            c_long::from(super::fsync::synced(a1 as c_int, || {
+                f(n, a1, a2, a3, a4, a5, a6) as c_int
+            }))
+        }
         // statx(dirfd, path, flags, mask, buf); newfstatat(dirfd, path, buf, flags);
         // faccessat[2](dirfd, path, mode[, flags]): an empty path is never mapped.
         libc::SYS_statx | libc::SYS_newfstatat | libc::SYS_faccessat | libc::SYS_faccessat2 => {
