@@ -207,12 +207,16 @@ impl Index {
         Ok(n != 0)
     }
 
-    /// Every indexed path (for the start-up reconcile).
-    pub fn all_paths(&self) -> Result<Vec<String>> {
+    /// Calls `f` with every indexed path, without collecting them: a scan of a large
+    /// index keeps one path in memory at a time.
+    pub fn each_path(&self, mut f: impl FnMut(&str)) -> Result<()> {
         let db = self.db.lock();
-        let mut st = db.prepare("SELECT path FROM entries")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        let mut st = db.prepare_cached("SELECT path FROM entries")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            f(r.get_ref(0)?.as_str()?);
+        }
+        Ok(())
     }
 
     /// (path, size) of every file known to be in S3.
@@ -275,7 +279,8 @@ mod tests {
         assert_eq!(ix.get("a/x").unwrap(), Some(row(Kind::File, "\"e\"", 7)));
         assert_eq!(ix.get("nope").unwrap(), None);
         ix.delete_subtree("a").unwrap();
-        let mut left = ix.all_paths().unwrap();
+        let mut left = Vec::new();
+        ix.each_path(|p| left.push(p.to_string())).unwrap();
         left.sort();
         assert_eq!(left, vec!["a-b", "a0", "ab"]);
         ix.delete_subtree("").unwrap();

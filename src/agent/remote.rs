@@ -31,21 +31,56 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
-/// The bucket prefix as a tree of relative paths.
-#[derive(Debug, Default)]
+/// The bucket prefix as a tree of relative paths, built from a flat listing a page at a
+/// time. Files are handed out as soon as no later key can make them a directory, so a
+/// poll holds one page of objects, not the whole bucket; what it keeps for the check of
+/// what is gone is every path, packed ([`Names`]).
+#[derive(Debug)]
 pub struct RemoteTree {
-    pub files: HashMap<String, RemoteObject>,
+    /// Every file listed.
+    files: Names,
     /// Directories: `dir/` markers and every prefix that holds a key.
     pub dirs: HashSet<String>,
+    /// Files whose key a later key may still extend into a directory (`x`, then `x/`).
+    held: Vec<(String, RemoteObject)>,
+    /// The last key seen.
+    last_key: Option<String>,
+    /// The keys came in key order so far, as S3 promises; once one does not, every
+    /// file waits for the end of the listing.
+    sorted: bool,
+}
+
+impl Default for RemoteTree {
+    fn default() -> Self {
+        RemoteTree {
+            files: Names::default(),
+            dirs: HashSet::new(),
+            held: Vec::new(),
+            last_key: None,
+            sorted: true,
+        }
+    }
 }
 
 impl RemoteTree {
-    /// Builds the tree from a flat listing under `prefix`. Keys that cannot be local
-    /// names (`..`, empty components, overlong names...) are skipped, logged once per
-    /// key in `warned`; their valid leading directories still count.
-    pub fn build(prefix: &str, objects: Vec<RemoteObject>, warned: &mut HashSet<String>) -> Self {
-        let mut t = RemoteTree::default();
+    /// Adds one page of the listing under `prefix`; returns the files (relative path,
+    /// object) that are certain to be files now. Keys that cannot be local names (`..`,
+    /// empty components, overlong names...) are skipped, logged once per key in
+    /// `warned`; their valid leading directories still count.
+    pub fn add(
+        &mut self,
+        prefix: &str,
+        objects: Vec<RemoteObject>,
+        warned: &mut HashSet<String>,
+    ) -> Vec<(String, RemoteObject)> {
         for o in objects {
+            if self.sorted {
+                match &mut self.last_key {
+                    Some(last) if o.key < *last => self.sorted = false,
+                    Some(last) => o.key.clone_into(last),
+                    None => self.last_key = Some(o.key.clone()),
+                }
+            }
             let Some(rest) = o.key.strip_prefix(prefix) else {
                 continue;
             };
@@ -56,10 +91,10 @@ impl RemoteTree {
             if path.is_empty() {
                 continue; // the prefix's own marker
             }
-            let comps: Vec<&str> = path.split('/').collect();
             let mut rel = String::new();
             let mut valid = true;
-            for (i, c) in comps.iter().enumerate() {
+            let mut comps = path.split('/').peekable();
+            while let Some(c) = comps.next() {
                 if let Err(why) = names::child_name("", c) {
                     if warned.insert(o.key.clone()) {
                         warn!("skipping key {:?} in S3: {why}", o.key);
@@ -68,34 +103,109 @@ impl RemoteTree {
                     break;
                 }
                 rel = names::join_rel(&rel, c);
-                if i + 1 < comps.len() {
-                    t.dirs.insert(rel.clone());
+                if comps.peek().is_some() && !self.dirs.contains(&rel) {
+                    self.dirs.insert(rel.clone());
                 }
             }
             if !valid {
                 continue;
             }
             if is_dir {
-                t.dirs.insert(rel);
+                self.dirs.insert(rel);
             } else {
-                t.files.insert(rel, o);
+                self.files.insert(&rel);
+                self.held.push((rel, o));
             }
         }
-        // Both `x` and `x/`: the directory is shown, as in a listing.
-        let shadowed: Vec<String> = t
-            .files
-            .keys()
-            .filter(|f| t.dirs.contains(*f))
-            .cloned()
-            .collect();
-        for f in shadowed {
-            t.files.remove(&f);
+        if !self.sorted {
+            return Vec::new();
         }
-        t
+        let last = self.last_key.as_deref().unwrap_or_default();
+        let (wait, ready) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, o)| may_extend(last, &o.key));
+        self.held = wait;
+        self.not_shadowed(ready)
     }
 
+    /// The listing is complete: the files still held.
+    pub fn finish(&mut self) -> Vec<(String, RemoteObject)> {
+        self.files.seal();
+        let held = std::mem::take(&mut self.held);
+        self.not_shadowed(held)
+    }
+
+    /// Both `x` and `x/`: the directory is shown, as in a listing.
+    fn not_shadowed(&self, files: Vec<(String, RemoteObject)>) -> Vec<(String, RemoteObject)> {
+        files
+            .into_iter()
+            .filter(|(rel, _)| !self.dirs.contains(rel))
+            .collect()
+    }
+
+    /// Whether S3 has `rel` (after [`RemoteTree::finish`]).
     fn has(&self, rel: &str) -> bool {
-        self.files.contains_key(rel) || self.dirs.contains(rel)
+        self.files.contains(rel) || self.dirs.contains(rel)
+    }
+}
+
+/// Whether a key listed after `last` (in key order) could still start with `key/`:
+/// every such key sorts in `[key, key + "0")`, `0` following `/`.
+fn may_extend(last: &str, key: &str) -> bool {
+    last.strip_prefix(key)
+        .is_some_and(|rest| rest.bytes().next().is_none_or(|b| b < b'0'))
+}
+
+/// A set of names in one buffer: a set of 100,000 paths is two allocations instead of
+/// 100,000. Names are appended; [`Names::seal`] sorts them (a listing in key order is
+/// sorted already) and then [`Names::contains`] searches.
+#[derive(Debug, Default)]
+struct Names {
+    text: String,
+    /// The end of each name in `text`; a name starts where the one before ends.
+    ends: Vec<usize>,
+    unsorted: bool,
+}
+
+impl Names {
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn insert(&mut self, name: &str) {
+        if let Some(last) = self.ends.len().checked_sub(1) {
+            self.unsorted |= name < self.get(last);
+        }
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+    }
+
+    fn seal(&mut self) {
+        if !self.unsorted {
+            return;
+        }
+        let mut all: Vec<&str> = (0..self.ends.len()).map(|i| self.get(i)).collect();
+        all.sort_unstable();
+        let mut sorted = Names::default();
+        for n in all {
+            sorted.insert(n);
+        }
+        *self = sorted;
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        debug_assert!(!self.unsorted, "searched before seal");
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.get(mid).cmp(name) {
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        false
     }
 }
 
@@ -160,15 +270,15 @@ impl Ctx {
         if !self.is_listed("", &mut memo) {
             return Ok(()); // nothing listed yet: nothing to keep current
         }
-        let remote =
-            RemoteTree::build(&self.prefix, self.s3.list_flat(&self.prefix).await?, warned);
-        for (rel, obj) in &remote.files {
-            if self.is_listed(parent_of(rel), &mut memo) {
-                if let Err(e) = self.refresh_file(rel, obj).await {
-                    warn!("bringing the S3 change of {rel:?} here: {e:#}");
-                }
-            }
+        // Each page's files are brought here before the next page is asked for.
+        let mut remote = RemoteTree::default();
+        let mut listing = self.s3.list_flat(&self.prefix);
+        while let Some(page) = listing.next_page().await? {
+            let files = remote.add(&self.prefix, page, warned);
+            self.refresh_files(files, &mut memo).await;
         }
+        let files = remote.finish();
+        self.refresh_files(files, &mut memo).await;
         for rel in &remote.dirs {
             if self.is_listed(parent_of(rel), &mut memo) {
                 if let Err(e) = self.add_remote_dir(rel).await {
@@ -177,12 +287,12 @@ impl Ctx {
             }
         }
         // Gone from S3: deepest first, so a directory is emptied before it is looked at.
-        let mut gone: Vec<String> = self
-            .index
-            .all_paths()?
-            .into_iter()
-            .filter(|p| !p.is_empty() && !remote.has(p))
-            .collect();
+        let mut gone: Vec<String> = Vec::new();
+        self.index.each_path(|p| {
+            if !p.is_empty() && !remote.has(p) {
+                gone.push(p.to_string());
+            }
+        })?;
         gone.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
         for rel in gone {
             if self.is_listed(parent_of(&rel), &mut memo) {
@@ -192,6 +302,21 @@ impl Ctx {
             }
         }
         Ok(())
+    }
+
+    /// Files of the listing: those whose parent is listed here are brought up to date.
+    async fn refresh_files(
+        self: &Arc<Self>,
+        files: Vec<(String, RemoteObject)>,
+        memo: &mut HashMap<String, bool>,
+    ) {
+        for (rel, obj) in files {
+            if self.is_listed(parent_of(&rel), memo) {
+                if let Err(e) = self.refresh_file(&rel, &obj).await {
+                    warn!("bringing the S3 change of {rel:?} here: {e:#}");
+                }
+            }
+        }
     }
 
     /// A file or symlink in S3 whose parent is listed here.
@@ -447,28 +572,103 @@ mod tests {
         }
     }
 
+    /// The tree from `pages` of a listing under `p/`, with the files in the order they
+    /// were handed out, each with the page after which it was.
+    fn build(
+        pages: &[&[&str]],
+        warned: &mut HashSet<String>,
+    ) -> (RemoteTree, Vec<(String, usize)>) {
+        let mut t = RemoteTree::default();
+        let mut files = Vec::new();
+        for (i, page) in pages.iter().enumerate() {
+            let out = t.add("p/", page.iter().map(|k| obj(k)).collect(), warned);
+            files.extend(out.into_iter().map(|(rel, _)| (rel, i)));
+        }
+        files.extend(t.finish().into_iter().map(|(rel, _)| (rel, pages.len())));
+        (t, files)
+    }
+
+    fn names(files: &[(String, usize)]) -> Vec<&str> {
+        let mut n: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+        n.sort();
+        n
+    }
+
     #[test]
     fn flat_listing_becomes_a_tree_without_hostile_names() {
         let mut warned = HashSet::new();
         let keys = [
             "p/",
+            "p/../up",
             "p/a",
             "p/d/",
             "p/d/e/f",
+            "p/ok/../z",
+            "p/s//t",
             "p/x",
             "p/x/",
-            "p/../up",
-            "p/s//t",
-            "p/ok/../z",
         ];
-        let t = RemoteTree::build("p/", keys.iter().map(|k| obj(k)).collect(), &mut warned);
-        let mut files: Vec<_> = t.files.keys().cloned().collect();
-        files.sort();
-        assert_eq!(files, ["a", "d/e/f"]);
+        let (t, files) = build(&[&keys], &mut warned);
+        assert_eq!(names(&files), ["a", "d/e/f"]);
         let mut dirs: Vec<_> = t.dirs.iter().cloned().collect();
         dirs.sort();
         assert_eq!(dirs, ["d", "d/e", "ok", "s", "x"]);
         assert_eq!(warned.len(), 3, "{warned:?}");
+        for present in ["a", "d", "d/e", "d/e/f", "x", "ok", "s"] {
+            assert!(t.has(present), "{present}");
+        }
+        for absent in ["", "b", "d/e/g", "ok/z", "up", "a/b"] {
+            assert!(!t.has(absent), "{absent}");
+        }
+    }
+
+    /// A page's files are handed out with it, except one a later key may turn into a
+    /// directory: `x` waits while the listing is at keys that start with `x` and a
+    /// character before `/` (`x!`, `x-1`, `x.txt`), and is dropped when `x/...` follows.
+    #[test]
+    fn files_are_handed_out_page_by_page_unless_a_later_key_may_shadow_them() {
+        let mut warned = HashSet::new();
+        let pages: [&[&str]; 4] = [
+            &["p/a", "p/b", "p/x", "p/x!"],
+            &["p/x-1", "p/x.txt"],
+            &["p/x/in", "p/y", "p/z"],
+            &["p/z0"],
+        ];
+        let (t, files) = build(&pages, &mut warned);
+        let mut order: Vec<(&str, usize)> = files.iter().map(|(f, i)| (f.as_str(), *i)).collect();
+        order.sort();
+        assert_eq!(
+            order,
+            [
+                ("a", 0),
+                ("b", 0),
+                ("x!", 1),
+                ("x-1", 1),
+                ("x.txt", 2),
+                ("x/in", 2),
+                ("y", 2),
+                ("z", 3),
+                ("z0", 4)
+            ],
+            "x is a directory (x/in): never handed out as a file"
+        );
+        assert!(t.has("x") && t.has("x/in") && t.has("z0"));
+        assert!(warned.is_empty());
+    }
+
+    /// A server that lists out of key order: nothing is handed out before the end, and
+    /// the tree is the same.
+    #[test]
+    fn an_unsorted_listing_waits_for_the_end() {
+        let mut warned = HashSet::new();
+        let pages: [&[&str]; 2] = [&["p/b", "p/x"], &["p/x/in", "p/a"]];
+        let (t, files) = build(&pages, &mut warned);
+        assert_eq!(files.iter().filter(|(_, i)| *i < 2).count(), 1, "{files:?}");
+        assert_eq!(names(&files), ["a", "b", "x/in"]);
+        for present in ["a", "b", "x", "x/in"] {
+            assert!(t.has(present), "{present}");
+        }
+        assert!(!t.has("c"));
     }
 
     use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS};
@@ -558,6 +758,42 @@ mod tests {
         assert_eq!(std::fs::metadata(ctx.local("new")).unwrap().len(), 17);
         ctx.fetch("new").await.unwrap();
         assert_eq!(read(ctx, "new"), "newer and longer\n");
+        k.server.shutdown().await;
+    }
+
+    /// More objects than one listing page holds (1,000): the poll reads page by page,
+    /// brings changes on a later page here, and still knows every path is in S3 (a
+    /// path it took for gone would cost a HEAD).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poll_over_several_listing_pages_sees_every_object() {
+        use futures::StreamExt;
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        let n = 1_010;
+        futures::stream::iter(0..n)
+            .for_each_concurrent(16, |i| async move {
+                put(ctx, &format!("p/many/f{i:04}"), b"x").await;
+            })
+            .await;
+        ctx.list_dir("").await.unwrap();
+        ctx.list_dir("many").await.unwrap();
+        assert!(is_placeholder(ctx, "many/f1009"));
+
+        let before = k.server.stats();
+        ctx.poll_once(&mut HashSet::new()).await.unwrap();
+        let cost = k.server.stats() - before;
+        assert_eq!(cost.list, 2, "one listing, in two pages");
+        assert_eq!(
+            cost.head, 0,
+            "nothing changed: no path was taken for gone or new"
+        );
+
+        put(ctx, "p/many/f1009", b"longer").await;
+        ctx.s3.delete("p/many/f0000").await.unwrap();
+        ctx.poll_once(&mut HashSet::new()).await.unwrap();
+        assert_eq!(std::fs::metadata(ctx.local("many/f1009")).unwrap().len(), 6);
+        assert!(!ctx.local("many/f0000").exists());
+        assert!(ctx.local("many/f0001").exists());
         k.server.shutdown().await;
     }
 

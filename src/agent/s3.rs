@@ -418,42 +418,61 @@ impl S3 {
         let mut out = Listing::default();
         let mut token: Option<String> = None;
         loop {
-            let mut req = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                // Keys may hold characters XML 1.0 cannot carry (a control character in
-                // one key would make the whole listing unparseable).
-                .encoding_type(aws_sdk_s3::types::EncodingType::Url);
-            if let Some(d) = delimiter {
-                req = req.delimiter(d);
-            }
-            let page = req
-                .send()
-                .await
-                .map_err(|e| self.err("listing", prefix, e))?;
-            for o in page.contents() {
-                if let Some(key) = o.key().and_then(|k| listed_key(k, prefix)) {
-                    out.objects.push(ListedObject {
-                        key,
-                        etag: o.e_tag().unwrap_or_default().to_string(),
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                    });
-                }
-            }
-            for p in page.common_prefixes() {
-                if let Some(p) = p.prefix().and_then(|k| listed_key(k, prefix)) {
-                    out.prefixes.push(p);
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-                _ => break,
+            let (page, next) = self.list_page(prefix, delimiter, token).await?;
+            out.objects.extend(page.objects);
+            out.prefixes.extend(page.prefixes);
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         Ok(out)
+    }
+
+    /// One page of a listing (at most 1,000 entries) and the token of the next one,
+    /// `None` after the last.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<(Listing, Option<String>)> {
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            // Keys may hold characters XML 1.0 cannot carry (a control character in
+            // one key would make the whole listing unparseable).
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url);
+        if let Some(d) = delimiter {
+            req = req.delimiter(d);
+        }
+        let page = req
+            .send()
+            .await
+            .map_err(|e| self.err("listing", prefix, e))?;
+        let mut out = Listing::default();
+        for o in page.contents() {
+            if let Some(key) = o.key().and_then(|k| listed_key(k, prefix)) {
+                out.objects.push(ListedObject {
+                    key,
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        for p in page.common_prefixes() {
+            if let Some(p) = p.prefix().and_then(|k| listed_key(k, prefix)) {
+                out.prefixes.push(p);
+            }
+        }
+        let next = match page.next_continuation_token() {
+            Some(t) if page.is_truncated().unwrap_or(false) => Some(t.to_string()),
+            _ => None,
+        };
+        Ok((out, next))
     }
 
     /// HEAD; `None` when the object does not exist.

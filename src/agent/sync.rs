@@ -698,11 +698,11 @@ impl Ctx {
                 seen.insert(rel, ());
             }
         }
-        for p in self.index.all_paths()? {
-            if !p.is_empty() && !seen.contains_key(&p) {
-                out.push(p);
+        self.index.each_path(|p| {
+            if !p.is_empty() && !seen.contains_key(p) {
+                out.push(p.to_string());
             }
-        }
+        })?;
         Ok(out)
     }
 }

@@ -25,6 +25,40 @@ pub struct RemoteObject {
     pub size: u64,
 }
 
+/// A flat listing read a page at a time: what a caller holds does not grow with the
+/// bucket (a poll of 100,000 objects held them all at once, issue 6).
+pub struct FlatListing<'a> {
+    s3: &'a S3,
+    prefix: &'a str,
+    token: Option<String>,
+    done: bool,
+}
+
+impl FlatListing<'_> {
+    /// The next page in key order, `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<RemoteObject>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let (page, next) = self
+            .s3
+            .list_page(self.prefix, None, self.token.take())
+            .await?;
+        self.done = next.is_none();
+        self.token = next;
+        Ok(Some(
+            page.objects
+                .into_iter()
+                .map(|o| RemoteObject {
+                    key: o.key,
+                    etag: o.etag,
+                    size: o.size,
+                })
+                .collect(),
+        ))
+    }
+}
+
 /// ETags compare without their quotes (servers differ on quoting in listings).
 pub fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"') == b.trim_matches('"')
@@ -46,19 +80,14 @@ impl S3 {
         }
     }
 
-    /// Every object under `prefix` at any depth, with ETag and size.
-    pub async fn list_flat(&self, prefix: &str) -> Result<Vec<RemoteObject>> {
-        Ok(self
-            .list(prefix, None)
-            .await?
-            .objects
-            .into_iter()
-            .map(|o| RemoteObject {
-                key: o.key,
-                etag: o.etag,
-                size: o.size,
-            })
-            .collect())
+    /// Every object under `prefix` at any depth, with ETag and size, a page at a time.
+    pub fn list_flat<'a>(&'a self, prefix: &'a str) -> FlatListing<'a> {
+        FlatListing {
+            s3: self,
+            prefix,
+            token: None,
+            done: false,
+        }
     }
 
     /// Downloads `key` into `file` (empty, created by the caller), as parallel ranged
