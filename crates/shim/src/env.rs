@@ -353,18 +353,24 @@ mod tests {
         (owned, ptrs)
     }
 
+    /// The settings the tests inject.
+    const SET: [&CStr; 4] = [
+        c"S3SHIM_MOUNT=/workspace",
+        c"S3SHIM_CACHE=/c",
+        c"S3SHIM_SOCKET=/c/.s3shim/agent.sock",
+        c"UV_USE_IO_URING=0",
+    ];
+
+    fn test_inject<'a>(set: &'a [&'a CStr]) -> Inject<'a> {
+        Inject {
+            lib: b"/opt/lib/libs3shim.so",
+            set,
+        }
+    }
+
     fn rebuild(list: &[&str]) -> Vec<String> {
         let (_owned, ptrs) = env_of(list);
-        let set = [
-            c"S3SHIM_MOUNT=/workspace",
-            c"S3SHIM_CACHE=/c",
-            c"S3SHIM_SOCKET=/c/.s3shim/agent.sock",
-            c"UV_USE_IO_URING=0",
-        ];
-        let inj = Inject {
-            lib: b"/opt/lib/libs3shim.so",
-            set: &set,
-        };
+        let inj = test_inject(&SET);
         unsafe {
             let need = needed(ptrs.as_ptr(), &inj);
             let mut words = vec![0u64; need.div_ceil(8)];
@@ -448,24 +454,9 @@ mod tests {
     }
 
     fn ready(env: &[&str]) -> bool {
-        let owned: Vec<std::ffi::CString> = env
-            .iter()
-            .map(|s| std::ffi::CString::new(*s).unwrap())
-            .collect();
-        let mut ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
-        ptrs.push(core::ptr::null());
-        let set = [
-            c"S3SHIM_MOUNT=/workspace",
-            c"S3SHIM_CACHE=/c",
-            c"S3SHIM_SOCKET=/c/.s3shim/agent.sock",
-            c"UV_USE_IO_URING=0",
-        ];
-        let inj = Inject {
-            lib: b"/opt/lib/libs3shim.so",
-            set: &set,
-        };
+        let (_owned, ptrs) = env_of(env);
         // SAFETY: a NULL-terminated array of C strings.
-        unsafe { is_ready(ptrs.as_ptr(), &inj) }
+        unsafe { is_ready(ptrs.as_ptr(), &test_inject(&SET)) }
     }
 
     /// An environment that already has everything is passed on as it is; anything

@@ -358,6 +358,16 @@ mod tests {
             assert!(loc.in_tree && loc.relative_in_tree().is_some());
             loc
         };
+        // (result, errno, calls) of the in-tree call on `loc`, counting the real calls.
+        let counted_miss = |loc: &Loc| {
+            let mut calls = 0;
+            let mut counted = |dirfd: c_int, p: *const c_char| {
+                calls += 1;
+                access(dirfd, p)
+            };
+            let r = in_tree(loc, Pre::Nothing, &mut counted);
+            (r, errno(), calls)
+        };
         let f = CString::new("d2/f").unwrap();
         let loc = rel_in(&f);
         let mut calls = 0;
@@ -381,37 +391,17 @@ mod tests {
         );
         // ... a miss in a listed parent is settled by one recheck...
         let missing = CString::new("d2/missing").unwrap();
-        let loc = rel_in(&missing);
-        let mut calls = 0;
-        let mut counted = |dirfd: c_int, p: *const c_char| {
-            calls += 1;
-            access(dirfd, p)
-        };
-        let r = in_tree(&loc, Pre::Nothing, &mut counted);
-        assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 2));
+        assert_eq!(counted_miss(&rel_in(&missing)), (-1, libc::ENOENT, 2));
         // ... and a miss under a missing directory of a listed one by a second look at
         // that directory, without calling again.
         let deep = CString::new("nodir/deeper/missing").unwrap();
-        let loc = rel_in(&deep);
-        let mut calls = 0;
-        let mut counted = |dirfd: c_int, p: *const c_char| {
-            calls += 1;
-            access(dirfd, p)
-        };
-        let r = in_tree(&loc, Pre::Nothing, &mut counted);
-        assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 1));
+        assert_eq!(counted_miss(&rel_in(&deep)), (-1, libc::ENOENT, 1));
         // The same by absolute path.
         let deep = CString::new("/s3shim-unit-mount/nodir/deeper/missing").unwrap();
         let mut loc = Loc::new();
         // SAFETY: `deep` outlives `loc`.
         unsafe { loc.resolve(libc::AT_FDCWD, deep.as_ptr()) }.unwrap();
-        let mut calls = 0;
-        let mut counted = |dirfd: c_int, p: *const c_char| {
-            calls += 1;
-            access(dirfd, p)
-        };
-        let r = in_tree(&loc, Pre::Nothing, &mut counted);
-        assert_eq!((r, errno(), calls), (-1, libc::ENOENT, 1));
+        assert_eq!(counted_miss(&loc), (-1, libc::ENOENT, 1));
         crate::fdtable::clear(tfd);
         drop(tree);
         let _ = std::fs::remove_dir_all(&cache);
