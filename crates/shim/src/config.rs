@@ -159,6 +159,11 @@ impl Config {
         self.cstr(self.socket)
     }
 
+    /// The tree's real path, for a `chdir` into it.
+    pub fn tree_cstr(&self) -> Option<&CStr> {
+        self.cstr(self.tree)
+    }
+
     pub fn lib(&self) -> &[u8] {
         self.bytes(self.lib)
     }

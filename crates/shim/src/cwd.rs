@@ -77,11 +77,26 @@ fn compute() -> u32 {
     match crate::sys::getcwd(&mut buf) {
         Ok(n) => {
             let cfg = crate::config::get();
-            let (s, d) = classify(&cfg.prefixes(), buf.get(..n).unwrap_or(&[]));
+            let p = cfg.prefixes();
+            let cwd = buf.get(..n).unwrap_or(&[]);
+            if cwd == p.mount && enter_tree(cfg) {
+                return pack(INSIDE, depth(p.tree));
+            }
+            let (s, d) = classify(&p, cwd);
             pack(s, d)
         }
         Err(_) => pack(OUTSIDE, 0),
     }
+}
+
+/// A process started with the real mount directory as its cwd (`cd /workspace` in a
+/// shell without the shim, then `s3shim run -- cmd`) means the folder: left there, its
+/// relative paths would read and write the empty directory under the mount, which is
+/// never uploaded. It is moved to the tree, which is where a `chdir` to the mount path
+/// through the hooks would have put it. Raw syscall: no errno change, no hook.
+fn enter_tree(cfg: &crate::config::Config) -> bool {
+    cfg.tree_cstr()
+        .is_some_and(|t| rustix::process::chdir(t).is_ok())
 }
 
 /// Recomputes the state from the kernel's cwd (after a chdir), tagged as

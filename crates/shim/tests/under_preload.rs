@@ -139,6 +139,45 @@ fn cwd_and_result_paths_are_virtual() {
 }
 
 #[test]
+fn a_process_started_in_the_raw_mount_directory_works_in_the_folder() {
+    // `cd /workspace` in a shell without the shim, then `s3shim run -- cmd`: the
+    // command's real cwd is the (empty) directory at the mount path.
+    let ws = populated("rawcwd");
+    let mount = ws.root.join("mnt");
+    fs::create_dir(&mount).unwrap();
+    let run = |script: &str| {
+        let o = ws
+            .cmd("/bin/bash")
+            .env("S3SHIM_MOUNT", &mount)
+            .current_dir(&mount)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_eq!(
+        run("cat a.txt && ls"),
+        "remote-a\na.txt\nbin\nempty\nfull\nsub\n"
+    );
+    assert_eq!(
+        run("echo new > made.txt && pwd -P && /bin/pwd"),
+        format!("{0}\n{0}\n", mount.display())
+    );
+    assert_eq!(fs::read(ws.tree.join("made.txt")).unwrap(), b"new\n");
+    assert_eq!(
+        fs::read_dir(&mount).unwrap().count(),
+        0,
+        "nothing was written into the directory under the mount path"
+    );
+}
+
+#[test]
 fn python_sees_the_workspace() {
     let ws = populated("python");
     let out = ws.py_ok(
