@@ -426,6 +426,24 @@ fn deleting_a_directory_never_fully_listed_deletes_all_of_it() {
 }
 
 #[test]
+fn a_directory_removed_and_made_again_keeps_nothing_of_its_old_contents() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "m/", "/remade");
+    seed_tree(&ws, "/remade");
+    let before = s3.keys("m/a/");
+    assert!(before.len() > 2, "seeded: {before:?}");
+    // In one session: the old files go, the directory comes back with one new file.
+    // The deletes are grouped under their highest missing ancestor; `a` itself is not
+    // missing, so what was under it must still be deleted path by path.
+    ws.bash(
+        "lazy",
+        "ls -R /remade/a >/dev/null && rm -rf /remade/a && mkdir /remade/a && echo n > /remade/a/new",
+    );
+    assert_eq!(s3.keys("m/a/"), vec!["m/a/", "m/a/new"]);
+    assert_eq!(ws.bash("fresh", "ls -A /remade/a"), "new\n");
+}
+
+#[test]
 fn hostile_keys_never_become_local_names() {
     let s3 = S3Server::start();
     let ws = Workspace::new(&s3, "h/", "/hostile");

@@ -33,6 +33,39 @@ use tracing::{debug, error, info, warn};
 /// Uploads/copies in flight at once.
 const SYNC_CONCURRENCY: usize = 16;
 
+/// What deleting a path removed from S3.
+enum Removed {
+    /// A directory's whole prefix: nothing under the path is left.
+    Subtree,
+    /// The path's own object, or nothing (not in S3, re-created, or kept by
+    /// `.s3shimignore`): what lies under it is not settled.
+    Other,
+}
+
+/// Groups paths by their highest ancestor in the list: `(that path, the listed paths
+/// under it)`, in path order. `a`, `a/x`, `a/x/y`, `ab` give `(a, [a/x, a/x/y])`,
+/// `(ab, [])`.
+fn group_under_ancestors(mut paths: Vec<String>) -> Vec<(String, Vec<String>)> {
+    // Sorted by components, so a directory comes right before everything under it
+    // (plain string order would put `a.b` between `a` and `a/x`).
+    paths.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+    paths.dedup();
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for p in paths {
+        match groups.last_mut() {
+            Some((top, below))
+                if p.len() > top.len()
+                    && p.starts_with(top.as_str())
+                    && p.as_bytes()[top.len()] == b'/' =>
+            {
+                below.push(p)
+            }
+            _ => groups.push((p, Vec::new())),
+        }
+    }
+    groups
+}
+
 /// What reconciling one existing path found to do next.
 #[derive(Default)]
 struct Outcome {
@@ -240,29 +273,73 @@ impl Ctx {
         }
 
         // Phase two.
-        for rel in missing {
-            let r = if copy_failed {
-                Err(anyhow!(
-                    "not deleted from S3 yet: a copy it may depend on failed"
-                ))
-            } else {
-                self.remove_remote(&rel).await
-            };
-            if let Err(e) = &r {
-                warn!("delete of {rel:?} failed: {e:#}");
-                let waits_for_retry = if copy_failed {
-                    !copy_failed_for_good
-                } else {
-                    failure(e) == Failure::Transient
+        transient.extend(
+            self.delete_missing(missing, copy_failed, copy_failed_for_good)
+                .await,
+        );
+        self.settle_transient(transient).await;
+    }
+
+    /// Phase two: deletes what S3 holds for paths gone locally (none when a copy of
+    /// phase one failed). Returns the paths whose delete must be retried, with why.
+    async fn delete_missing(
+        self: &Arc<Self>,
+        missing: Vec<String>,
+        copy_failed: bool,
+        copy_failed_for_good: bool,
+    ) -> Vec<(String, String)> {
+        let mut transient = Vec::new();
+        // Phase two: deletes. A path under another missing one goes with it (removing a
+        // directory deletes its whole prefix: after `rm -rf` one listing and a request
+        // per 1,000 keys, not a DELETE per file); separate groups run concurrently.
+        let mut round = group_under_ancestors(missing);
+        while !round.is_empty() {
+            let mut next_round = Vec::new();
+            let mut results = stream::iter(round)
+                .map(|(top, below)| async move {
+                    let r = if copy_failed {
+                        Err(anyhow!(
+                            "not deleted from S3 yet: a copy it may depend on failed"
+                        ))
+                    } else {
+                        self.remove_remote(&top).await
+                    };
+                    (top, below, r)
+                })
+                .buffer_unordered(SYNC_CONCURRENCY);
+            while let Some((top, below, r)) = results.next().await {
+                let r = match r {
+                    // The prefix is gone with everything under it.
+                    Ok(Removed::Subtree) => Ok(()),
+                    Ok(Removed::Other) => {
+                        // Not a directory deleted as a whole (re-created since, or never
+                        // in S3 as one): what was under it is handled on its own.
+                        next_round.extend(group_under_ancestors(below.clone()));
+                        self.queue.finish(&top, Ok(()));
+                        continue;
+                    }
+                    Err(e) => Err(e),
                 };
-                if waits_for_retry {
-                    transient.push((rel, format!("{e:#}")));
-                    continue;
+                for rel in std::iter::once(top).chain(below) {
+                    if let Err(e) = &r {
+                        warn!("delete of {rel:?} failed: {e:#}");
+                        let waits_for_retry = if copy_failed {
+                            !copy_failed_for_good
+                        } else {
+                            failure(e) == Failure::Transient
+                        };
+                        if waits_for_retry {
+                            transient.push((rel, format!("{e:#}")));
+                            continue;
+                        }
+                    }
+                    self.queue
+                        .finish(&rel, r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
                 }
             }
-            self.queue.finish(&rel, r.map_err(|e| format!("{e:#}")));
+            round = next_round;
         }
-        self.settle_transient(transient).await;
+        transient
     }
 
     /// An fsync waits on this one file: reconcile it now, in the waiting request's task,
@@ -612,16 +689,16 @@ impl Ctx {
     /// Deletes what S3 holds for a path that no longer exists locally. A directory's
     /// whole prefix goes, including what was never listed: that is what removing a
     /// directory means.
-    async fn remove_remote(&self, rel: &str) -> Result<()> {
+    async fn remove_remote(&self, rel: &str) -> Result<Removed> {
         let _guard = self.path_locks.lock(rel).await;
         if std::fs::symlink_metadata(self.local(rel)).is_ok() {
             // Re-created since: the upsert of its new events handles it.
-            return Ok(());
+            return Ok(Removed::Other);
         }
         let row = self.index.get(rel)?;
         if let Some(r) = &row {
             if self.local_only.matches(rel, r.kind == Kind::Dir) {
-                return Ok(()); // .s3shimignore: never deleted in S3
+                return Ok(Removed::Other); // .s3shimignore: never deleted in S3
             }
         }
         match row {
@@ -639,15 +716,16 @@ impl Ctx {
                 self.s3.delete(&prefix).await?;
                 self.index.delete_subtree(rel)?;
                 info!("deleted {rel:?}/ from S3 ({} objects)", keys.len());
+                Ok(Removed::Subtree)
             }
             Some(_) => {
                 self.s3.delete(&self.key(rel)).await?;
                 self.index.delete(rel)?;
                 debug!("deleted {rel:?} from S3");
+                Ok(Removed::Other)
             }
-            None => {}
+            None => Ok(Removed::Other),
         }
-        Ok(())
     }
 
     /// Walks the cache and the index: every path whose local state differs from what the
@@ -823,7 +901,7 @@ impl std::error::Error for CopyFailed {}
 mod tests {
     use super::super::queue::Batch;
     use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
-    use super::conflict_name;
+    use super::{conflict_name, group_under_ancestors};
 
     /// The old half of a rename of a never-listed directory arrives alone (its new half
     /// in no batch yet, as when the start-up scan read the parent during the rename):
@@ -857,6 +935,60 @@ mod tests {
         keys.sort();
         assert_eq!(keys, ["p/dst/", "p/dst/a", "p/dst/b"]);
         assert_eq!(ctx.s3.get_bytes("p/dst/a").await.unwrap(), b"a\n");
+    }
+
+    /// A directory whose files were deleted and which exists again (made anew between
+    /// the batch's look and its delete): its prefix must not go as a whole, and the
+    /// files under it must still be deleted one by one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_under_a_directory_made_again_are_still_deleted() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "p/d/x", b"x\n").await;
+        put(ctx, "p/d/y", b"y\n").await;
+        put(ctx, "p/d/keep", b"k\n").await;
+        ctx.list_dir("").await.unwrap();
+        ctx.list_dir("d").await.unwrap();
+        std::fs::remove_file(ctx.local("d/x")).unwrap();
+        std::fs::remove_file(ctx.local("d/y")).unwrap();
+        for p in ["d", "d/x", "d/y"] {
+            ctx.queue.add_in_flight(p, 1);
+        }
+
+        let retry = ctx
+            .delete_missing(vec!["d/y".into(), "d".into(), "d/x".into()], false, false)
+            .await;
+
+        assert!(retry.is_empty(), "{retry:?}");
+        let mut keys: Vec<String> = ctx
+            .s3
+            .list_all("p/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["p/d/keep"]);
+    }
+
+    #[test]
+    fn deletes_are_grouped_under_their_highest_missing_ancestor() {
+        let paths = [
+            "ab", "a/x/y", "a.b", "a", "a/x", "c/d", "c/d", "c/e/f", "a/x.z",
+        ];
+        let groups = group_under_ancestors(paths.iter().map(|s| s.to_string()).collect());
+        let want: Vec<(String, Vec<String>)> = vec![
+            (
+                "a".into(),
+                vec!["a/x".into(), "a/x/y".into(), "a/x.z".into()],
+            ),
+            ("a.b".into(), vec![]),
+            ("ab".into(), vec![]),
+            ("c/d".into(), vec![]),
+            ("c/e/f".into(), vec![]),
+        ];
+        assert_eq!(groups, want);
     }
 
     #[test]
