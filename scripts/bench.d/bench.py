@@ -400,6 +400,7 @@ class Bench:
         self.notes = []
         self.big = os.path.join(base, "big.bin")
         big_mib = 16 if self.quick else 256
+        self.big_mib = big_mib
         with open(self.big, "wb") as f:
             for _ in range(big_mib):
                 f.write(os.urandom(1 << 20))
@@ -689,17 +690,19 @@ def fmt(s, unit="s"):
     return "%.3f (%.3f–%.3f)%s" % (s["median"], s["min"], s["max"], failed)
 
 
-def report(bench, targets, args, started, out_dir):
-    host = socket.gethostname()
+def report(bench, targets, args, started, out_dir, machine=None):
+    """Writes the results (`machine` given: re-rendered from an earlier run's JSON)."""
+    host = machine["host"] if machine else socket.gethostname()
     res = {}
     for w, per in bench.results.items():
         res[w] = {t: {k: summary(v) for k, v in kinds.items()} for t, kinds in per.items()}
-    machine = {"host": host, "cpus": os.cpu_count(), "kernel": platform.release(),
-               "loadavg_at_start": started["load"], "loadavg_at_end": os.getloadavg()}
+    machine = machine or {"host": host, "cpus": os.cpu_count(), "kernel": platform.release(),
+                          "loadavg_at_start": started["load"], "loadavg_at_end": os.getloadavg()}
     data = {"date": started["date"], "machine": machine, "quick": args.quick, "reps": args.reps,
             "build": args.profile,
             "tree": started["tree"], "targets": [t.name for t in targets], "results": res,
-            "agent_rss": getattr(bench, "rss", None), "notes": bench.notes, "raw": bench.results}
+            "agent_rss": getattr(bench, "rss", None), "notes": bench.notes, "raw": bench.results,
+            "big_mib": bench.big_mib}
 
     def med(w, t, k="local"):
         s = res.get(w, {}).get(t, {}).get(k)
@@ -707,6 +710,17 @@ def report(bench, targets, args, started, out_dir):
 
     def ratio(a, b):
         return "%.2f×" % (a / b) if a is not None and b else "n/a"
+
+    def paired(num, den):
+        """Median of the per-rep ratios: each rep's two runs were back to back, so on a
+        shared machine they saw the same load more often than two medians did."""
+        rs = [a / b for a, b in zip(num, den) if a is not None and b]
+        return "%.2f×" % statistics.median(rs) if rs else "n/a"
+
+    def e2e_runs(w, t):
+        """End to end per rep: until in S3 for a step that writes, else the local time."""
+        r = bench.results[w][t]
+        return r["durable"] if r.get("durable") else r["local"]
 
     lines = ["# Benchmark %s on %s" % (started["date"], host), "",
              "- machine: %d CPUs, kernel %s, load average %.2f at start, %.2f at end (a shared machine "
@@ -721,7 +735,8 @@ def report(bench, targets, args, started, out_dir):
              "step created or changed, with its size, and none it deleted (the listing covers only the "
              "longest key prefix those files share)", ""]
     names = [t.name for t in targets]
-    cols = ["workload"] + names + ["shim/native"] + ["%s/shim" % n for n in names if n not in ("native", "shim")]
+    cols = (["workload"] + names + ["shim/native", "shim/native, paired"]
+            + ["%s/shim" % n for n in names if n not in ("native", "shim")])
     hdr = "| " + " | ".join(cols) + " |"
     if any(w in res for w in ("w1", "w2", "w3", "w4-warm", "w5-write", "w6", "w7", "w8")):
         lines += ["## Workloads (local time, then time until in S3)", "", hdr,
@@ -738,6 +753,8 @@ def report(bench, targets, args, started, out_dir):
                                   else "s") for t in names)
             base = med(w, "native") if kind == "local" else None
             row += " | " + (ratio(med(w, "shim", kind), base) if base else "–")
+            row += " | " + (paired(bench.results[w]["shim"]["local"], bench.results[w]["native"]["local"])
+                            if base else "–")
             for n in names:
                 if n not in ("native", "shim"):
                     row += " | " + ratio(med(w, n, kind), med(w, "shim", kind))
@@ -776,14 +793,16 @@ def report(bench, targets, args, started, out_dir):
                   "`bound` = s3fs end to end / native local time: what s3fs/shim would be if the shim "
                   "took native time and its writes were in S3 at once. Below 20× no implementation "
                   "can be 20× ahead of s3fs on that row.", "",
-                  "| workload | s3fs end to end | shim end to end | s3fs/shim | bound |", "|---|---|---|---|---|"]
+                  "| workload | s3fs end to end | shim end to end | s3fs/shim | s3fs/shim, paired | bound |",
+                  "|---|---|---|---|---|---|"]
         for w in e2e_rows:
             def e2e(t):
                 return med(w, t, "durable") if res[w][t].get("durable") else med(w, t)
-            lines.append("| %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (
                 w, "%.3f" % e2e("s3fs") if e2e("s3fs") else "n/a",
                 "%.3f" % e2e("shim") if e2e("shim") else "n/a",
-                ratio(e2e("s3fs"), e2e("shim")), ratio(e2e("s3fs"), med(w, "native"))))
+                ratio(e2e("s3fs"), e2e("shim")), paired(e2e_runs(w, "s3fs"), e2e_runs(w, "shim")),
+                ratio(e2e("s3fs"), med(w, "native"))))
     floor = res.get("w6-put-floor", {}).get("aws", {}).get("local")
     if floor and "w6" in res:
         lines += ["", "## w6 floor (fsync = in S3)", "",
@@ -810,7 +829,7 @@ def report(bench, targets, args, started, out_dir):
         extra = ""
         if bname == "aws-cp-multipart-put":
             rate = med(bname, "aws", "MiB/s")
-            size = os.path.getsize(bench.big) / (1 << 20)
+            size = bench.big_mib
             if rate and shim_v:
                 extra = "; aws %.0f MiB/s, shim w5 %.0f MiB/s (%.0f%%)" % (rate, size / shim_v, 100 * size / shim_v / rate)
                 # Each rep's shim w5 against the aws-cli run of the same rep (the load of a
@@ -865,6 +884,19 @@ def report(bench, targets, args, started, out_dir):
     print("\n".join(lines))
 
 
+def render(path):
+    """Rebuilds a results file from its JSON (after a change to the report's tables)."""
+    from types import SimpleNamespace as NS
+    with open(path) as f:
+        d = json.load(f)
+    bench = NS(results=d["raw"], notes=d["notes"], rss=d.get("agent_rss"),
+               big_mib=d.get("big_mib", 16 if d["quick"] else 256))
+    targets = [NS(name=n) for n in d["targets"]]
+    args = NS(quick=d["quick"], reps=d["reps"], profile=d.get("build", "release"))
+    started = {"date": d["date"], "load": d["machine"]["loadavg_at_start"], "tree": d["tree"]}
+    report(bench, targets, args, started, os.path.dirname(os.path.abspath(path)), machine=d["machine"])
+
+
 # --------------------------------------------------------------------------- main
 
 def main():
@@ -872,16 +904,23 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated: w1..w8, micro, rss, baselines")
     ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers, or none")
+    ap.add_argument("--render", metavar="JSON",
+                    help="only rewrite the .md (and .json) of an earlier run from its JSON")
     ap.add_argument("--durable-deadline", type=float, default=None,
                     help="seconds to wait for a step to be in S3 (default 240, --quick 60)")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--exe", required=True)
+    ap.add_argument("--exe")
     ap.add_argument("--profile", default="release")
-    ap.add_argument("--tool", required=True)
-    ap.add_argument("--tree", required=True, help="the source tree tarball")
+    ap.add_argument("--tool")
+    ap.add_argument("--tree", help="the source tree tarball")
     ap.add_argument("--tree-desc", default="")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
+    if args.render:
+        render(args.render)
+        return
+    if not (args.exe and args.tool and args.tree):
+        ap.error("--exe, --tool and --tree are required (scripts/bench passes them)")
     if args.reps is None:
         args.reps = 1 if args.quick else 5
     only = set(x for x in args.only.split(",") if x) or set(WORKLOADS) | {"micro", "rss", "baselines"}
