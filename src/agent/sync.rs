@@ -903,6 +903,20 @@ mod tests {
     use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
     use super::{conflict_name, group_under_ancestors};
 
+    /// Every key under `prefix` in the bucket, sorted.
+    async fn sorted_keys(ctx: &super::Ctx, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = ctx
+            .s3
+            .list_all(prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// The old half of a rename of a never-listed directory arrives alone (its new half
     /// in no batch yet, as when the start-up scan read the parent during the rename):
     /// the old keys are the only copy of the bytes, so they are copied to the new name
@@ -924,15 +938,7 @@ mod tests {
         })
         .await;
 
-        let mut keys: Vec<String> = ctx
-            .s3
-            .list_all("p/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        keys.sort();
+        let keys = sorted_keys(ctx, "p/").await;
         assert_eq!(keys, ["p/dst/", "p/dst/a", "p/dst/b"]);
         assert_eq!(ctx.s3.get_bytes("p/dst/a").await.unwrap(), b"a\n");
     }
@@ -960,15 +966,7 @@ mod tests {
             .await;
 
         assert!(retry.is_empty(), "{retry:?}");
-        let mut keys: Vec<String> = ctx
-            .s3
-            .list_all("p/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        keys.sort();
+        let keys = sorted_keys(ctx, "p/").await;
         assert_eq!(keys, ["p/d/keep"]);
     }
 
