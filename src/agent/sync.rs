@@ -314,7 +314,7 @@ impl Ctx {
                     Ok(Removed::Other) => {
                         // Not a directory deleted as a whole (re-created since, or never
                         // in S3 as one): what was under it is handled on its own.
-                        next_round.extend(group_under_ancestors(below.clone()));
+                        next_round.extend(group_under_ancestors(below));
                         self.queue.finish(&top, Ok(()));
                         continue;
                     }
