@@ -56,7 +56,7 @@ pub unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     let start = p as usize;
     let block = start >> BLOCK_SHIFT;
     // Fast path: a string ending in a block already seen mapped.
-    if READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == known(block) {
+    if seen_readable(block) {
         let end = (block + 1) << BLOCK_SHIFT;
         // SAFETY: `[start, end)` lies in one readable block.
         let nul = libc::memchr(p.cast(), 0, end - start);
@@ -131,10 +131,7 @@ unsafe fn cpath_sse2<'a>(p: *const c_char) -> Option<(&'a [u8], bool)> {
         _mm_setzero_si128,
     };
     let start = p as usize;
-    let seen = |at: usize| {
-        let block = at >> BLOCK_SHIFT;
-        READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == known(block)
-    };
+    let seen = |at: usize| seen_readable(at >> BLOCK_SHIFT);
     if !seen(start) {
         return None;
     }
@@ -208,14 +205,19 @@ fn known(block: usize) -> usize {
 /// The system page size (`mincore` wants an address aligned to it); 0 until first asked.
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether `block` is in [`READABLE`] (seen mapped before): one load, no system call.
+#[inline(always)]
+fn seen_readable(block: usize) -> bool {
+    READABLE[block % READABLE_SLOTS].load(Ordering::Relaxed) == known(block)
+}
+
 fn block_readable(block: usize) -> bool {
-    let slot = &READABLE[block % READABLE_SLOTS];
-    if slot.load(Ordering::Relaxed) == known(block) {
+    if seen_readable(block) {
         return true;
     }
     let mapped = block_mapped(block);
     if mapped {
-        slot.store(known(block), Ordering::Relaxed);
+        READABLE[block % READABLE_SLOTS].store(known(block), Ordering::Relaxed);
     }
     mapped
 }
