@@ -262,6 +262,53 @@ mod tests {
         assert!(crate::config::active());
     }
 
+    /// Marks `dir` unlisted, with `marker` as the agent writes it (`D<source prefix>`).
+    fn mark_unlisted(dir: &CString, marker: &[u8]) -> c_int {
+        // SAFETY: valid C strings and buffer.
+        unsafe {
+            libc::setxattr(
+                dir.as_ptr(),
+                c"user.s3shim".as_ptr(),
+                marker.as_ptr().cast(),
+                marker.len(),
+                0,
+            )
+        }
+    }
+
+    /// What the agent does as a listing of `dir` ends: the entry `f` appears, then the
+    /// marker goes. The caller's errno is kept (this runs inside a failed call).
+    fn finish_listing(dir: &std::path::Path, dir_c: &CString) {
+        let e = errno();
+        std::fs::write(dir.join("f"), b"x").unwrap();
+        // SAFETY: valid C strings.
+        unsafe { libc::removexattr(dir_c.as_ptr(), c"user.s3shim".as_ptr()) };
+        set_errno(e);
+    }
+
+    fn access(dirfd: c_int, p: *const c_char) -> c_int {
+        // SAFETY: p is the mapped C path.
+        unsafe { libc::faccessat(dirfd, p, libc::F_OK, 0) }
+    }
+
+    /// `(result, errno, real calls)` of the in-tree call on `loc` when the listing of
+    /// `listed` (if any) finishes during the first call.
+    fn counted(loc: &Loc, listed: Option<(&std::path::Path, &CString)>) -> (c_int, c_int, u32) {
+        let mut calls = 0;
+        let mut call = |dirfd: c_int, p: *const c_char| {
+            calls += 1;
+            let r = access(dirfd, p);
+            if calls == 1 {
+                if let Some((dir, dir_c)) = listed {
+                    finish_listing(dir, dir_c);
+                }
+            }
+            r
+        };
+        let r = in_tree(loc, Pre::Nothing, &mut call);
+        (r, errno(), calls)
+    }
+
     /// A directory's listing can finish between a call that missed an entry and the
     /// shim's look at the directory's marker (entries appear while it is listed, the
     /// marker goes last). The entry is there by then: the call must be made again, not
@@ -272,50 +319,23 @@ mod tests {
         let dir = cache.join("tree").join("d");
         std::fs::create_dir_all(&dir).unwrap();
         let dir_c = CString::new(dir.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid C strings and buffer.
-        let rc = unsafe {
-            libc::setxattr(
-                dir_c.as_ptr(),
-                c"user.s3shim".as_ptr(),
-                b"Dd/".as_ptr().cast(),
-                3,
-                0,
-            )
-        };
-        assert_eq!(rc, 0, "user xattrs are needed in {}", cache.display());
+        assert_eq!(
+            mark_unlisted(&dir_c, b"Dd/"),
+            0,
+            "user xattrs are needed in {}",
+            cache.display()
+        );
         activate(&cache);
 
-        let access = |dirfd: c_int, p: *const c_char| -> c_int {
-            // SAFETY: p is the mapped C path.
-            unsafe { libc::faccessat(dirfd, p, libc::F_OK, 0) }
-        };
         let file = CString::new("/s3shim-unit-mount/d/f").unwrap();
         let mut loc = Loc::new();
         // SAFETY: `file` outlives `loc`.
         unsafe { loc.resolve(libc::AT_FDCWD, file.as_ptr()) }.unwrap();
         assert!(loc.in_tree);
-        let mut calls = 0;
-        let mut listing_finishes_during_the_first_call = |dirfd: c_int, p: *const c_char| {
-            calls += 1;
-            let r = access(dirfd, p);
-            if calls == 1 {
-                let e = errno();
-                std::fs::write(dir.join("f"), b"x").unwrap();
-                // SAFETY: valid C strings.
-                unsafe { libc::removexattr(dir_c.as_ptr(), c"user.s3shim".as_ptr()) };
-                set_errno(e);
-            }
-            r
-        };
         set_errno(0);
-        let r = in_tree(
-            &loc,
-            Pre::Nothing,
-            &mut listing_finishes_during_the_first_call,
-        );
         assert_eq!(
-            (r, calls, errno()),
-            (0, 2, 0),
+            counted(&loc, Some((&dir, &dir_c))),
+            (0, 0, 2),
             "found on the recheck, errno kept"
         );
 
@@ -323,14 +343,11 @@ mod tests {
         let mut loc = Loc::new();
         // SAFETY: `gone` outlives `loc`.
         unsafe { loc.resolve(libc::AT_FDCWD, gone.as_ptr()) }.unwrap();
-        let mut calls = 0;
-        let mut counted = |dirfd: c_int, p: *const c_char| {
-            calls += 1;
-            access(dirfd, p)
-        };
-        let r = in_tree(&loc, Pre::Nothing, &mut counted);
-        assert_eq!((r, errno()), (-1, libc::ENOENT));
-        assert_eq!(calls, 2, "one recheck, then the ENOENT is the truth");
+        assert_eq!(
+            counted(&loc, None),
+            (-1, libc::ENOENT, 2),
+            "one recheck, then the ENOENT is the truth"
+        );
 
         // The same, relative to a dirfd in the tree (the markers are read through
         // /proc/self/fd/N/...): a recheck finds what the listing brought...
@@ -340,17 +357,7 @@ mod tests {
         let d2 = cache.join("tree").join("d2");
         std::fs::create_dir(&d2).unwrap();
         let d2_c = CString::new(d2.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid C strings and buffer.
-        let rc = unsafe {
-            libc::setxattr(
-                d2_c.as_ptr(),
-                c"user.s3shim".as_ptr(),
-                b"Dd2/".as_ptr().cast(),
-                4,
-                0,
-            )
-        };
-        assert_eq!(rc, 0);
+        assert_eq!(mark_unlisted(&d2_c, b"Dd2/"), 0);
         let rel_in = |p: &CString| {
             let mut loc = Loc::new();
             // SAFETY: `p` outlives the loc (used within the statement that made it).
@@ -358,32 +365,8 @@ mod tests {
             assert!(loc.in_tree && loc.relative_in_tree().is_some());
             loc
         };
-        // (result, errno, calls) of the in-tree call on `loc`, counting the real calls.
-        let counted_miss = |loc: &Loc| {
-            let mut calls = 0;
-            let mut counted = |dirfd: c_int, p: *const c_char| {
-                calls += 1;
-                access(dirfd, p)
-            };
-            let r = in_tree(loc, Pre::Nothing, &mut counted);
-            (r, errno(), calls)
-        };
         let f = CString::new("d2/f").unwrap();
-        let loc = rel_in(&f);
-        let mut calls = 0;
-        let mut listing_finishes = |dirfd: c_int, p: *const c_char| {
-            calls += 1;
-            let r = access(dirfd, p);
-            if calls == 1 {
-                let e = errno();
-                std::fs::write(d2.join("f"), b"x").unwrap();
-                // SAFETY: valid C strings.
-                unsafe { libc::removexattr(d2_c.as_ptr(), c"user.s3shim".as_ptr()) };
-                set_errno(e);
-            }
-            r
-        };
-        let r = in_tree(&loc, Pre::Nothing, &mut listing_finishes);
+        let (r, _, calls) = counted(&rel_in(&f), Some((&d2, &d2_c)));
         assert_eq!(
             (r, calls),
             (0, 2),
@@ -391,17 +374,17 @@ mod tests {
         );
         // ... a miss in a listed parent is settled by one recheck...
         let missing = CString::new("d2/missing").unwrap();
-        assert_eq!(counted_miss(&rel_in(&missing)), (-1, libc::ENOENT, 2));
+        assert_eq!(counted(&rel_in(&missing), None), (-1, libc::ENOENT, 2));
         // ... and a miss under a missing directory of a listed one by a second look at
         // that directory, without calling again.
         let deep = CString::new("nodir/deeper/missing").unwrap();
-        assert_eq!(counted_miss(&rel_in(&deep)), (-1, libc::ENOENT, 1));
+        assert_eq!(counted(&rel_in(&deep), None), (-1, libc::ENOENT, 1));
         // The same by absolute path.
         let deep = CString::new("/s3shim-unit-mount/nodir/deeper/missing").unwrap();
         let mut loc = Loc::new();
         // SAFETY: `deep` outlives `loc`.
         unsafe { loc.resolve(libc::AT_FDCWD, deep.as_ptr()) }.unwrap();
-        assert_eq!(counted_miss(&loc), (-1, libc::ENOENT, 1));
+        assert_eq!(counted(&loc, None), (-1, libc::ENOENT, 1));
         crate::fdtable::clear(tfd);
         drop(tree);
         let _ = std::fs::remove_dir_all(&cache);
