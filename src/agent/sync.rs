@@ -54,9 +54,8 @@ fn group_under_ancestors(mut paths: Vec<String>) -> Vec<(String, Vec<String>)> {
     for p in paths {
         match groups.last_mut() {
             Some((top, below))
-                if p.len() > top.len()
-                    && p.starts_with(top.as_str())
-                    && p.as_bytes()[top.len()] == b'/' =>
+                if p.strip_prefix(top.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')) =>
             {
                 below.push(p)
             }
@@ -289,9 +288,9 @@ impl Ctx {
         copy_failed_for_good: bool,
     ) -> Vec<(String, String)> {
         let mut transient = Vec::new();
-        // Phase two: deletes. A path under another missing one goes with it (removing a
-        // directory deletes its whole prefix: after `rm -rf` one listing and a request
-        // per 1,000 keys, not a DELETE per file); separate groups run concurrently.
+        // A path under another missing one goes with it (removing a directory deletes its
+        // whole prefix: after `rm -rf` one listing and a request per 1,000 keys, not a
+        // DELETE per file); separate groups run concurrently.
         let mut round = group_under_ancestors(missing);
         while !round.is_empty() {
             let mut next_round = Vec::new();
