@@ -439,25 +439,30 @@ class Bench:
         and the S3 server used meanwhile: on a 2-core machine they compete with it."""
         env = dict(target.env, **GIT_ENV, HOME=os.path.join(self.base, "home"))
         agent = target.agent_pid() if isinstance(target, Shim) else None
-        busy0 = {k: proc_cpu(p) for k, p in (("agent_cpu", agent), ("server_cpu", self.server_pid)) if p}
+        label = label or w
+
+        def busy():
+            return {k: proc_cpu(p) for k, p in (("agent_cpu", agent), ("server_cpu", self.server_pid)) if p}
+
+        def used(since, now):
+            """CPU seconds each busy process used between two `busy()` snapshots."""
+            return {k: now[k] - v for k, v in since.items() if v is not None and now.get(k) is not None}
+
+        busy0 = busy()
         t0 = time.perf_counter()
         dt, cpu = sh_cpu(cmd, env)
-        busy1 = {k: proc_cpu(p) for k, p in (("agent_cpu", agent), ("server_cpu", self.server_pid)) if p}
-        label = label or w
+        during = used(busy0, busy())
         self.record(label, target.name, "local", dt)
         self.record(label, target.name, "cpu", cpu)
-        for k, v in busy0.items():
-            if v is not None and busy1.get(k) is not None:
-                self.record(label, target.name, k, busy1[k] - v)
+        for k, v in during.items():
+            self.record(label, target.name, k, v)
         if expected is not None and target.bucket:
             self.record(label, target.name, "durable", self.durable(target, expected, t0))
             # What uploading cost the agent and the server, from the step's start until in S3.
-            busy2 = {k: proc_cpu(p) for k, p in (("agent_cpu", agent), ("server_cpu", self.server_pid)) if p}
-            for k, v in busy0.items():
-                if v is not None and busy2.get(k) is not None:
-                    self.record(label, target.name, k + "_until_s3", busy2[k] - v)
+            for k, v in used(busy0, busy()).items():
+                self.record(label, target.name, k + "_until_s3", v)
         log("%-8s %-7s %.3f s (cpu %.3f s, %s)" % (label, target.name, dt, cpu, ", ".join(
-            "%s %.3f s" % (k, busy1[k] - v) for k, v in busy0.items() if v is not None and busy1.get(k) is not None)))
+            "%s %.3f s" % kv for kv in during.items())))
 
     def one_rep(self, targets, only):
         """One pass of the selected workloads; each step runs on every target in turn, native
@@ -838,12 +843,13 @@ def report(bench, targets, args, started, out_dir, machine=None):
             def e2e(t):
                 return med(w, t, "durable") if res[w][t].get("durable") else med(w, t)
             n = med(w, "native", "files")
+            server_floor = with_server(w)
             lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 w, "%.3f" % e2e("s3fs") if e2e("s3fs") else "n/a",
                 "%.3f" % e2e("shim") if e2e("shim") else "n/a",
                 ratio(e2e("s3fs"), e2e("shim")), paired(e2e_runs(w, "s3fs"), e2e_runs(w, "shim")),
                 ratio(e2e("s3fs"), med(w, "native")), "%d" % n if n is not None else "–",
-                ratio(e2e("s3fs"), with_server(w)) if with_server(w) else "–"))
+                ratio(e2e("s3fs"), server_floor) if server_floor else "–"))
     cost = res.get("server-cpu-per-request", {})
     if cost:
         lines += ["", "## The server's CPU per request", "",
