@@ -643,7 +643,15 @@ impl Ctx {
         let mut out = Outcome::default();
         if row.as_ref().is_none_or(|r| r.kind != Kind::Dir) {
             // New here (created, or moved in): its contents may have no events of their own.
-            for e in std::fs::read_dir(path)? {
+            let entries = match std::fs::read_dir(path) {
+                Ok(rd) => rd,
+                // Renamed or removed while its object went up (a 20 % fault run caught
+                // this): as when it is gone before the upload, its removal's own event,
+                // or the next scan, settles what S3 holds for it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            for e in entries {
                 let e = e?;
                 match e.file_name().to_str() {
                     Some(n) => out.children.push(names::join_rel(rel, n)),
