@@ -703,13 +703,17 @@ impl Ctx {
             return Ok(Removed::Other);
         }
         let row = self.index.get(rel)?;
-        if let Some(r) = &row {
-            if self.local_only.matches(rel, r.kind == Kind::Dir) {
-                return Ok(Removed::Other); // .s3shimignore: never deleted in S3
-            }
+        // A directory never uploaded itself (its PUT failed, or it went away before) may
+        // still have had paths below it uploaded since: those go with it.
+        let is_dir = match &row {
+            Some(r) => r.kind == Kind::Dir,
+            None => self.index.knows_subtree(rel)?,
+        };
+        if (row.is_some() || is_dir) && self.local_only.matches(rel, is_dir) {
+            return Ok(Removed::Other); // .s3shimignore: never deleted in S3
         }
         match row {
-            Some(r) if r.kind == Kind::Dir => {
+            _ if is_dir => {
                 let prefix = names::dir_prefix(&self.prefix, rel);
                 let keys: Vec<String> = self
                     .s3
@@ -975,6 +979,31 @@ mod tests {
         assert!(retry.is_empty(), "{retry:?}");
         let keys = sorted_keys(ctx, "p/").await;
         assert_eq!(keys, ["p/d/keep"]);
+    }
+
+    /// A directory whose own object never went up, but a directory below it did (made
+    /// and uploaded just before the parent was renamed away): deleting the parent takes
+    /// what was uploaded below it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_never_uploaded_directory_takes_what_went_up_below_it() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "p/d/sub/", b"").await;
+        put(ctx, "p/keep", b"k\n").await;
+        ctx.index
+            .put(
+                "d/sub",
+                &super::Row::new(super::Kind::Dir, String::new(), Default::default()),
+            )
+            .unwrap();
+        assert!(ctx.index.get("d").unwrap().is_none());
+        ctx.queue.add_in_flight("d", 1);
+
+        let retry = ctx.delete_missing(vec!["d".into()], false, false).await;
+
+        assert!(retry.is_empty(), "{retry:?}");
+        assert_eq!(sorted_keys(ctx, "p/").await, ["p/keep"]);
+        assert!(!ctx.index.knows_subtree("d").unwrap());
     }
 
     #[test]
