@@ -220,11 +220,12 @@ step_playwright() {
 	log "   installed playwright-core@$PLAYWRIGHT_VERSION"
 }
 
-# moto's S3 server (and boto3, which the browser test reads S3 with) in a venv of
+# moto's S3 server (with boto3, which the browser test reads S3 with, and PyYAML, which
+# deploy/check.py parses the Kubernetes example with) in a venv of
 # Debian's python3: Debian's interpreter refuses pip (PEP 668), and rightly.
 step_moto() {
 	local py=/usr/bin/python3
-	local want="moto[server]==$MOTO_VERSION $($py -V 2>&1)"
+	local want="moto[server]==$MOTO_VERSION pyyaml $($py -V 2>&1)"
 	if stamp_ok moto "$want" && [[ -x $venv/bin/moto_server ]]; then
 		log "   present: $want"
 		return
@@ -232,7 +233,7 @@ step_moto() {
 	rm -rf "$venv"
 	logged venv "$py" -m venv "$venv"
 	logged moto-install "$venv/bin/python" -m pip install --disable-pip-version-check \
-		--no-input "moto[server]==$MOTO_VERSION"
+		--no-input "moto[server]==$MOTO_VERSION" pyyaml
 	stamp_set moto "$want"
 	log "   installed $want in $venv"
 }

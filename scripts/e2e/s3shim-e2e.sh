@@ -85,7 +85,38 @@ export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e
 launch="$work/prefix/bin/code-server-s3"
 
 uid=${E2E_UID:-65534} gid=${E2E_GID:-65534}
-if [[ $(id -u) -eq 0 && ${E2E_ROOTLESS:-1} == 1 ]]; then
+flush="$bin flush $common --cache $cache >/dev/null"
+preload=1
+if [[ -n ${E2E_IMAGE:-} ]]; then
+	# The container image instead (scripts/container-test): E2E_CONTAINER is the
+	# `podman run ...` with its restrictions. The image has its own code-server, so the
+	# launcher drops the test's node and entry.js and passes the rest of code-server's
+	# arguments to the image's entrypoint (code-server-s3). The test's temp dir (user
+	# data, settings) and the cache are bound in at the same paths.
+	cname=s3shim-e2e-$$
+	mkdir -p "$work/tmp"
+	chmod 755 "$work/tmp"
+	chown 1000:1000 "$cache"
+	export TMPDIR=$work/tmp S3SHIM_CACHE=/home/coder/.cache/s3shim/e2e
+	cat >"$work/container" <<-EOF
+		#!/bin/sh
+		shift 2
+		exec $E2E_CONTAINER --name $cname -v $cache:$S3SHIM_CACHE -v $work/tmp:$work/tmp \
+			-e S3SHIM_BUCKET -e S3SHIM_KEY_PREFIX -e S3SHIM_MOUNT -e S3SHIM_CACHE \
+			-e AWS_ENDPOINT_URL -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+			-e GIT_AUTHOR_NAME -e GIT_AUTHOR_EMAIL -e GIT_COMMITTER_NAME -e GIT_COMMITTER_EMAIL \
+			-e XDG_CONFIG_HOME -e XDG_DATA_HOME $E2E_IMAGE "\$@"
+	EOF
+	chmod 755 "$work/container"
+	launch=$work/container
+	export E2E_SERVER_USER=1000:1000 E2E_EXPECT_ROOTLESS=1
+	flush="podman exec $cname s3shim flush >/dev/null"
+	# code-server's processes are the container's, not in the launcher's process tree
+	# where the test looks for the preload library; the terminal step still runs there.
+	preload=0
+	trap 'podman rm -f $cname >/dev/null 2>&1; cleanup' EXIT
+	echo "s3shim-e2e: in the container: $E2E_CONTAINER $E2E_IMAGE"
+elif [[ $(id -u) -eq 0 && ${E2E_ROOTLESS:-1} == 1 ]]; then
 	if setpriv --reuid="$uid" --regid="$gid" --clear-groups test -x "$node" -a -r "$E2E_HOME/code-server/node_modules/code-server/out/node/entry.js"; then
 		chown "$uid:$gid" "$cache" "$home"
 		cat >"$work/rootless" <<-'EOF'
@@ -118,12 +149,11 @@ fi
 export E2E_HOME WORKSPACE=/workspace
 export LAUNCH_PREFIX="$launch"
 export DISK_CHECK_DIR=$cache/tree
-export EXPECT_PRELOAD_LIB=libs3shim REQUIRE_PRELOAD=1
+if ((preload)); then export EXPECT_PRELOAD_LIB=libs3shim REQUIRE_PRELOAD=1; fi
 export ARTIFACTS_DIR=${ARTIFACTS_DIR:-$E2E_HOME/artifacts/s3shim-$(date +%Y%m%d-%H%M%S)-$$}
 export E2E_TIMEOUT_MS=${E2E_TIMEOUT_MS:-600000}
 export IDE_ACTIONS=1 E2E_KNOWN_GAPS=${E2E_KNOWN_GAPS-}
 # What reached S3: wait until the agent has written everything, then read with boto3.
-flush="$bin flush $common --cache $cache >/dev/null"
 export S3_GET_CMD="$flush && $py $script_dir/s3get.py \"ws/\$1\""
 export S3_PUT_CMD="$py $script_dir/s3get.py --put \"ws/\$1\""
 # After each save: the object must hold exactly the saved text.
