@@ -27,6 +27,9 @@ FROM ${BASE_IMAGE}
 ARG NODE_VERSION=24.21.0
 ARG NPM_VERSION=10.9.9
 ARG CODE_SERVER_VERSION=4.139.1
+# Behind a TLS-intercepting proxy: a CA bundle in the base image that trusts it, for npm
+# (node does not read the system store by itself). Empty: node's own CAs.
+ARG NODE_EXTRA_CA_CERTS=
 # node 24, npm 10 and code-server from the npm registry, with the same script as the
 # quick start and the browser test (scripts/e2e/install.sh); git, ssh and the like for
 # the user's terminal. The compilers it needed for code-server's native addons go again.

@@ -164,7 +164,7 @@ use_node24() {
 npm24() { "$node_bin" "$npm_cli" "$@"; }
 
 step_npm() {
-	if stamp_ok npm "$NPM_VERSION node@$NODE_VERSION" && [[ -f $npm_cli ]]; then
+	if stamp_ok npm "$NPM_VERSION node@$NODE_VERSION" && [[ -x $npm_dir/bin/npm ]]; then
 		log "   present: npm $(npm24 -v)"
 		return
 	fi
@@ -175,6 +175,12 @@ step_npm() {
 	command -v npm >/dev/null || die "no npm to bootstrap npm@$NPM_VERSION with (the apt step installs Debian's)"
 	logged npm-install npm install --prefix "$npm_dir" --no-save "npm@$NPM_VERSION"
 	[[ $(npm24 -v) == "$NPM_VERSION" ]] || die "unexpected npm version: $(npm24 -v)"
+	# `npm` and `npx` for the install scripts of packages (code-server's postinstall runs
+	# npm): npm's own bin/npm expects to sit beside node, which it does not here.
+	mkdir -p "$npm_dir/bin"
+	printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$node_bin" "$npm_cli" >"$npm_dir/bin/npm"
+	printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$node_bin" "${npm_cli%/npm-cli.js}/npx-cli.js" >"$npm_dir/bin/npx"
+	chmod 755 "$npm_dir/bin/npm" "$npm_dir/bin/npx"
 	stamp_set npm "$NPM_VERSION node@$NODE_VERSION"
 	log "   installed npm $(npm24 -v) (run by node $NODE_VERSION)"
 }
@@ -192,8 +198,8 @@ step_code_server() {
 	mkdir -p "$cs_dir"
 	# postinstall runs `npm install --omit=dev` in lib/vscode and lib/vscode/extensions
 	# and builds the native addons; this is the slow step. `npm` in those scripts is
-	# ours: npm sets npm_execpath, and its own bin dir goes first in PATH.
-	PATH="$npm_dir/node_modules/npm/bin:$PATH" logged code-server-install npm24 install \
+	# npm 10 (first in PATH).
+	PATH="$npm_dir/bin:$PATH" logged code-server-install npm24 install \
 		--prefix "$cs_dir" --no-save --foreground-scripts "code-server@$CODE_SERVER_VERSION"
 	# Prove the addons load in node 24 and that node exits cleanly after (a wrong ABI
 	# or a build against another node's libnode fails here, not in the browser test).
