@@ -110,11 +110,11 @@ if [[ -n ${E2E_IMAGE:-} ]]; then
 	chmod 755 "$work/container"
 	launch=$work/container
 	export E2E_SERVER_USER=1000:1000 E2E_EXPECT_ROOTLESS=1
-	flush="podman exec $cname s3shim flush >/dev/null"
+	flush="podman --runtime runc exec $cname s3shim flush >/dev/null"
 	# code-server's processes are the container's, not in the launcher's process tree
 	# where the test looks for the preload library; the terminal step still runs there.
 	preload=0
-	trap 'podman rm -f $cname >/dev/null 2>&1; cleanup' EXIT
+	trap 'podman --runtime runc rm -f $cname >/dev/null 2>&1; cleanup' EXIT
 	echo "s3shim-e2e: in the container: $E2E_CONTAINER $E2E_IMAGE"
 elif [[ $(id -u) -eq 0 && ${E2E_ROOTLESS:-1} == 1 ]]; then
 	if setpriv --reuid="$uid" --regid="$gid" --clear-groups test -x "$node" -a -r "$E2E_HOME/code-server/node_modules/code-server/out/node/entry.js"; then
