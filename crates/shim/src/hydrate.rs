@@ -204,8 +204,9 @@ enum Missing {
     Failed(c_int),
 }
 
-/// Rule 1: find the deepest existing ancestor; only if it is unlisted, ask the agent to
-/// look the path up. A negative lookup in a listed directory costs one xattr read.
+/// The *missing-entry* rule: find the deepest existing ancestor; only if it is unlisted,
+/// ask the agent to look the path up. A negative lookup in a listed directory costs one
+/// xattr read.
 fn lookup_missing(loc: &Loc) -> Missing {
     if let Some(m) = lookup_missing_nearby(loc) {
         return m;
@@ -332,8 +333,8 @@ fn lookup_missing_nearby(loc: &Loc) -> Option<Missing> {
     }
 }
 
-/// Rule 2: after a successful in-tree open (not `O_PATH`). Returns the fd to hand to the
-/// caller (possibly a new one from `reopen`) or -1 with errno set.
+/// The *open* rule: after a successful in-tree open (not `O_PATH`). Returns the fd to hand
+/// to the caller (possibly a new one from `reopen`) or -1 with errno set.
 pub fn after_open(fd: c_int, flags: c_int, loc: &Loc, reopen: impl FnOnce() -> c_int) -> c_int {
     match marker_fd(fd) {
         Mark::None => fd,
@@ -379,8 +380,8 @@ fn send_fd(fd: c_int, loc: &Loc, op: Op) -> Result<(), c_int> {
     send_abs(op, abs.get(..n).unwrap_or(&[]))
 }
 
-/// Rule 3 for fd-based directory calls (`fdopendir`, `fchdir`, `opendir` after the
-/// open): list the directory if it is unlisted.
+/// The *list-before-use* rule for fd-based directory calls (`fdopendir`, `fchdir`,
+/// `opendir` after the open): list the directory if it is unlisted.
 pub fn list_fd_if_unlisted(fd: c_int) -> Result<(), c_int> {
     if marker_fd(fd) != Mark::Unlisted {
         return Ok(());
@@ -390,8 +391,8 @@ pub fn list_fd_if_unlisted(fd: c_int) -> Result<(), c_int> {
     send_abs(Op::ListDir, abs.get(..n).unwrap_or(&[]))
 }
 
-/// Rule 7: list a whole subtree (for walkers whose reads the shim cannot see). A root
-/// that is not in the cache yet is looked up first (its ancestors may be unlisted).
+/// The *walker* rule: list a whole subtree (for walkers whose reads the shim cannot see). A
+/// root that is not in the cache yet is looked up first (its ancestors may be unlisted).
 pub fn list_tree(loc: &Loc) -> Result<(), c_int> {
     let mut buf = [0u8; PATH_MAX];
     if let Some(p) = loc.xattr_path(&mut buf) {

@@ -106,7 +106,7 @@ pub fn normalize_known(path: &[u8], plain: bool, out: &mut [u8]) -> Option<usize
         return Some(w.len);
     }
     w.put(b"/")?;
-    let mut last = &path[..0];
+    let mut last: &[u8] = &[];
     for comp in path.split(|&b| b == b'/') {
         last = comp;
         match comp {

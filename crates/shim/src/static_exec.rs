@@ -25,16 +25,23 @@ pub fn is_static_elf(real: &CStr) -> bool {
         return false;
     };
     let mut eh = [0u8; 64];
-    if !matches!(rustix::io::pread(&fd, &mut eh[..], 0), Ok(64)) || eh[..4] != *b"\x7fELF" {
+    if !matches!(rustix::io::pread(&fd, &mut eh[..], 0), Ok(64)) || !eh.starts_with(b"\x7fELF") {
         return false;
     }
     // 64-bit little-endian only (x86_64, aarch64).
-    if eh[4] != 2 || eh[5] != 1 {
+    if eh.get(4..6) != Some(&[2, 1]) {
         return false;
     }
-    let u16_at = |o: usize| u16::from_le_bytes([eh[o], eh[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(eh[32..40].try_into().unwrap_or([0; 8]));
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    // A little-endian field of `n` bytes at offset `o`.
+    let le = |o: usize, n: usize| {
+        let b = eh.get(o..o + n)?;
+        Some(b.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+    };
+    // e_phoff, e_phentsize, e_phnum.
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (le(32, 8), le(54, 2), le(56, 2)) else {
+        return false;
+    };
+    let (phentsize, phnum) = (phentsize as usize, phnum as usize);
     if phentsize < 56 || phnum == 0 || phnum > MAX_PHDRS {
         return false;
     }
@@ -49,7 +56,7 @@ pub fn is_static_elf(real: &CStr) -> bool {
         .get(..n)
         .unwrap_or(&[])
         .chunks_exact(phentsize)
-        .any(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == PT_INTERP);
+        .any(|h| h.get(..4) == Some(&PT_INTERP.to_le_bytes()[..]));
     !has_interp
 }
 

@@ -14,7 +14,7 @@ use crate::sys::{cbytes, PATH_MAX};
 use core::ffi::{c_char, c_int, CStr};
 use libc::{size_t, ssize_t, AT_FDCWD};
 
-/// Rule 3: entering an unlisted directory lists it.
+/// The *list-before-use* rule: entering an unlisted directory lists it.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
     let f = real!(chdir);

@@ -13,8 +13,8 @@ use crate::sys::{errno, set_errno, PATH_MAX};
 use core::ffi::{c_char, c_int, c_void};
 use libc::{AT_FDCWD, DIR};
 
-/// Rule 3: the directory is listed (if unlisted) right after the open, before the first
-/// readdir: one fgetxattr on the new fd decides.
+/// The *list-before-use* rule: the directory is listed (if unlisted) right after the open,
+/// before the first readdir: one fgetxattr on the new fd decides.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
     let f = real!(opendir);
@@ -109,9 +109,9 @@ pub unsafe extern "C" fn scandirat64(
     at_path(dirfd, path, Pre::ListDir, |d, p| f(d, p, list, filter, cmp))
 }
 
-/// Rule 7: glibc's fts walks with internal calls the shim never sees, so each root in
-/// the tree is listed whole (`ListTree`) first and the real fts gets the mapped roots
-/// (it copies them, so the arena can go when it returns). Results keep real paths.
+/// The *walker* rule: glibc's fts walks with internal calls the shim never sees, so each
+/// root in the tree is listed whole (`ListTree`) first and the real fts gets the mapped
+/// roots (it copies them, so the arena can go when it returns). Results keep real paths.
 unsafe fn fts_like(
     argv: *const *const c_char,
     options: c_int,

@@ -273,7 +273,10 @@ pub unsafe extern "C" fn execveat(
         return f(dirfd, path, argv, envp, flags);
     }
     let empty = cbytes(path).is_none_or(|b| b.is_empty());
-    if !empty && flags == 0 && (dirfd == AT_FDCWD || cbytes(path).is_some_and(|b| b[0] == b'/')) {
+    if !empty
+        && flags == 0
+        && (dirfd == AT_FDCWD || cbytes(path).is_some_and(|b| b.starts_with(b"/")))
+    {
         return execve(path, argv, envp);
     }
     with_env(envp, 0, |env, _| {

@@ -21,8 +21,8 @@ pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t
     at_path(dirfd, path, Pre::Create, |d, p| f(d, p, mode))
 }
 
-/// Rule 3: an unlisted directory is listed before removal, so a directory that is not
-/// empty in S3 gives ENOTEMPTY as natively.
+/// The *list-before-use* rule: an unlisted directory is listed before removal, so a
+/// directory that is not empty in S3 gives ENOTEMPTY as natively.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
     let f = real!(rmdir);
@@ -88,8 +88,8 @@ pub unsafe extern "C" fn renameat2(
     })
 }
 
-/// Rule 8 both ways: a hard link across the tree boundary would share an inode whose
-/// bytes may still be in S3, or that the agent never sees change.
+/// The *boundary* rule both ways: a hard link across the tree boundary would share an inode
+/// whose bytes may still be in S3, or that the agent never sees change.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
     let f = real!(link);
@@ -171,8 +171,8 @@ pub unsafe extern "C" fn fchownat(
     at_path(dirfd, path, Pre::Nothing, |d, p| f(d, p, uid, gid, flags))
 }
 
-/// Rule 5: growing or cutting a placeholder to a non-zero length needs its bytes; a
-/// truncation to zero replaces them, so the marker goes.
+/// The *length* rule: growing or cutting a placeholder to a non-zero length needs its
+/// bytes; a truncation to zero replaces them, so the marker goes.
 unsafe fn truncate_like(
     path: *const c_char,
     len: i64,

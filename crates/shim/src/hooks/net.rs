@@ -25,15 +25,13 @@ unsafe fn unix_path(addr: *const c_void, len: socklen_t) -> Option<[u8; SUN_PATH
         return None;
     }
     let sa = &*addr.cast::<sockaddr_un>();
-    if c_int::from(sa.sun_family) != AF_UNIX || sa.sun_path[0] == 0 {
+    if c_int::from(sa.sun_family) != AF_UNIX || sa.sun_path.first().is_none_or(|&b| b == 0) {
         return None;
     }
     let mut out = [0u8; SUN_PATH + 1];
-    for (i, b) in sa.sun_path.iter().take(len - PATH_OFF).enumerate() {
-        if *b == 0 {
-            break;
-        }
-        out[i] = *b as u8;
+    let given = sa.sun_path.iter().take(len - PATH_OFF);
+    for (o, b) in out.iter_mut().zip(given.take_while(|&&b| b != 0)) {
+        *o = *b as u8;
     }
     Some(out)
 }

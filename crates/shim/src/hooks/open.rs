@@ -14,9 +14,9 @@ use crate::sys::{self, cbytes, errno, marker_fd, set_errno, Mark};
 use core::ffi::{c_char, c_int};
 use libc::{mode_t, AT_FDCWD, FILE};
 
-/// Rule 2 around an open-like call: the create pre-check, the ENOENT rule, the fd mark,
-/// and the marker check on the new fd (list a directory, fetch a placeholder and reopen,
-/// or drop the marker when the content is being truncated away).
+/// The *open* rule around an open-like call: the create pre-check, the ENOENT rule, the fd
+/// mark, and the marker check on the new fd (list a directory, fetch a placeholder and
+/// reopen, or drop the marker when the content is being truncated away).
 pub(crate) unsafe fn open_like(
     dirfd: c_int,
     path: *const c_char,
@@ -160,9 +160,9 @@ pub unsafe extern "C" fn creat64(path: *const c_char, mode: mode_t) -> c_int {
     open_like(AT_FDCWD, path, CREAT_FLAGS, |_, p| f(p, mode))
 }
 
-/// Rule 4: glibc's fopen opens internally (not through the open hook), so decide from
-/// the mode: "w" drops the marker of what it truncated; "r"/"a" (and "+") on a placeholder
-/// fetch it and open again; "w"/"a" create, so the parent is listed first.
+/// The *fopen* rule: glibc's fopen opens internally (not through the open hook), so decide
+/// from the mode: "w" drops the marker of what it truncated; "r"/"a" (and "+") on a
+/// placeholder fetch it and open again; "w"/"a" create, so the parent is listed first.
 unsafe fn fopen_like(
     path: *const c_char,
     mode: *const c_char,

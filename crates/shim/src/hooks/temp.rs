@@ -195,25 +195,24 @@ pub unsafe extern "C" fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut
         return made;
     };
     // glibc drops the directory's trailing slashes and adds one.
-    let mut keep = given.len();
-    while keep > 1 && given[keep - 1] == b'/' {
-        keep -= 1;
+    let mut dir = given;
+    while let Some(rest) = dir.strip_suffix(b"/").filter(|r| !r.is_empty()) {
+        dir = rest;
     }
     let base = made_bytes
         .rsplit(|&c| c == b'/')
         .next()
         .unwrap_or(made_bytes);
-    let len = keep + 1 + base.len();
-    let out = libc::malloc(len + 1).cast::<u8>();
+    // With the slash between and the NUL.
+    let len = dir.len() + base.len() + 2;
+    let out = libc::malloc(len).cast::<u8>();
     if out.is_null() {
         libc::free(made.cast());
         return core::ptr::null_mut();
     }
-    let out_s = core::slice::from_raw_parts_mut(out, len + 1);
-    out_s[..keep].copy_from_slice(&given[..keep]);
-    out_s[keep] = b'/';
-    out_s[keep + 1..len].copy_from_slice(base);
-    out_s[len] = 0;
+    let mut w = crate::sys::Writer::new(core::slice::from_raw_parts_mut(out, len));
+    // Cannot fail: the buffer was sized for exactly this.
+    let _ = (w.put(dir), w.put(b"/"), w.put(base));
     libc::free(made.cast());
     out.cast()
 }

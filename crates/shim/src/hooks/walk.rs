@@ -280,8 +280,9 @@ unsafe fn walk_like(
         return Ret::fail(libc::ENOMEM);
     };
     // A walk started from a callback of another nests: keep the outer one.
-    // SAFETY: our key; `w` outlives the walk, and the outer value is put back after it.
+    // SAFETY: our key, created by `walk_key`.
     let prev = unsafe { libc::pthread_getspecific(key) };
+    // SAFETY: our key; `w` outlives the walk, and the outer value is put back after it.
     if unsafe { libc::pthread_setspecific(key, (&raw const w).cast()) } != 0 {
         return Ret::fail(libc::ENOMEM);
     }

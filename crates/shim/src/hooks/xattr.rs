@@ -163,6 +163,7 @@ mod tests {
 
     fn strip(input: &[u8]) -> Vec<u8> {
         let mut b = input.to_vec();
+        // SAFETY: `b` is a live buffer of `b.len()` bytes.
         let n = unsafe { strip_marker(b.as_mut_ptr().cast(), b.len() as isize) };
         b.truncate(n as usize);
         b
