@@ -1,7 +1,7 @@
 //! Requests to the agent: one connection per request (AF_UNIX stream, CLOEXEC), one frame
 //! out, one response in. Blocking, allocation-free, raw syscalls only. Used on slow paths.
 
-use crate::sys::PATH_MAX;
+use crate::buf::PATH_MAX;
 use core::ffi::c_int;
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;

@@ -4,8 +4,8 @@
 //! Missing or invalid settings leave the shim inert: [`active`] is false and every hook
 //! forwards to the real function.
 
+use crate::buf::{as_cstr, Writer, PATH_MAX};
 use crate::path::{normalize, under, Prefixes};
-use crate::sys::{as_cstr, Writer, PATH_MAX};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicBool, Ordering};

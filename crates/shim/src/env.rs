@@ -10,7 +10,7 @@
 //! allocation, no lock. (A mapping made in a vfork child outlives the child's exec in
 //! the parent's address space, hence the stack first.)
 
-use crate::sys::Writer;
+use crate::buf::Writer;
 use core::ffi::{c_char, CStr};
 use s3shim_protocol::layout::LIB_NAME;
 

@@ -5,16 +5,27 @@
 //! the slow paths, maps result paths back, and re-injects itself into every program the
 //! process execs.
 //!
-//! Layout:
+//! Layout, from the bottom up (a module uses only modules above it in this list, or
+//! beside it on one line; no import cycles):
+//! * [`errno`], [`buf`] (fixed NUL-terminated path buffers), [`marker`] (the marker
+//!   xattr), [`sys`] (the shim's own raw system calls), [`ret`] (a hook's failure value).
 //! * [`real`]: the real libc functions, resolved with `dlsym(RTLD_NEXT)` when first needed.
-//! * [`config`]: the configuration, parsed once at load into static buffers.
 //! * [`path`]: the pure mapping core (normalisation, mapping, reverse mapping).
-//! * [`loc`]: resolves a `(dirfd, path)` argument through the core, cwd and fd table.
+//! * [`cstr`]: reading the caller's C strings without faulting.
+//! * [`env`]: the environment rebuilt for exec, and the `PATH` search.
+//! * [`config`]: the configuration, parsed once at load into static buffers.
 //! * [`cwd`], [`fdtable`]: process state the mapping needs (lock-free atomics), and
 //!   [`owner`], which keeps vfork children from changing their parent's copy.
-//! * [`hydrate`], [`agent`]: markers and the agent protocol (slow paths only).
-//! * [`env`]: the environment rebuilt for exec, and the `PATH` search.
-//! * [`hooks`]: the exported libc entry points, one module per family.
+//! * [`resolve`]: physical resolution (symlinks, `..`) inside the tree; it never asks
+//!   the agent, it stops at a directory that needs listing.
+//! * [`loc`]: where a path is mapped: a `(dirfd, path)` argument through the core, cwd
+//!   and fd table.
+//! * [`agent`]: where the agent is asked (the socket protocol); [`hydrate`]: what to ask
+//!   it for and when (the rules below), including resolution that needs a listing.
+//! * [`script`], [`static_exec`]: what exec needs beyond mapping (`#!` lines, programs
+//!   the shim cannot enter).
+//! * [`hooks`]: where a hook lives: the exported libc entry points, one module per
+//!   family (`hooks::open`, `hooks::exec`, `hooks::spawn`, `hooks::stat`, …).
 //!
 //! # Rules
 //!
@@ -69,18 +80,23 @@
 #![cfg_attr(all(not(test), panic = "abort"), no_std)]
 
 pub mod agent;
+pub mod buf;
 pub mod config;
+pub mod cstr;
 pub mod cwd;
 pub mod env;
+pub mod errno;
 pub mod fdtable;
 pub mod hooks;
 pub mod hydrate;
 pub mod loc;
+pub mod marker;
 pub mod owner;
 pub mod path;
 pub mod real;
 pub mod resolve;
 pub mod ret;
+pub mod script;
 pub mod static_exec;
 pub mod sys;
 

@@ -5,11 +5,12 @@
 //!
 //! Runs in (v)fork children: stack buffers and raw syscalls only.
 
+use crate::buf::PATH_MAX;
 use crate::config;
 use crate::cwd;
 use crate::hydrate;
 use crate::loc::Loc;
-use crate::sys::{self, PATH_MAX};
+use crate::sys;
 use core::ffi::{c_char, c_int, CStr};
 use libc::AT_FDCWD;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
@@ -80,7 +81,7 @@ unsafe fn touches_tree(argv: *const *const c_char) -> bool {
 /// # Safety
 /// `real` is a valid C string, `argv` a NULL-terminated array of C strings.
 pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result<(), c_int> {
-    if !config::active() || sys::cbytes(real).is_none() || !touches_tree(argv) {
+    if !config::active() || crate::cstr::cbytes(real).is_none() || !touches_tree(argv) {
         return Ok(());
     }
     if !is_static_elf(CStr::from_ptr(real)) {
@@ -93,14 +94,14 @@ pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result
     }
     for arg in crate::env::entries(argv).skip(1) {
         let mut loc = Loc::new();
-        if loc.resolve(AT_FDCWD, arg.as_ptr()).is_err() || !loc.in_tree {
+        if hydrate::resolve(&mut loc, AT_FDCWD, arg.as_ptr()).is_err() || !loc.in_tree {
             continue;
         }
         let mut abs = [0u8; PATH_MAX];
         let Some(n) = loc.real_abs(&mut abs) else {
             continue;
         };
-        let Some(p) = sys::as_cstr(&abs, n) else {
+        let Some(p) = crate::buf::as_cstr(&abs, n) else {
             continue;
         };
         // A name that does not exist (yet) is a pattern or an option, not a tree.

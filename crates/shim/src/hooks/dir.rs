@@ -2,14 +2,15 @@
 //! public entry point is wrapped itself.
 
 use super::{at_path, real};
+use crate::buf::PATH_MAX;
 use crate::config;
 use crate::env::{count, Arena};
+use crate::errno::{errno, set_errno};
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
 use crate::loc::Loc;
 use crate::real::Opaque;
 use crate::ret::Ret;
-use crate::sys::{errno, set_errno, PATH_MAX};
 use core::ffi::{c_char, c_int, c_void};
 use libc::{AT_FDCWD, DIR};
 
@@ -22,7 +23,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
         return f(path);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, path) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, path) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -137,7 +138,7 @@ unsafe fn fts_like(
     for i in 0..n {
         let root = *argv.add(i);
         let mut loc = Loc::new();
-        if let Err(e) = loc.resolve(AT_FDCWD, root) {
+        if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, root) {
             return Ret::fail(e);
         }
         if loc.in_tree {
@@ -149,7 +150,7 @@ unsafe fn fts_like(
         let Some(slot) = strings.get_mut(i * PATH_MAX..(i + 1) * PATH_MAX) else {
             return Ret::fail(libc::ENOMEM);
         };
-        let mut w = crate::sys::Writer::new(slot);
+        let mut w = crate::buf::Writer::new(slot);
         if w.put(src).is_none() {
             return Ret::fail(libc::ENAMETOOLONG);
         }

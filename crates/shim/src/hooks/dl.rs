@@ -6,8 +6,9 @@
 //! in [`NAMES`] and shown instead.
 
 use super::{at_path, real};
+use crate::buf::{Writer, PATH_MAX};
+use crate::cstr::cbytes;
 use crate::hydrate::Pre;
-use crate::sys::{cbytes, Writer, PATH_MAX};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, Ordering};

@@ -3,9 +3,8 @@
 
 use super::{at_path, real, two_paths};
 use crate::config;
-use crate::hydrate::Pre;
+use crate::hydrate::{self, Pre};
 use crate::loc::Loc;
-use crate::sys;
 use core::ffi::{c_char, c_int, c_uint};
 use libc::{dev_t, gid_t, mode_t, off64_t, off_t, timespec, timeval, uid_t, utimbuf, AT_FDCWD};
 
@@ -182,7 +181,7 @@ unsafe fn truncate_like(
         return call(path);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, path) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, path) {
         return crate::ret::Ret::fail(e);
     }
     if !loc.in_tree {
@@ -195,9 +194,9 @@ unsafe fn truncate_like(
     };
     let r = super::in_tree(&loc, pre, &mut |_, p| call(p));
     if r == 0 && len == 0 {
-        let mut buf = [0u8; sys::PATH_MAX];
+        let mut buf = [0u8; crate::buf::PATH_MAX];
         if let Some(p) = loc.xattr_path(&mut buf) {
-            sys::unmark_at(p);
+            crate::marker::unmark_at(p);
         }
     }
     r

@@ -6,11 +6,14 @@
 
 use super::{in_tree, real};
 use crate::config;
+use crate::cstr::cbytes;
+use crate::errno::{errno, set_errno};
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
 use crate::loc::{scan, Loc, Scan};
+use crate::marker::{marker_fd, Mark};
 use crate::ret::Ret;
-use crate::sys::{self, cbytes, errno, marker_fd, set_errno, Mark};
+use crate::sys;
 use core::ffi::{c_char, c_int};
 use libc::{mode_t, AT_FDCWD, FILE};
 
@@ -43,7 +46,7 @@ unsafe fn open_mapped(
     call: impl Fn(c_int, *const c_char) -> c_int,
 ) -> c_int {
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve_scanned(dirfd, path, bytes, plain) {
+    if let Err(e) = hydrate::resolve_scanned(&mut loc, dirfd, path, bytes, plain) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -63,7 +66,6 @@ unsafe fn open_mapped(
     if fd < 0 {
         return fd;
     }
-    fdtable::mark(fd);
     // An O_PATH fd reads nothing, and a file this call created (O_CREAT|O_EXCL, or
     // O_TMPFILE) cannot be a placeholder: no marker to look for (one system call fewer
     // per new file).
@@ -72,17 +74,15 @@ unsafe fn open_mapped(
         || flags & excl == excl
         || flags & libc::O_TMPFILE == libc::O_TMPFILE
     {
+        fdtable::mark(fd);
         set_errno(saved);
         return fd;
     }
-    let r = hydrate::after_open(fd, flags, &loc, || {
-        let fd2 = call(loc.dirfd, loc.ptr());
-        if fd2 >= 0 {
-            fdtable::mark(fd2);
-        }
-        fd2
-    });
+    // Only the fd handed back is marked: one closed on the way never was, so its number,
+    // reused by another thread's open outside the tree, carries no stale mark.
+    let r = hydrate::after_open(fd, flags, &loc, || call(loc.dirfd, loc.ptr()));
     if r >= 0 {
+        fdtable::mark(r);
         set_errno(saved);
     }
     r
@@ -173,7 +173,7 @@ unsafe fn fopen_like(
         return open(path);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, path) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, path) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -196,12 +196,12 @@ unsafe fn fopen_like(
     let fd = libc::fileno(fp);
     fdtable::mark(fd);
     if kind == b'w' {
-        sys::unmark_fd(fd);
+        crate::marker::unmark_fd(fd);
         return fp;
     }
     match marker_fd(fd) {
         Mark::Placeholder => {
-            let mut abs = [0u8; sys::PATH_MAX];
+            let mut abs = [0u8; crate::buf::PATH_MAX];
             let n = sys::fd_path(fd, &mut abs).or_else(|| loc.real_abs(&mut abs));
             let fetched = match n {
                 Some(n) => crate::hydrate::fetch_abs(abs.get(..n).unwrap_or(&[])),
