@@ -26,6 +26,7 @@
 //!   the shim cannot enter).
 //! * [`hooks`]: where a hook lives: the exported libc entry points, one module per
 //!   family (`hooks::open`, `hooks::exec`, `hooks::spawn`, `hooks::stat`, …).
+//! * [`capi`]: the C API of `include/s3shim.h` (`s3shim_flush`, `s3shim_status`, …).
 //!
 //! # Rules
 //!
@@ -81,6 +82,7 @@
 
 pub mod agent;
 pub mod buf;
+pub mod capi;
 pub mod config;
 pub mod cstr;
 pub mod cwd;
