@@ -5,7 +5,7 @@
 use crate::agent;
 use crate::buf::{as_cstr, PATH_MAX};
 use crate::config;
-use crate::loc::{Loc, Physical, Stop};
+use crate::loc::{Loc, Physical};
 use crate::marker::{marker_at, marker_fd, Mark};
 use crate::path::{parent_end, parent_of, rel_in_tree};
 use crate::sys;
@@ -322,13 +322,23 @@ fn lookup_missing_nearby(loc: &Loc) -> Option<Missing> {
 }
 
 /// The *open* rule: after a successful in-tree open (not `O_PATH`). Returns the fd to hand
-/// to the caller (possibly a new one from `reopen`) or -1 with errno set.
-pub fn after_open(fd: c_int, flags: c_int, loc: &Loc, reopen: impl FnOnce() -> c_int) -> c_int {
+/// to the caller (possibly a new one from `reopen`) or -1 with errno set. `fd` is closed
+/// with the hook's `close` (which also drops the hook's fd-table mark).
+pub fn after_open(
+    fd: c_int,
+    flags: c_int,
+    loc: &Loc,
+    close: impl Fn(c_int),
+    reopen: impl FnOnce() -> c_int,
+) -> c_int {
     match marker_fd(fd) {
         Mark::None => fd,
         Mark::Unlisted => match send_fd(fd, loc, Op::ListDir) {
             Ok(()) => fd,
-            Err(e) => fail_closing(fd, e),
+            Err(e) => {
+                close(fd);
+                crate::ret::Ret::fail(e)
+            }
         },
         Mark::Placeholder => {
             let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -341,20 +351,16 @@ pub fn after_open(fd: c_int, flags: c_int, loc: &Loc, reopen: impl FnOnce() -> c
             }
             let mut abs = [0u8; PATH_MAX];
             let Some(n) = fd_or_loc_path(fd, loc, &mut abs) else {
-                return fail_closing(fd, libc::EIO);
+                close(fd);
+                return crate::ret::Ret::fail(libc::EIO);
             };
-            sys::close_fd(fd);
+            close(fd);
             match send_abs(Op::Fetch, abs.get(..n).unwrap_or(&[])) {
                 Ok(()) => reopen(),
                 Err(e) => crate::ret::Ret::fail(e),
             }
         }
     }
-}
-
-fn fail_closing(fd: c_int, e: c_int) -> c_int {
-    sys::close_fd(fd);
-    crate::ret::Ret::fail(e)
 }
 
 /// The real path of an open fd (`/proc/self/fd`), else the location's.
@@ -402,9 +408,11 @@ pub fn list_tree(loc: &Loc) -> Result<(), c_int> {
 pub unsafe fn resolve(loc: &mut Loc, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
     match loc.resolve(dirfd, path) {
         Ok(()) => Ok(()),
-        Err(Stop::Errno(e)) => Err(e),
-        // SAFETY: the caller's contract, unchanged.
-        Err(Stop::Unlisted) => resolve_listing(loc, |l| unsafe { l.resolve(dirfd, path) }),
+        Err(stop) => match stop.errno() {
+            Some(e) => Err(e),
+            // SAFETY: the caller's contract, unchanged.
+            None => unsafe { resolve_listing(loc, dirfd, path) },
+        },
     }
 }
 
@@ -422,11 +430,12 @@ pub unsafe fn resolve_scanned(
 ) -> Result<(), c_int> {
     match loc.resolve_scanned(dirfd, path, bytes, plain) {
         Ok(()) => Ok(()),
-        Err(Stop::Errno(e)) => Err(e),
-        Err(Stop::Unlisted) => resolve_listing(loc, |l| {
-            // SAFETY: the caller's contract, unchanged.
-            unsafe { l.resolve_scanned(dirfd, path, bytes, plain) }
-        }),
+        Err(stop) => match stop.errno() {
+            Some(e) => Err(e),
+            // SAFETY: the caller's contract, unchanged (the path is read again: only
+            // `dirfd` and `path` stay live across the fast path's call).
+            None => unsafe { resolve_listing(loc, dirfd, path) },
+        },
     }
 }
 
@@ -434,14 +443,15 @@ pub unsafe fn resolve_scanned(
 /// listing normally lets it go one directory deeper).
 const MAX_LISTINGS: usize = 40;
 
-/// Lists the directory `loc` names and resolves again with `again`, until the resolution
-/// needs no listing. A directory still unlisted after its listing, or too many, end the
-/// listing: the last try resolves without it, as the kernel would.
+/// Lists the directory `loc` names and resolves `(dirfd, path)` again, until the
+/// resolution needs no listing. A directory still unlisted after its listing, or too
+/// many, end the listing: the last try resolves without it, as the kernel would.
+///
+/// # Safety
+/// As [`Loc::resolve`].
 #[cold]
-fn resolve_listing(
-    loc: &mut Loc,
-    again: impl Fn(&mut Loc) -> Result<(), Stop>,
-) -> Result<(), c_int> {
+#[inline(never)]
+unsafe fn resolve_listing(loc: &mut Loc, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
     let mut last = [0u8; PATH_MAX];
     let mut last_len = None;
     let mut listings = 0;
@@ -458,10 +468,14 @@ fn resolve_listing(
         }
         *loc = Loc::new();
         loc.may_list = may_list;
-        match again(loc) {
+        // SAFETY: the caller's contract.
+        match unsafe { loc.resolve(dirfd, path) } {
             Ok(()) => return Ok(()),
-            Err(Stop::Errno(e)) => return Err(e),
-            Err(Stop::Unlisted) => {}
+            Err(stop) => {
+                if let Some(e) = stop.errno() {
+                    return Err(e);
+                }
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! process execs.
 //!
 //! Layout, from the bottom up (a module uses only modules above it in this list, or
-//! beside it on one line; no import cycles):
+//! beside it on one line; no import cycles, which `tests/module_graph.rs` checks):
 //! * [`errno`], [`buf`] (fixed NUL-terminated path buffers), [`marker`] (the marker
 //!   xattr), [`sys`] (the shim's own raw system calls), [`ret`] (a hook's failure value).
 //! * [`real`]: the real libc functions, resolved with `dlsym(RTLD_NEXT)` when first needed.

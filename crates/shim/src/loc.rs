@@ -32,19 +32,30 @@ pub enum Kind {
     DirRel,
 }
 
-/// Why [`Loc::resolve`] stopped without a location.
+/// Why [`Loc::resolve`] stopped without a location: an errno the call fails with (the
+/// mapped path is too long, or a loop), or [`Stop::UNLISTED`]. One `c_int`, 0 for
+/// `UNLISTED` (no errno is 0), so the hooks' fast path returns and tests it as it did a
+/// plain errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// The call fails with this errno (the mapped path is too long, or a loop).
-    Errno(c_int),
+pub struct Stop(c_int);
+
+impl Stop {
     /// Resolving `..` met a missing component in a directory not listed yet; the `Loc`
     /// now names that directory: the caller lists it and resolves again.
-    Unlisted,
+    pub const UNLISTED: Stop = Stop(0);
+
+    /// The errno, or `None` for [`Stop::UNLISTED`].
+    #[inline]
+    pub fn errno(self) -> Option<c_int> {
+        (self != Stop::UNLISTED).then_some(self.0)
+    }
 }
 
 impl From<c_int> for Stop {
+    /// An errno (never 0).
+    #[inline]
     fn from(e: c_int) -> Stop {
-        Stop::Errno(e)
+        Stop(if e == 0 { libc::EIO } else { e })
     }
 }
 
@@ -61,7 +72,7 @@ pub struct Loc {
     pub dirfd: c_int,
     pub kind: Kind,
     pub in_tree: bool,
-    /// Whether resolution may stop at an unlisted directory ([`Stop::Unlisted`]); off
+    /// Whether resolution may stop at an unlisted directory ([`Stop::UNLISTED`]); off
     /// for the last try after listing.
     pub may_list: bool,
     orig: *const c_char,
@@ -153,7 +164,7 @@ impl Loc {
     }
 
     /// Resolves `(dirfd, path)`. `Err` only when the mapped path is too long, or when a
-    /// `..` needs an unlisted directory listed first ([`Stop::Unlisted`]).
+    /// `..` needs an unlisted directory listed first ([`Stop::UNLISTED`]).
     ///
     /// # Safety
     /// `path` is NULL or a valid C string that outlives `self`.
@@ -198,12 +209,12 @@ impl Loc {
     fn resolve_physically(&mut self) -> Result<(), Stop> {
         match self.physical(false, self.may_list) {
             None => Ok(()),
-            Some(Err(e)) => Err(Stop::Errno(e)),
+            Some(Err(e)) => Err(Stop::from(e)),
             Some(Ok((l, found))) => {
                 *self = l;
                 match found {
                     Physical::Resolved { .. } => Ok(()),
-                    Physical::Unlisted => Err(Stop::Unlisted),
+                    Physical::Unlisted => Err(Stop::UNLISTED),
                 }
             }
         }

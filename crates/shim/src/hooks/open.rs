@@ -66,6 +66,7 @@ unsafe fn open_mapped(
     if fd < 0 {
         return fd;
     }
+    fdtable::mark(fd);
     // An O_PATH fd reads nothing, and a file this call created (O_CREAT|O_EXCL, or
     // O_TMPFILE) cannot be a placeholder: no marker to look for (one system call fewer
     // per new file).
@@ -74,15 +75,28 @@ unsafe fn open_mapped(
         || flags & excl == excl
         || flags & libc::O_TMPFILE == libc::O_TMPFILE
     {
-        fdtable::mark(fd);
         set_errno(saved);
         return fd;
     }
-    // Only the fd handed back is marked: one closed on the way never was, so its number,
-    // reused by another thread's open outside the tree, carries no stale mark.
-    let r = hydrate::after_open(fd, flags, &loc, || call(loc.dirfd, loc.ptr()));
+    let r = hydrate::after_open(
+        fd,
+        flags,
+        &loc,
+        // The mark goes before the close: once closed, the number may be another
+        // thread's new fd, outside the tree.
+        |fd| {
+            fdtable::clear(fd);
+            sys::close_fd(fd);
+        },
+        || {
+            let fd2 = call(loc.dirfd, loc.ptr());
+            if fd2 >= 0 {
+                fdtable::mark(fd2);
+            }
+            fd2
+        },
+    );
     if r >= 0 {
-        fdtable::mark(r);
         set_errno(saved);
     }
     r
