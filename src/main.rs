@@ -1,14 +1,8 @@
 //! `s3shim`: run programs on a folder whose true home is an S3 bucket.
 
-mod agent;
-mod client;
-mod config;
-mod doctor;
-mod prefetch;
-mod run;
-
 use clap::{Parser, Subcommand};
-use config::{Settings, WorkspaceArgs};
+use s3shim_agent::config::{Settings, WorkspaceArgs};
+use s3shim_agent::{agent, client, doctor, prefetch, run};
 use s3shim_protocol::wire::Op;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -125,7 +119,7 @@ fn main() -> ExitCode {
             ws,
             summary,
             command,
-        } => with_settings(&ws, |s| run::run(s, &command, summary)),
+        } => with_settings(&ws, |s| run(s, &command, summary)),
         Cmd::Flush { ws } => with_settings(&ws, |s| {
             let (errno, report) = client::request(&s.socket(), Op::Flush, "")?;
             if errno == 0 {
@@ -138,15 +132,13 @@ fn main() -> ExitCode {
             }
             Ok(1)
         }),
-        Cmd::Prefetch { ws, path } => {
-            with_settings(&ws, |s| prefetch::prefetch(s, path.as_deref()))
-        }
+        Cmd::Prefetch { ws, path } => with_settings(&ws, |s| prefetch(s, path.as_deref())),
         Cmd::Status { ws } => with_settings(&ws, |s| {
             let (_, text) = client::request(&s.socket(), Op::Status, "")?;
             print!("{}", client::render_status(&text));
             Ok(0)
         }),
-        Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor::doctor(s))),
+        Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor(s))),
         Cmd::Agent { ws } => match Settings::resolve(&ws) {
             Ok(s) => agent::main(s),
             Err(e) => {
