@@ -103,6 +103,10 @@ enum Cmd {
         access_key: String,
         #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
         secret_key: String,
+        /// Refuse GETs of keys under this prefix with 403 AccessDenied while HEAD and
+        /// listings work (as S3 does for an SSE-KMS object the caller may not decrypt).
+        #[arg(long = "deny-read", value_name = "KEY_PREFIX")]
+        deny_read: Vec<String>,
     },
     /// The per-cache agent (started by `run`).
     #[command(hide = true)]
@@ -152,7 +156,8 @@ fn main() -> ExitCode {
             buckets,
             access_key,
             secret_key,
-        } => serve_s3(data, listen, buckets, access_key, secret_key),
+            deny_read,
+        } => serve_s3(data, listen, buckets, access_key, secret_key, deny_read),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -173,6 +178,7 @@ fn serve_s3(
     buckets: Vec<String>,
     access_key: String,
     secret_key: String,
+    deny_read: Vec<String>,
 ) -> i32 {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -185,6 +191,7 @@ fn serve_s3(
         let mut cfg = s3shim_s3server::Config::new(data, access_key, secret_key);
         cfg.addr = listen;
         cfg.buckets = buckets;
+        cfg.deny_read = deny_read;
         let server = match s3shim_s3server::Server::start(cfg).await {
             Ok(s) => s,
             Err(e) => {
