@@ -197,6 +197,17 @@ mod tests {
         }
         let no_errno = Error::from(io::Error::other("short read"));
         assert_eq!(errno(&no_errno), libc::EIO);
+        // The index on a full cache disk.
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert_eq!(errno(&Error::from(full)), libc::ENOSPC);
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(errno(&Error::from(busy)), libc::EIO);
     }
 
     #[test]
