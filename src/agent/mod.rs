@@ -338,7 +338,9 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     Ok((ctx, watch, listener, info, server))
 }
 
-pub async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
+pub(crate) async fn start_embedded(
+    data_dir: &Path,
+) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
     std::fs::create_dir_all(data_dir).with_context(|| {
         format!(
             "cannot create the embedded server's data directory {}; pass a writable --embedded-data",
