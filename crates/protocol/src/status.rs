@@ -28,8 +28,12 @@ pub const DOWNLOADED: &str = "downloaded";
 /// Uploads: `running`, or `paused`, unix seconds since, the error that paused them.
 pub const UPLOADS: &str = "uploads";
 /// A conflict kept both versions: path, the name the local version was saved as, unix
-/// seconds (one line each).
+/// seconds (one line each, while that copy is in the cache).
 pub const CONFLICT: &str = "conflict";
+
+/// The request payload that asks for the sync state only (pending, failed, uploads,
+/// conflicts, last error): no walk over every known file, so it is cheap to poll.
+pub const SYNC_ONLY: &str = "sync";
 
 /// One reply line (with its newline), tabs and newlines in values replaced by spaces.
 pub fn field(key: &str, values: &[&str]) -> String {
