@@ -986,8 +986,12 @@ async function statelessPhase(page, phase) {
     await runCommand(page, 'Extensions: Install from VSIX...');
     const box = page.locator('.quick-input-widget input');
     await box.waitFor();
+    // The file dialog fills in its start folder once it has listed it: type the path
+    // after that, or it is replaced.
+    await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: '..' }).first().waitFor();
     await box.fill(env.PROBE_VSIX);
     await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: path.basename(env.PROBE_VSIX) }).first().waitFor();
+    if ((await box.inputValue()) !== env.PROBE_VSIX) throw new Error(`the file dialog shows ${await box.inputValue()}`);
     await box.press('Enter');
     await toast(page, 'Completed installing').waitFor({ timeout: 60_000 });
     await s3Expect('.code-server/extensions/e2e.e2e-probe-0.0.1/package.json', present, 'the installed extension');
