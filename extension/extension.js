@@ -25,6 +25,7 @@ let last = null;
 let disposed = false;
 const seenConflicts = new Set();
 const seenFailures = new Map();
+let wasPaused = false;
 
 function s3shimBin() {
   const configured = vscode.workspace.getConfiguration('s3shim').get('path');
@@ -119,6 +120,15 @@ function notify(doc) {
       'Resolve',
     ).then((pick) => { if (pick === 'Resolve') resolveConflict(c); });
   }
+  // Paused: one notice for the pause; the paths waiting meanwhile are not failures.
+  if (doc.uploads.paused && !wasPaused) {
+    vscode.window.showWarningMessage(
+      `Uploads to S3 are paused: ${doc.uploads.reason}. Changes stay here and go up when S3 answers again.`,
+      'Show Status',
+    ).then((pick) => { if (pick) showStatus(); });
+  }
+  wasPaused = doc.uploads.paused;
+  if (doc.uploads.paused) return;
   const now = new Set(doc.failed.map((f) => f.path));
   for (const key of [...seenFailures.keys()]) if (!now.has(key)) seenFailures.delete(key);
   for (const f of doc.failed) {

@@ -53,7 +53,9 @@
 //                   mode, in S3): no --user-data-dir/--extensions-dir, no settings written.
 //   SYNC_ACTIONS=1  after the IDE actions, the sync extension's steps: the status bar goes
 //                   "uploading" -> "in S3" around a save (S3_PAUSE_CMD/S3_RESUME_CMD hold
-//                   the S3 server meanwhile), a conflict made by a second writer raises the
+//                   the S3 server meanwhile), S3 stopped (S3_STOP_CMD) shows "uploads paused:
+//                   <reason>" and a notification, and started again (S3_START_CMD) goes back
+//                   to "in S3" with the change uploaded; a conflict made by a second writer raises the
 //                   notification, "S3: Resolve Conflict" opens a diff and "Keep Mine" removes
 //                   the copy here and in S3, "S3: Flush Changes to S3 Now" completes
 //                   (checked with S3_PEEK_CMD, which does not flush). Screenshots of the
@@ -875,7 +877,7 @@ async function shell(cmdVar, args, input) {
 }
 
 async function syncActions(page) {
-  for (const v of ['S3_PAUSE_CMD', 'S3_RESUME_CMD', 'S3_PEEK_CMD', 'S3_PUT_CMD', 'S3_GET_CMD']) {
+  for (const v of ['S3_PAUSE_CMD', 'S3_RESUME_CMD', 'S3_STOP_CMD', 'S3_START_CMD', 'S3_PEEK_CMD', 'S3_PUT_CMD', 'S3_GET_CMD']) {
     if (!env[v]) throw new ConfigError(`SYNC_ACTIONS=1 needs ${v}`);
   }
   const id = Date.now().toString(36);
@@ -947,6 +949,25 @@ async function syncActions(page) {
     if (DISK_CHECK_DIR && fs.existsSync(path.join(DISK_CHECK_DIR, copy))) throw new Error(`${copy} is still in the cache`);
     await explorerRow(page, copy).waitFor({ state: 'detached' });
     await waitStatus(page, /^S3 sync: in S3$/);
+  });
+
+  await ideStep(page, 'sync-paused', 'sync', async () => {
+    // S3 stops answering: uploads pause (status bar and one notification), and resume by
+    // themselves once it is back.
+    await shell('S3_STOP_CMD', []);
+    try {
+      await terminalRun(page, `echo paused-${id} > /workspace/paused.txt`);
+      const label = await waitStatus(page, /^S3 sync: uploads paused: ./, 120_000);
+      log(`  status bar: ${label}`);
+      await toast(page, 'Uploads to S3 are paused').waitFor();
+      await shotStatus(page, 'paused');
+    } finally {
+      await shell('S3_START_CMD', []);
+    }
+    // The agent probes a paused endpoint every 1-30 s.
+    await waitStatus(page, /^S3 sync: in S3$/, 90_000);
+    const body = await shell('S3_PEEK_CMD', ['peek', 'paused.txt']);
+    if (body !== `paused-${id}\n`) throw new Error(`paused.txt in S3 holds ${JSON.stringify(body)}`);
   });
 
   await ideStep(page, 'sync-flush', 'sync', async () => {

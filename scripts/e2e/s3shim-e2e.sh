@@ -34,10 +34,10 @@ done
 
 work=$(mktemp -d /tmp/s3shim-e2e.XXXXXX)
 chmod 755 "$work" # the unprivileged user reaches the installed wrapper through it
-server_pid=
 cleanup() {
-	# (CONT first: a failed sync step may have left the server held with SIGSTOP.)
-	[[ -n $server_pid ]] && kill -CONT "$server_pid" 2>/dev/null && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+	# (s3ctl stops the current server, which a sync step may have held with SIGSTOP or
+	# started again.)
+	[[ -f $work/server.pid ]] && "$work/s3ctl" stop 2>/dev/null
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -46,14 +46,33 @@ trap cleanup EXIT
 "$repo_root/scripts/install-image.sh" --from "$(dirname "$bin")" --prefix "$work/prefix" >/dev/null
 
 export AWS_ACCESS_KEY_ID=e2e-key AWS_SECRET_ACCESS_KEY=e2e-secret-not-for-children
-"$bin" server --data "$work/s3" --bucket e2e >"$work/server.out" &
-server_pid=$!
-for _ in $(seq 1 100); do
-	grep -q '^endpoint ' "$work/server.out" 2>/dev/null && break
-	sleep 0.1
-done
+# The S3 server, through a small control script: the sync steps hold it (SIGSTOP), and
+# stop and start it again on the same address.
+cat >"$work/s3ctl" <<EOF
+#!/bin/bash
+# s3ctl start [ADDR] | stop | hold | release
+set -e
+pid=\$(cat "$work/server.pid" 2>/dev/null || true)
+case \$1 in
+	start)
+		rm -f "$work/server.out"
+		"$bin" server --data "$work/s3" --listen "\${2:-\$(cat "$work/server.addr")}" --bucket e2e >"$work/server.out" 2>&1 </dev/null &
+		echo \$! >"$work/server.pid"
+		for _ in \$(seq 1 100); do
+			grep -q '^endpoint ' "$work/server.out" 2>/dev/null && exit 0
+			sleep 0.1
+		done
+		echo "s3ctl: the S3 server did not start" >&2; exit 1 ;;
+	stop) kill -CONT \$pid; kill \$pid; while kill -0 \$pid 2>/dev/null; do sleep 0.05; done ;;
+	hold) kill -STOP \$pid ;;
+	release) kill -CONT \$pid ;;
+esac
+EOF
+chmod 755 "$work/s3ctl"
+"$work/s3ctl" start 127.0.0.1:0
 endpoint=$(sed -n 's/^endpoint //p' "$work/server.out")
 [[ -n $endpoint ]] || { echo "s3shim-e2e: the S3 server did not start" >&2; exit 1; }
+echo "${endpoint#http://}" >"$work/server.addr"
 export S3_ENDPOINT=$endpoint S3_BUCKET=e2e
 common="--bucket e2e --endpoint $endpoint --key-prefix ws/ --mount /workspace"
 
@@ -133,7 +152,8 @@ export S3_PUT_CMD="python3 $script_dir/s3get.py --put \"ws/\$1\""
 # What is in S3 now, without waiting for uploads (the flush step's proof).
 export S3_PEEK_CMD="python3 $script_dir/s3get.py \"ws/\$1\""
 # Holding the S3 server keeps an upload in flight for as long as the status bar check needs.
-export S3_PAUSE_CMD="kill -STOP $server_pid" S3_RESUME_CMD="kill -CONT $server_pid"
+export S3_PAUSE_CMD="$work/s3ctl hold" S3_RESUME_CMD="$work/s3ctl release"
+export S3_STOP_CMD="$work/s3ctl stop" S3_START_CMD="$work/s3ctl start"
 # After each save: the object must hold exactly the saved text.
 export VERIFY_CMD="$flush && python3 $script_dir/s3get.py \"ws/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
 echo "s3shim-e2e: endpoint $endpoint, cold cache $cache, artifacts $ARTIFACTS_DIR"
