@@ -898,19 +898,22 @@ async function syncActions(page) {
     // bar must show it as uploading, whatever the machine's speed.
     await shell('S3_PAUSE_CMD', []);
     let label;
+    const saved = Date.now();
     try {
       await page.keyboard.press('Control+s');
       label = await waitStatus(page, /^S3 sync: 1 change uploading \(\d+(\.\d)? (B|KiB)\)$/);
+      log(`  status bar during the save: ${label} (${Date.now() - saved} ms after Ctrl+S)`);
       await shotStatus(page, 'uploading');
     } finally {
       await shell('S3_RESUME_CMD', []);
     }
-    log(`  status bar during the save: ${label}`);
+    const resumed = Date.now();
     await dirty.waitFor({ state: 'detached' });
     await waitStatus(page, /^S3 sync: in S3$/);
+    log(`  "in S3" ${Date.now() - resumed} ms after the S3 server was released`);
     const body = await shell('S3_PEEK_CMD', ['peek', 'hello.txt']);
     if (!body.includes(marker)) throw new Error(`hello.txt in S3 lacks ${marker}: ${JSON.stringify(body.slice(-200))}`);
-    log('  status bar back to "in S3"; the saved text is in S3');
+    log('  the saved text is in S3');
   });
 
   await ideStep(page, 'sync-conflict', 'sync', async () => {
