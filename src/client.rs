@@ -168,7 +168,7 @@ pub fn status_json(reply: &str, mount: &Path) -> serde_json::Value {
                 json!({ "path": text(&v, 0), "reason": text(&v, 1) }),
             ),
             st::UPLOADS => {
-                if v.first() == Some(&"paused") {
+                if v.first() == Some(&st::PAUSED) {
                     doc["uploads"] =
                         json!({ "paused": true, "since": num(&v, 1), "reason": text(&v, 2) });
                 }
