@@ -150,6 +150,7 @@ fn status_json_lists_a_conflict_while_its_copy_is_there() {
     assert_eq!(doc["state"], "in_s3", "{doc}");
     assert_eq!(doc["conflicts"], serde_json::json!([]), "{doc}");
     assert_eq!(s3.get(&format!("sj/{copy}")), None);
+    // SAFETY: signalling our own child.
     unsafe { libc::kill(keeper.id() as i32, libc::SIGTERM) };
     keeper.wait().unwrap();
 }
