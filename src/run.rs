@@ -35,8 +35,16 @@ pub const CREDENTIAL_ENV: [&str; 4] = [
 pub fn run(settings: &Settings, command: &[OsString], summary: bool) -> Result<i32> {
     let lib = find_lib()?;
     let (session, agent_pid) = connect_or_start(settings)?;
-    let status = run_command(settings, &lib, command)?;
+    // issue 15: programs the shim cannot enter (static, Go) resolve absolute mount paths
+    // through the kernel, so the mount path is made a link to the tree where it can be.
+    let tree = settings.tree();
+    let link = crate::agent::supervise::link_mount(&settings.mount, &tree);
+    let status = run_command(settings, &lib, command);
     wait_for_orphans(agent_pid, ORPHAN_GRACE);
+    if link == crate::agent::supervise::MountLink::Created {
+        crate::agent::supervise::unlink_mount(&settings.mount, &tree);
+    }
+    let status = status?;
     let draining = Instant::now();
     let (errno, report) =
         client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;

@@ -17,6 +17,7 @@ pub mod remote;
 pub mod revalidate;
 pub mod s3;
 mod status;
+pub mod supervise;
 pub mod sync;
 pub mod watch;
 
@@ -607,6 +608,14 @@ impl Server {
                 self.session(stream).await;
                 return;
             }
+            // issue 15: the listener fd of a program to supervise follows the frame.
+            if op == Op::Supervise {
+                let errno = supervise::accept(self.ctx.clone(), &stream).await;
+                if reply(&mut stream, errno, b"").await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let (errno, payload) = self.handle(op, &rel).await;
             if reply(&mut stream, errno, payload.as_bytes()).await.is_err() {
                 return;
@@ -655,7 +664,7 @@ impl Server {
                 };
             }
             Op::Status => return (0, self.status().await),
-            Op::Session => unreachable!("sessions are handled by the caller"),
+            Op::Session | Op::Supervise => unreachable!("handled by the caller"),
         };
         match r {
             Ok(()) => (0, String::new()),

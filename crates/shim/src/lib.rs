@@ -36,6 +36,7 @@ pub mod env;
 pub mod fdtable;
 pub mod hooks;
 pub mod hydrate;
+pub mod intercept;
 pub mod loc;
 pub mod owner;
 pub mod path;

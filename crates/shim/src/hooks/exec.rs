@@ -407,7 +407,8 @@ unsafe fn spawn_at(
         return e;
     }
     if !loc.in_tree {
-        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+        // issue 15: posix_spawn runs this in the parent: no filter here, fallback only.
+        if let Err(e) = static_exec::prepare_in_parent(loc.ptr(), argv) {
             return e;
         }
         return call(loc.ptr(), argv);
@@ -422,7 +423,8 @@ unsafe fn spawn_at(
                 return spawn_at(interp, new_argv, rest, depth + 1, call);
             }
         }
-        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+        // issue 15: in the parent (posix_spawn): fallback only.
+        if let Err(e) = static_exec::prepare_in_parent(loc.ptr(), argv) {
             return e;
         }
         call(loc.ptr(), argv)
