@@ -684,3 +684,107 @@ mod tests {
         assert_eq!(got, b"/abc/defgh");
     }
 }
+
+/// Which mode applies to programs that bypass libc on this machine, for `s3shim doctor`:
+/// `Ok(sentence)` when they are supervised, `Err(sentence)` when the fallback applies.
+pub fn mode() -> Result<String, String> {
+    if std::env::var(INTERCEPT_ENV)
+        .is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "no" | "false"))
+    {
+        return Err(format!(
+            "{INTERCEPT_ENV}={}",
+            std::env::var(INTERCEPT_ENV).unwrap_or_default()
+        ));
+    }
+    if let Some(scope) = yama_scope().filter(|s| *s >= 1) {
+        return Err(format!(
+            "Yama ptrace_scope is {scope}: the agent may not read the memory of programs it did not start"
+        ));
+    }
+    probe_filter()?;
+    Ok("seccomp user notification works here: static and Go programs are supervised (their folder is filled as they use it)".into())
+}
+
+/// The shim's switch (`crates/shim/src/intercept.rs`).
+pub const INTERCEPT_ENV: &str = "S3SHIM_INTERCEPT";
+
+/// `/proc/sys/kernel/yama/ptrace_scope`, when Yama is there.
+pub fn yama_scope() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Installs a listener filter in a throw-away child (what the shim does before exec).
+fn probe_filter() -> Result<(), String> {
+    // SAFETY: the child only makes raw system calls and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("cannot fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let mut ins = [libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        }];
+        let prog = libc::sock_fprog {
+            len: 1,
+            filter: ins.as_mut_ptr(),
+        };
+        // SAFETY: raw calls on this child only.
+        unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            let r = libc::syscall(
+                libc::SYS_seccomp,
+                1,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog,
+            );
+            let code = if r >= 0 { 0 } else { *libc::__errno_location() };
+            libc::_exit(code);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        libc::EINVAL => Err("this kernel has no seccomp user notification (Linux 5.0+)".into()),
+        libc::ENOSYS => Err("this kernel has no seccomp".into()),
+        e => Err(format!(
+            "a seccomp filter cannot be installed here ({}); a container profile may forbid seccomp()",
+            io::Error::from_raw_os_error(e)
+        )),
+    }
+}
+
+/// What `run` would do with the mount path, for `s3shim doctor` (nothing is created).
+pub fn mount_link_status(mount: &Path, tree: &Path) -> Result<String, String> {
+    match std::fs::symlink_metadata(mount) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let t = std::fs::read_link(mount).unwrap_or_default();
+            if t == tree {
+                Ok(format!("{} is a symlink to the cache tree", mount.display()))
+            } else if !t.exists() {
+                Ok(format!("{} is a dangling symlink; `s3shim run` points it at the cache tree", mount.display()))
+            } else {
+                Err(format!("{} is a symlink to {}: programs that bypass libc cannot use absolute paths in the folder", mount.display(), t.display()))
+            }
+        }
+        Ok(_) => Err(format!("{} exists: programs that bypass libc see it, not the folder, for absolute paths (relative ones work)", mount.display())),
+        Err(_) => {
+            let parent = mount.parent().unwrap_or(Path::new("/"));
+            let c = CString::new(parent.as_os_str().as_bytes()).unwrap_or_default();
+            // SAFETY: valid C string.
+            if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+                Ok(format!("`s3shim run` makes {} a symlink to the cache tree while it runs (for programs that bypass libc)", mount.display()))
+            } else {
+                Err(format!("{} cannot be created ({} is not writable): programs that bypass libc cannot use absolute paths in the folder", mount.display(), parent.display()))
+            }
+        }
+    }
+}

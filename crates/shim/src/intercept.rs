@@ -135,6 +135,11 @@ pub fn supervise() -> Result<Supervised, c_int> {
     if disabled() {
         return Ok(Supervised::No("S3SHIM_INTERCEPT=0"));
     }
+    if yama_restricts() {
+        return Ok(Supervised::No(
+            "Yama ptrace_scope is 1 or more: the agent may not read the memory of programs it did not start",
+        ));
+    }
     // The request first: an agent that cannot be reached means no filter at all.
     let Ok(conn) = agent::send(Op::Supervise, b"") else {
         return Ok(Supervised::No("the agent cannot be reached"));
@@ -170,6 +175,20 @@ pub fn supervise() -> Result<Supervised, c_int> {
         // (the exec first) fail with ENOSYS. Fail the exec with a clearer error.
         Err(libc::EIO)
     }
+}
+
+/// Whether Yama (`ptrace_scope` >= 1) keeps the agent, not an ancestor, from reading
+/// the memory of the program's children (`PR_SET_PTRACER` covers only the program).
+fn yama_restricts() -> bool {
+    let Ok(fd) = rustix::fs::open(
+        c"/proc/sys/kernel/yama/ptrace_scope",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    let mut b = [0u8; 4];
+    matches!(rustix::io::read(&fd, &mut b), Ok(n) if n > 0 && b[0] != b'0')
 }
 
 /// Sends the listener with the mount path (so the agent recognises absolute mount paths).
