@@ -621,70 +621,6 @@ pub fn unlink_mount(mount: &Path, tree: &Path) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn open_flags_decide_what_is_needed() {
-        assert_eq!(open_want(libc::O_RDONLY as u64), Want::Bytes);
-        assert_eq!(
-            open_want((libc::O_WRONLY | libc::O_APPEND) as u64),
-            Want::Bytes
-        );
-        assert_eq!(
-            open_want((libc::O_WRONLY | libc::O_TRUNC) as u64),
-            Want::Replace
-        );
-        // O_RDONLY|O_TRUNC is unspecified: fetch (never loses bytes).
-        assert_eq!(
-            open_want((libc::O_RDONLY | libc::O_TRUNC) as u64),
-            Want::Bytes
-        );
-        assert_eq!(
-            open_want((libc::O_PATH | libc::O_DIRECTORY) as u64),
-            Want::Dir
-        );
-    }
-
-    #[test]
-    fn path_arguments_by_call() {
-        let a = [libc::AT_FDCWD as u64, 0x1000, 0, 0x2000, 0, 0];
-        let none = |_| None;
-        let [p, q] = path_args(libc::SYS_renameat2, &a, none);
-        let (p, q) = (p.unwrap(), q.unwrap());
-        assert_eq!((p.dirfd, p.addr, p.want), (None, 0x1000, Want::Entry));
-        assert_eq!((q.dirfd, q.addr, q.want), (Some(0), 0x2000, Want::Dir));
-        let [p, _] = path_args(libc::SYS_openat2, &[3, 0x10, 0x20, 24, 0, 0], |_| {
-            Some((libc::O_WRONLY | libc::O_TRUNC) as u64)
-        });
-        assert_eq!(p.unwrap().want, Want::Replace);
-        assert_eq!(p.unwrap().dirfd, Some(3));
-        assert!(path_args(libc::SYS_read, &a, none)[0].is_none());
-    }
-
-    #[test]
-    fn lexical_normalisation() {
-        assert_eq!(
-            normalize(Path::new("/a/./b//c/../d")),
-            PathBuf::from("/a/b/d")
-        );
-        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
-    }
-
-    #[test]
-    fn reads_a_string_across_a_page_boundary() {
-        // Our own memory: a string that starts 3 bytes before a page ends.
-        let mut page = vec![0u8; 3 * 4096];
-        let base = page.as_ptr() as usize;
-        let start = (base / 4096 + 2) * 4096 - 3;
-        let off = start - base;
-        page[off..off + 11].copy_from_slice(b"/abc/defgh\0");
-        let got = read_cstr(std::process::id() as i32, start as u64).unwrap();
-        assert_eq!(got, b"/abc/defgh");
-    }
-}
-
 /// Which mode applies to programs that bypass libc on this machine, for `s3shim doctor`:
 /// `Ok(sentence)` when they are supervised, `Err(sentence)` when the fallback applies.
 pub fn mode() -> Result<String, String> {
@@ -786,5 +722,69 @@ pub fn mount_link_status(mount: &Path, tree: &Path) -> Result<String, String> {
                 Err(format!("{} cannot be created ({} is not writable): programs that bypass libc cannot use absolute paths in the folder", mount.display(), parent.display()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_flags_decide_what_is_needed() {
+        assert_eq!(open_want(libc::O_RDONLY as u64), Want::Bytes);
+        assert_eq!(
+            open_want((libc::O_WRONLY | libc::O_APPEND) as u64),
+            Want::Bytes
+        );
+        assert_eq!(
+            open_want((libc::O_WRONLY | libc::O_TRUNC) as u64),
+            Want::Replace
+        );
+        // O_RDONLY|O_TRUNC is unspecified: fetch (never loses bytes).
+        assert_eq!(
+            open_want((libc::O_RDONLY | libc::O_TRUNC) as u64),
+            Want::Bytes
+        );
+        assert_eq!(
+            open_want((libc::O_PATH | libc::O_DIRECTORY) as u64),
+            Want::Dir
+        );
+    }
+
+    #[test]
+    fn path_arguments_by_call() {
+        let a = [libc::AT_FDCWD as u64, 0x1000, 0, 0x2000, 0, 0];
+        let none = |_| None;
+        let [p, q] = path_args(libc::SYS_renameat2, &a, none);
+        let (p, q) = (p.unwrap(), q.unwrap());
+        assert_eq!((p.dirfd, p.addr, p.want), (None, 0x1000, Want::Entry));
+        assert_eq!((q.dirfd, q.addr, q.want), (Some(0), 0x2000, Want::Dir));
+        let [p, _] = path_args(libc::SYS_openat2, &[3, 0x10, 0x20, 24, 0, 0], |_| {
+            Some((libc::O_WRONLY | libc::O_TRUNC) as u64)
+        });
+        assert_eq!(p.unwrap().want, Want::Replace);
+        assert_eq!(p.unwrap().dirfd, Some(3));
+        assert!(path_args(libc::SYS_read, &a, none)[0].is_none());
+    }
+
+    #[test]
+    fn lexical_normalisation() {
+        assert_eq!(
+            normalize(Path::new("/a/./b//c/../d")),
+            PathBuf::from("/a/b/d")
+        );
+        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn reads_a_string_across_a_page_boundary() {
+        // Our own memory: a string that starts 3 bytes before a page ends.
+        let mut page = vec![0u8; 3 * 4096];
+        let base = page.as_ptr() as usize;
+        let start = (base / 4096 + 2) * 4096 - 3;
+        let off = start - base;
+        page[off..off + 11].copy_from_slice(b"/abc/defgh\0");
+        let got = read_cstr(std::process::id() as i32, start as u64).unwrap();
+        assert_eq!(got, b"/abc/defgh");
     }
 }
