@@ -237,7 +237,17 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// Runs the command under the shim and returns its exit code (128+N for signal N).
 fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<i32> {
     let (prog, args) = command.split_first().context("no command given")?;
-    let mut cmd = Command::new(prog);
+    // issue 15: a static or Go command is exec'd by a shell the shim is in, whose exec
+    // hook puts it under the agent's supervision (run itself has no shim).
+    let bypassing = crate::agent::supervise::find_program(prog)
+        .is_some_and(|p| crate::agent::supervise::bypasses_libc(&p));
+    let mut cmd = if bypassing {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("exec \"$0\" \"$@\"").arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    };
     cmd.args(args)
         .env(
             "LD_PRELOAD",

@@ -379,3 +379,73 @@ echo after > {m}/many/after.txt
         b"after\n"
     );
 }
+
+/// Where interception is off (`S3SHIM_INTERCEPT=0`, as on a kernel or profile without
+/// it), a static program still never reads zeros: the folder it names is made local
+/// before it starts, and one line on stderr names it.
+#[test]
+fn fallback_makes_the_folder_local_before_exec_and_warns() {
+    let helpers = tempfile::tempdir().unwrap();
+    let prog = helpers.path().join("bypass-io");
+    compile_static("io.c", &prog);
+    let s3 = S3Server::start();
+    seed_bucket(&s3);
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("mount");
+    let m = mount.to_str().unwrap();
+    let ws = Workspace::new(&s3, PREFIX, m);
+    let mut c = ws.command("c", &["bash", "-c", &format!("{} {m}", prog.display())]);
+    c.env("S3SHIM_INTERCEPT", "0");
+    let out = timed_output(c, 300);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    holds(
+        &stdout,
+        &[
+            "abs: 11 [alpha file",
+            "sub/b.txt: 17 [beta file in sub",
+            "entry c.txt",
+        ],
+    );
+    let warning = format!(
+        "s3shim: {} is a static program the shim cannot enter and cannot be supervised (S3SHIM_INTERCEPT=0): the folder it uses is made local before it starts",
+        prog.display()
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| *l == warning).count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// `s3shim run PROGRAM` with a static program as the command itself: it is supervised
+/// too (started through a shell the shim is in).
+#[test]
+fn a_static_command_given_to_run_is_supervised() {
+    let helpers = tempfile::tempdir().unwrap();
+    let prog = helpers.path().join("bypass-io");
+    compile_static("io.c", &prog);
+    let s3 = S3Server::start();
+    seed_bucket(&s3);
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("mount");
+    let m = mount.to_str().unwrap();
+    let ws = Workspace::new(&s3, PREFIX, m);
+    let out = timed_output(ws.command("c", &[prog.to_str().unwrap(), m]), 300);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    holds(
+        &stdout,
+        &["abs: 11 [alpha file", "entry b.txt", "stat new.txt 0 17"],
+    );
+    assert_eq!(
+        s3.get(&format!("{PREFIX}cdir/sub/new2.txt")).unwrap(),
+        b"written absolute\n"
+    );
+}

@@ -725,6 +725,48 @@ pub fn mount_link_status(mount: &Path, tree: &Path) -> Result<String, String> {
     }
 }
 
+/// Whether the program file at `path` bypasses libc (static: no `PT_INTERP`; or a Go
+/// binary: `.note.go.buildid`), so that `LD_PRELOAD` cannot see its system calls. `run`
+/// starts such a command through `/bin/sh -c 'exec ...'` so the shim in the shell
+/// supervises it (the same rule as for every exec in the tree).
+pub fn bypasses_libc(path: &Path) -> bool {
+    use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(&*data) else {
+        return false;
+    };
+    let Ok(endian) = header.endian() else {
+        return false;
+    };
+    let Ok(phdrs) = header.program_headers(endian, &*data) else {
+        return false;
+    };
+    let is_static = !phdrs
+        .iter()
+        .any(|p| p.p_type(endian) == object::elf::PT_INTERP);
+    let is_go = header.sections(endian, &*data).is_ok_and(|sections| {
+        sections.iter().any(|s| {
+            sections
+                .section_name(endian, s)
+                .is_ok_and(|n| n == b".note.go.buildid")
+        })
+    });
+    is_static || is_go
+}
+
+/// The program `run` would execute for `prog` (a name is looked up in `PATH`).
+pub fn find_program(prog: &OsStr) -> Option<PathBuf> {
+    if prog.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(prog));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,6 +807,17 @@ mod tests {
         assert_eq!(p.unwrap().want, Want::Replace);
         assert_eq!(p.unwrap().dirfd, Some(3));
         assert!(path_args(libc::SYS_read, &a, none)[0].is_none());
+    }
+
+    #[test]
+    fn programs_that_bypass_libc() {
+        assert!(bypasses_libc(Path::new("/sbin/ldconfig")), "static-pie");
+        assert!(!bypasses_libc(Path::new("/bin/true")));
+        assert!(
+            bypasses_libc(Path::new("/usr/lib/go/bin/go")),
+            "Debian's dynamic go (install golang-go)"
+        );
+        assert!(!bypasses_libc(Path::new("/etc/hostname")));
     }
 
     #[test]
