@@ -730,7 +730,7 @@ pub fn mount_link_status(mount: &Path, tree: &Path) -> Result<String, String> {
 /// starts such a command through `/bin/sh -c 'exec ...'` so the shim in the shell
 /// supervises it (the same rule as for every exec in the tree).
 pub fn bypasses_libc(path: &Path) -> bool {
-    use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+    use object::read::elf::{FileHeader, ProgramHeader};
     let Ok(data) = std::fs::read(path) else {
         return false;
     };
