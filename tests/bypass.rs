@@ -449,3 +449,17 @@ fn a_static_command_given_to_run_is_supervised() {
         b"written absolute\n"
     );
 }
+
+#[test]
+fn gopls_answers_definition_and_references_with_mount_paths() {
+    require("gopls", "version", "the Debian package gopls");
+    let helpers = tempfile::tempdir().unwrap();
+    let r = conform("gopls", helpers.path(), false);
+    holds(
+        &r.native,
+        &[
+            "@W@/gomod/util.go:6:6-11: defined here as func Shout(s string) string",
+            "@W@/gomod/main.go:17:39-44",
+        ],
+    );
+}
