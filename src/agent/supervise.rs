@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 /// Receives the listener fd (one byte with SCM_RIGHTS after the request frame) and
 /// starts serving it. Returns the errno for the reply.
-pub async fn accept(ctx: Arc<Ctx>, stream: &UnixStream) -> i32 {
+pub(crate) async fn accept(ctx: Arc<Ctx>, stream: &UnixStream) -> i32 {
     let (fd, mount) = match recv_fd(stream).await {
         Ok((fd, mount)) => (
             fd,
@@ -325,8 +325,9 @@ impl Supervisor {
             let mut err = 0;
             for (rel, want) in &work {
                 if let Err(e) = me.complete(rel, *want).await {
-                    warn!("supervise: {rel:?} for pid {pid}: {e:#}");
-                    err = libc::EIO;
+                    warn!("supervise: {rel:?} for pid {pid}: {e}");
+                    // The errno a libc program would get for the same failure.
+                    err = super::error::errno(&e);
                     break;
                 }
             }
@@ -336,7 +337,7 @@ impl Supervisor {
 
     /// Makes the cache complete for `rel` (a few rounds: a lookup may reveal a
     /// directory to list or a placeholder to fetch).
-    async fn complete(&self, rel: &str, want: Want) -> anyhow::Result<()> {
+    async fn complete(&self, rel: &str, want: Want) -> super::error::Result<()> {
         for _ in 0..3 {
             match self.need(rel, want) {
                 Need::Nothing => return Ok(()),
