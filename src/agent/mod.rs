@@ -667,7 +667,7 @@ impl Server {
                     (libc::EIO, text)
                 };
             }
-            Op::Status => return (0, self.status().await),
+            Op::Status => return (0, self.status(rel).await),
             Op::Session | Op::Supervise => unreachable!("handled by the caller"),
         };
         match r {

@@ -52,9 +52,11 @@ pub fn bypass_kind(real: &CStr) -> Option<Bypass> {
     if eh[4] != 2 || eh[5] != 1 {
         return None;
     }
-    let u16_at = |o: usize| u16::from_le_bytes([eh[o], eh[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(eh[32..40].try_into().ok()?);
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let u16_at = |o: usize| -> Option<usize> {
+        Some(u16::from_le_bytes(eh.get(o..o + 2)?.try_into().ok()?) as usize)
+    };
+    let phoff = u64::from_le_bytes(eh.get(32..40)?.try_into().ok()?);
+    let (phentsize, phnum) = (u16_at(54)?, u16_at(56)?);
     if phentsize < 56 || phnum == 0 || phnum > MAX_PHDRS {
         return None;
     }
@@ -64,13 +66,13 @@ pub fn bypass_kind(real: &CStr) -> Option<Bypass> {
     let mut has_interp = false;
     let mut go = false;
     for h in buf.get(..n)?.chunks_exact(phentsize) {
-        let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let ty = u32::from_le_bytes(h.get(..4)?.try_into().ok()?);
         if ty == PT_INTERP {
             has_interp = true;
         }
         if ty == PT_NOTE && !go {
-            let off = u64::from_le_bytes(h[8..16].try_into().ok()?);
-            let size = u64::from_le_bytes(h[32..40].try_into().ok()?);
+            let off = u64::from_le_bytes(h.get(8..16)?.try_into().ok()?);
+            let size = u64::from_le_bytes(h.get(32..40)?.try_into().ok()?);
             go = has_go_note(&fd, off, size);
         }
     }
@@ -87,10 +89,13 @@ pub fn bypass_kind(real: &CStr) -> Option<Bypass> {
 fn has_go_note(fd: &OwnedFd, off: u64, size: u64) -> bool {
     let mut notes = [0u8; 512];
     let want = (size as usize).min(notes.len());
-    let Ok(n) = rustix::io::pread(fd, &mut notes[..want], off) else {
+    let Some(buf) = notes.get_mut(..want) else {
         return false;
     };
-    let notes = &notes[..n];
+    let Ok(n) = rustix::io::pread(fd, buf, off) else {
+        return false;
+    };
+    let notes = notes.get(..n).unwrap_or(&[]);
     let mut at = 0usize;
     let u32_at = |o: usize| -> Option<u32> {
         Some(u32::from_le_bytes(notes.get(o..o + 4)?.try_into().ok()?))
@@ -311,6 +316,7 @@ const BPF_JEQ_K: u16 = 0x15;
 const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
 const MAX_INSNS: usize = 8 + 64;
+const _: () = assert!(TRAPPED.len() + 8 <= MAX_INSNS);
 
 /// Builds the filter: other architectures (ia32 compat) and x32 pass, the [`TRAPPED`]
 /// numbers go to the listener, everything else passes. Returns the length used.
@@ -320,8 +326,12 @@ pub fn build_filter(out: &mut [libc::sock_filter; MAX_INSNS]) -> usize {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut n = 0;
     let mut put = |i| {
-        out[n] = i;
-        n += 1;
+        // Never full: MAX_INSNS covers the fixed part and every trapped number (checked
+        // at compile time below).
+        if let Some(slot) = out.get_mut(n) {
+            *slot = i;
+            n += 1;
+        }
     };
     put(ins(BPF_LD_W_ABS, 0, 0, 4)); // seccomp_data.arch
     put(ins(BPF_JEQ_K, 1, 0, AUDIT_ARCH));
@@ -430,17 +440,19 @@ pub fn user_notif_available() -> bool {
 /// Writes one line to stderr (raw write, no lock): the fallback warning.
 pub fn warn(parts: &[&[u8]]) {
     let mut line = [0u8; 1024];
-    let mut w = crate::sys::Writer::new(&mut line);
+    let mut w = crate::buf::Writer::new(&mut line);
     for p in parts {
         if w.put(p).is_none() {
             break;
         }
     }
     let n = w.len.min(line.len() - 1);
-    line[n] = b'\n';
+    if let Some(end) = line.get_mut(n) {
+        *end = b'\n';
+    }
     // SAFETY: fd 2 is borrowed for one write.
     let err = unsafe { rustix::fd::BorrowedFd::borrow_raw(2) };
-    let _ = rustix::io::write(err, &line[..=n]);
+    let _ = rustix::io::write(err, line.get(..=n).unwrap_or(&[]));
 }
 
 #[cfg(target_arch = "x86_64")]
