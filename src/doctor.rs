@@ -64,6 +64,23 @@ pub fn doctor(settings: &Settings) -> i32 {
         ),
     );
     r.line("glibc", glibc_check());
+    // issue 15: how programs that bypass libc (static, Go) see the folder.
+    r.line(
+        "intercept",
+        match crate::agent::supervise::mode() {
+            Ok(t) => Outcome::Pass(t),
+            Err(why) => Outcome::Skip(format!(
+                "fallback: {why}; a static or Go program gets the folder it names made local before it starts, with a warning"
+            )),
+        },
+    );
+    r.line(
+        "mount link",
+        match crate::agent::supervise::mount_link_status(&settings.mount, &settings.tree()) {
+            Ok(t) => Outcome::Pass(t),
+            Err(t) => Outcome::Skip(t),
+        },
+    );
     let mut out = std::io::stdout();
     if r.failed > 0 {
         let _ = writeln!(

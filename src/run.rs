@@ -35,8 +35,16 @@ pub const CREDENTIAL_ENV: [&str; 4] = [
 pub fn run(settings: &Settings, command: &[OsString], summary: bool) -> Result<i32> {
     let lib = find_lib()?;
     let (session, agent_pid) = connect_or_start(settings)?;
-    let status = run_command(settings, &lib, command)?;
+    // issue 15: programs the shim cannot enter (static, Go) resolve absolute mount paths
+    // through the kernel, so the mount path is made a link to the tree where it can be.
+    let tree = settings.tree();
+    let link = crate::agent::supervise::link_mount(&settings.mount, &tree);
+    let status = run_command(settings, &lib, command);
     wait_for_orphans(agent_pid, ORPHAN_GRACE);
+    if link == crate::agent::supervise::MountLink::Created {
+        crate::agent::supervise::unlink_mount(&settings.mount, &tree);
+    }
+    let status = status?;
     let draining = Instant::now();
     let (errno, report) =
         client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;
@@ -229,7 +237,17 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// Runs the command under the shim and returns its exit code (128+N for signal N).
 fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<i32> {
     let (prog, args) = command.split_first().context("no command given")?;
-    let mut cmd = Command::new(prog);
+    // issue 15: a static or Go command is exec'd by a shell the shim is in, whose exec
+    // hook puts it under the agent's supervision (run itself has no shim).
+    let bypassing = crate::agent::supervise::find_program(prog)
+        .is_some_and(|p| crate::agent::supervise::bypasses_libc(&p));
+    let mut cmd = if bypassing {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("exec \"$0\" \"$@\"").arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    };
     cmd.args(args)
         .env(
             "LD_PRELOAD",

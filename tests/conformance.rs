@@ -417,3 +417,18 @@ fn prefetch_makes_a_cold_subtree_local() {
         "a file outside the prefetched paths stays a placeholder"
     );
 }
+
+/// `file/../file`, `file/.` and `file/` are ENOTDIR as on a local disk (issue 15).
+#[test]
+fn dotdot_after_a_file_is_not_a_directory() {
+    let out = conform("notdir", &[]);
+    holds(
+        &out,
+        &[
+            "failed: cat: @W@/seed/readme.txt/../readme.txt: Not a directory",
+            "failed: cat: readme.txt/../readme.txt: Not a directory",
+            "failed: cat: src/util.h/../util.h: Not a directory",
+            "ok: hello seed",
+        ],
+    );
+}

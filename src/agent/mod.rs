@@ -18,6 +18,7 @@ pub(crate) mod remote;
 pub(crate) mod revalidate;
 pub(crate) mod s3;
 mod status;
+pub mod supervise;
 pub(crate) mod sync;
 pub(crate) mod watch;
 
@@ -611,6 +612,14 @@ impl Server {
                 self.session(stream).await;
                 return;
             }
+            // issue 15: the listener fd of a program to supervise follows the frame.
+            if op == Op::Supervise {
+                let errno = supervise::accept(self.ctx.clone(), &stream).await;
+                if reply(&mut stream, errno, b"").await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let (errno, payload) = self.handle(op, &rel).await;
             if reply(&mut stream, errno, payload.as_bytes()).await.is_err() {
                 return;
@@ -659,7 +668,7 @@ impl Server {
                 };
             }
             Op::Status => return (0, self.status(rel).await),
-            Op::Session => unreachable!("sessions are handled by the caller"),
+            Op::Session | Op::Supervise => unreachable!("handled by the caller"),
         };
         match r {
             Ok(()) => (0, String::new()),

@@ -91,6 +91,7 @@ pub mod errno;
 pub mod fdtable;
 pub mod hooks;
 pub mod hydrate;
+pub mod intercept;
 pub mod loc;
 pub mod marker;
 pub mod owner;
