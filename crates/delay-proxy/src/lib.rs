@@ -9,6 +9,9 @@
 //! leaves once the link has sent the chunks before it (a serialisation delay of
 //! bytes ÷ bandwidth), then travels for the delay.
 
+pub mod count;
+
+use count::{Counts, RequestParser};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,13 +51,20 @@ impl Link {
 }
 
 /// Serves `listener` until the task is dropped, forwarding every connection to `upstream`.
-pub async fn serve(listener: TcpListener, upstream: SocketAddr, shape: Shape) {
+/// `counts` (when given) gets every request counted by kind.
+pub async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    shape: Shape,
+    counts: Option<Arc<Counts>>,
+) {
     let links = Arc::new((Link::default(), Link::default()));
     loop {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
         let links = links.clone();
+        let counts = counts.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return; // the client sees its connection closed, as with a dead endpoint
@@ -63,8 +73,8 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr, shape: Shape) {
             let _ = server.set_nodelay(true);
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            let up = pump(cr, sw, shape, links.clone(), true);
-            let down = pump(sr, cw, shape, links, false);
+            let up = pump(cr, sw, shape, links.clone(), true, counts.clone());
+            let down = pump(sr, cw, shape, links, false, counts);
             tokio::join!(up, down);
         });
     }
@@ -85,16 +95,24 @@ async fn pump(
     shape: Shape,
     links: Arc<(Link, Link)>,
     upstream_direction: bool,
+    counts: Option<Arc<Counts>>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 << 10];
+        let mut parser = RequestParser::default();
         loop {
             let n = from.read(&mut buf).await.unwrap_or(0);
             let now = Instant::now();
             if n == 0 {
                 let _ = tx.send(Item::End(now + shape.one_way));
                 return;
+            }
+            if let Some(c) = &counts {
+                c.bytes(upstream_direction, n);
+                if upstream_direction {
+                    parser.feed(&buf[..n], c);
+                }
             }
             let link = if upstream_direction {
                 &links.0

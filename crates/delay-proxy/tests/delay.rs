@@ -39,7 +39,7 @@ async fn line_server(barrier: Option<Arc<Barrier>>) -> SocketAddr {
 async fn proxy(upstream: SocketAddr, shape: Shape) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(serve(l, upstream, shape));
+    tokio::spawn(serve(l, upstream, shape, None));
     addr
 }
 
