@@ -83,3 +83,53 @@ fn a_file_written_and_uploaded_is_read_back_without_a_get() {
         "read back from S3 by a new agent"
     );
 }
+
+#[test]
+fn a_walk_of_a_cold_tree_lists_it_once_and_reads_each_file_in_one_request() {
+    let s3 = S3Server::start();
+    let proxy = Proxy::start(&s3.endpoint);
+    let mut ws = Workspace::new(&s3, "walk/", "/walkws");
+    ws.endpoint = proxy.endpoint.clone();
+    let dirs = ["src", "src/a", "src/a/deep", "src/b", "docs", "docs/img"];
+    let mut expected = String::new();
+    let mut files = Vec::new();
+    for d in dirs {
+        for i in 0..4 {
+            let rel = format!("{d}/f{i}.txt");
+            s3.put(
+                &format!("walk/{rel}"),
+                format!("content of {rel}\n").as_bytes(),
+            );
+            files.push(rel);
+        }
+    }
+    files.sort();
+    for f in &files {
+        expected += &format!("content of {f}\n");
+    }
+    // `ls -R` enters every directory (opendir), then `find` walks it again (fts) and
+    // every file is read.
+    let mut c = ws.command(
+        "c",
+        &[
+            "bash",
+            "-c",
+            "ls -R /walkws > /dev/null && cd /walkws && find . -type f | sort | xargs cat",
+        ],
+    );
+    c.env("S3SHIM_POLL_INTERVAL", "0");
+    let out = timed_output(c, 300);
+    assert_success(&out, "the walk");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let seen = proxy.seen();
+    assert_eq!(
+        proxy.count("GET", &format!("/{BUCKET}/")),
+        1,
+        "one flat listing for the whole walk: {seen:?}"
+    );
+    for f in &files {
+        let key = format!("/{BUCKET}/walk/{f}");
+        assert_eq!(proxy.count("GET", &key), 1, "{f}: one GET: {seen:?}");
+        assert_eq!(proxy.count("HEAD", &key), 0, "{f}: no HEAD: {seen:?}");
+    }
+}

@@ -175,7 +175,7 @@ impl S3 {
             .body
             .collect()
             .await
-            .map_err(|e| anyhow!("downloading {key}: {e}"))?
+            .map_err(|e| other!("downloading {key}: {e}"))?
             .into_bytes()
             .to_vec();
         self.downloaded_objects
