@@ -53,6 +53,12 @@ pub struct WorkspaceArgs {
     /// Size (bytes) of each ranged GET.
     #[arg(long, env = "S3SHIM_RANGED_GET_PART", default_value_t = 8 << 20)]
     pub ranged_get_part: u64,
+
+    /// Files up to this size (bytes) are fetched whole when their directory is listed, in
+    /// the GET that replaces the HEAD for their metadata (0: every file is a placeholder
+    /// until read).
+    #[arg(long, env = "S3SHIM_EAGER_GET_MAX", default_value_t = 64 << 10)]
+    pub eager_get_max: u64,
 }
 
 /// Where the objects are.
@@ -88,6 +94,8 @@ pub struct Downloads {
     /// Objects at least this large are fetched as parallel ranged GETs.
     pub ranged_threshold: u64,
     pub part_size: u64,
+    /// Files up to this size are fetched whole when their directory is listed.
+    pub eager_max: u64,
 }
 
 impl Settings {
@@ -172,6 +180,7 @@ impl Settings {
             downloads: Downloads {
                 ranged_threshold: args.ranged_get_threshold,
                 part_size: args.ranged_get_part,
+                eager_max: args.eager_get_max,
             },
         })
     }
@@ -213,6 +222,8 @@ impl Settings {
             self.downloads.ranged_threshold.to_string(),
             "--ranged-get-part".into(),
             self.downloads.part_size.to_string(),
+            "--eager-get-max".into(),
+            self.downloads.eager_max.to_string(),
         ];
         if self.allow_http {
             a.push("--allow-http".into());

@@ -71,6 +71,8 @@ pub(crate) struct Ctx {
     local_only: ignore::LocalOnly,
     /// Sibling prefetch (`S3SHIM_PREFETCH=0` turns it off).
     prefetch: Option<prefetch::Prefetch>,
+    /// Directory listings learnt from a flat listing of a subtree, not used yet.
+    listings: hydrate::Listings,
 }
 
 impl Ctx {
@@ -317,6 +319,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         downloads: settings.downloads,
         local_only: ignore::LocalOnly::new(tree),
         prefetch: prefetch::Prefetch::from_env(),
+        listings: Default::default(),
     });
     // A warm cache from an earlier agent is brought up to date before anything watches
     // or uses it.
@@ -737,6 +740,7 @@ pub(crate) mod testkit {
             tmp_seq: AtomicU64::new(0),
             downloads,
             prefetch: Some(prefetch::Prefetch::default()),
+            listings: Default::default(),
         });
         Kit {
             ctx,
@@ -765,5 +769,11 @@ pub(crate) mod testkit {
     pub const DEFAULT_DOWNLOADS: Downloads = Downloads {
         ranged_threshold: 32 << 20,
         part_size: 8 << 20,
+        eager_max: 64 << 10,
+    };
+    /// Every listed file a placeholder until read (tests of what placeholders do).
+    pub const LAZY_DOWNLOADS: Downloads = Downloads {
+        eager_max: 0,
+        ..DEFAULT_DOWNLOADS
     };
 }
