@@ -235,6 +235,64 @@ impl Settings {
     }
 }
 
+/// Makes `cache` a directory no other user can enter: created 0700 (parents too, when
+/// missing), and an existing one that lets others in is tightened to 0700. The tree's own
+/// modes stay as programs set them; the cache root is the door. `Ok(Some(sentence))` says
+/// that an existing cache was tightened; a cache owned by another user is refused.
+pub fn make_private(cache: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let md = match std::fs::symlink_metadata(cache) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(cache)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create {} ({e}); pass a writable --cache or fix its permissions",
+                        cache.display()
+                    )
+                })?;
+            // A cache made by a concurrent `run` may have beaten us to it: check it too.
+            std::fs::symlink_metadata(cache)?
+        }
+        Err(e) => bail!(
+            "cannot read {} ({e}); pass another --cache",
+            cache.display()
+        ),
+    };
+    if !md.is_dir() {
+        bail!(
+            "the cache {} is not a directory; pass a directory (or a path to create) to --cache",
+            cache.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me {
+        bail!(
+            "the cache {} belongs to uid {}, not to you (uid {me}); pass a --cache of your own",
+            cache.display(),
+            md.uid()
+        );
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        anyhow::anyhow!(
+            "the cache {} is open to other users (mode {mode:04o}) and cannot be made private ({e}); pass another --cache",
+            cache.display()
+        )
+    })?;
+    Ok(Some(format!(
+        "the cache {} was open to other users (mode {mode:04o}); made it 0700 so only you can read the workspace through it",
+        cache.display()
+    )))
+}
+
 /// The agent socket of a cache: inside the cache when the path fits in a `sockaddr_un`,
 /// else a per-user directory under /tmp named by a hash of the cache path.
 pub fn socket_path_for(cache: &Path) -> PathBuf {
@@ -369,6 +427,26 @@ mod tests {
         let long = socket_path_for(&PathBuf::from(format!("/tmp/{}", "x".repeat(120))));
         assert!(long.as_os_str().len() <= layout::SOCKET_PATH_MAX);
         assert!(long.starts_with("/tmp"));
+    }
+
+    #[test]
+    fn caches_are_made_private_and_loose_ones_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("a/b/cache");
+        assert_eq!(make_private(&fresh).unwrap(), None);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&fresh), 0o700);
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let said = make_private(&fresh).unwrap().unwrap();
+        assert!(
+            said.contains("mode 0755") && said.contains("0700"),
+            "{said}"
+        );
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(make_private(&fresh).unwrap(), None);
+        std::fs::write(dir.path().join("f"), "").unwrap();
+        assert!(make_private(&dir.path().join("f")).is_err());
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub fn find_lib() -> Result<PathBuf> {
 /// stream keeps the agent alive until it is dropped; the pid is the agent's when this
 /// `run` started it.
 fn connect_or_start(settings: &Settings) -> Result<(UnixStream, Option<u32>)> {
+    if let Some(sentence) = crate::config::make_private(&settings.cache)? {
+        eprintln!("s3shim: {sentence}");
+    }
     let state = settings.state_dir();
     std::fs::create_dir_all(&state).map_err(|e| {
         anyhow::anyhow!(

@@ -30,7 +30,7 @@ use s3shim_protocol::{layout, names};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -337,7 +337,12 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
 }
 
 pub async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
-    std::fs::create_dir_all(data_dir).with_context(|| {
+    // The objects of the workspace: as private as the cache.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| {
         format!(
             "cannot create the embedded server's data directory {}; pass a writable --embedded-data",
             data_dir.display()
@@ -363,7 +368,10 @@ fn prepare_dirs(cache: &Path, state: &Path, tmp: &Path) -> std::result::Result<(
             p.display()
         )
     };
-    std::fs::create_dir_all(cache).map_err(|e| fix(cache, e))?;
+    // `run` did this already (and said so); an agent started by hand must not open it.
+    if let Some(sentence) = crate::config::make_private(cache).map_err(|e| format!("{e:#}"))? {
+        eprintln!("{sentence}");
+    }
     std::fs::create_dir_all(tmp).map_err(|e| fix(tmp, e))?;
     // The socket and the index are the user's alone.
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
