@@ -41,6 +41,12 @@ pub struct WorkspaceArgs {
     #[arg(long, env = "S3SHIM_ALLOW_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_http: bool,
 
+    /// Use a cache made for another workspace (another endpoint, bucket, prefix or
+    /// embedded data directory) for this one: its tree is set aside in the cache
+    /// directory, never uploaded anywhere, and this workspace starts from S3.
+    #[arg(long, env = "S3SHIM_ADOPT_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub adopt_cache: bool,
+
     /// Seconds between checks for changes other writers made in S3 to directories
     /// already listed here (0 turns the check off).
     #[arg(long, env = "S3SHIM_POLL_INTERVAL", default_value_t = 5.0)]
@@ -77,6 +83,8 @@ pub struct Settings {
     /// Absolute.
     pub cache: PathBuf,
     pub allow_http: bool,
+    /// The cache may be taken over from another workspace (`--adopt-cache`).
+    pub adopt_cache: bool,
     /// `None`: remote changes are not looked for.
     pub poll_interval: Option<std::time::Duration>,
     pub downloads: Downloads,
@@ -168,6 +176,7 @@ impl Settings {
             mount,
             cache,
             allow_http: args.allow_http,
+            adopt_cache: args.adopt_cache,
             poll_interval,
             downloads: Downloads {
                 ranged_threshold: args.ranged_get_threshold,
@@ -180,6 +189,25 @@ impl Settings {
         match &self.remote {
             Remote::External { bucket, .. } => bucket,
             Remote::Embedded { .. } => EMBEDDED_BUCKET,
+        }
+    }
+
+    /// The workspace a cache serves, as recorded in it and shown to people: where the
+    /// objects are (endpoint, or the embedded server's data directory), bucket, prefix.
+    pub fn workspace_desc(&self) -> String {
+        match &self.remote {
+            Remote::External { endpoint, bucket } => {
+                // Parsed and printed back, so `http://h:1` and `http://h:1/` are one.
+                let at = endpoint.as_deref().map_or("AWS".to_string(), |e| {
+                    url::Url::parse(e).map_or(e.to_string(), |u| u.to_string())
+                });
+                format!("s3://{bucket}/{} at {at}", self.key_prefix)
+            }
+            Remote::Embedded { data_dir } => format!(
+                "s3://{EMBEDDED_BUCKET}/{} of the embedded server over {}",
+                self.key_prefix,
+                data_dir.display()
+            ),
         }
     }
 
@@ -216,6 +244,9 @@ impl Settings {
         ];
         if self.allow_http {
             a.push("--allow-http".into());
+        }
+        if self.adopt_cache {
+            a.push("--adopt-cache".into());
         }
         match &self.remote {
             Remote::External { endpoint, bucket } => {

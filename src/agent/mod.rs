@@ -273,7 +273,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let (endpoint, keys, info, server) = match &settings.remote {
+    let (endpoint, keys, mut info, server) = match &settings.remote {
         Remote::External { endpoint, .. } => (endpoint.clone(), None, String::new(), None),
         Remote::Embedded { data_dir } => {
             let (server, keys) = start_embedded(data_dir).await?;
@@ -290,6 +290,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     // After the check: with no credentials at all, the chain is not walked twice.
     redact::add_secrets(s3.credential_secrets().await);
     let index = index::Index::open(&settings.state_dir().join(layout::INDEX_NAME))?;
+    let adopted = claim_cache(settings, tree, &index)?;
     s3.set_writer(index.writer_id()?);
     if !tree.exists() {
         std::fs::create_dir(tree).with_context(|| format!("creating {}", tree.display()))?;
@@ -299,6 +300,13 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
                 source_prefix: &settings.key_prefix,
             },
         )?;
+    }
+    if let Some(sentence) = adopted {
+        info!("{sentence}");
+        if !info.is_empty() {
+            info.push_str("; ");
+        }
+        info.push_str(&sentence);
     }
     let queue = Arc::new(queue::Queue::default());
     let ctx = Arc::new(Ctx {
@@ -334,6 +342,47 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         settings.cache.display()
     );
     Ok((ctx, watch, listener, info, server))
+}
+
+/// Makes sure the cache serves this workspace, so nothing of one workspace is ever
+/// uploaded to another: a cache records the workspace it was made for, and one made for
+/// another is refused, unless `--adopt-cache` takes it over, setting its tree aside (kept
+/// in the cache directory, never uploaded) and forgetting its index. `Ok(Some(sentence))`
+/// says where an adopted tree went.
+fn claim_cache(settings: &Settings, tree: &Path, index: &index::Index) -> Result<Option<String>> {
+    let desc = settings.workspace_desc();
+    let recorded = match index.workspace()? {
+        // A new cache (or one older than this record): it is this workspace's from now on.
+        None => {
+            index.set_workspace(&desc)?;
+            return Ok(None);
+        }
+        Some(w) if w == desc => return Ok(None),
+        Some(w) => w,
+    };
+    if !settings.adopt_cache {
+        anyhow::bail!(
+            "the cache {} belongs to {recorded}, not to {desc}; run with that workspace's settings to upload what it holds, or pass another --cache, or --adopt-cache to set its tree aside (never uploaded) and use it for {desc}",
+            settings.cache.display()
+        );
+    }
+    let mut sentence = None;
+    if tree.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = settings.cache.join(format!("adopted-from-{secs}"));
+        std::fs::rename(tree, &aside)
+            .with_context(|| format!("setting {} aside as {}", tree.display(), aside.display()))?;
+        sentence = Some(format!(
+            "adopted the cache for {desc}: the tree it held for {recorded} is in {}, not uploaded anywhere",
+            aside.display()
+        ));
+    }
+    // Every row describes the old workspace's objects.
+    index.delete_subtree("")?;
+    index.set_workspace(&desc)?;
+    Ok(sentence)
 }
 
 pub async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
