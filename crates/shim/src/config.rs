@@ -10,7 +10,8 @@ use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicBool, Ordering};
 use s3shim_protocol::layout::{
-    ENV_CACHE, ENV_DISABLE, ENV_MOUNT, ENV_SOCKET, ENV_UV_IO_URING, SOCKET_PATH_MAX, TREE_DIR,
+    ENV_AGENT_WAIT, ENV_CACHE, ENV_DISABLE, ENV_MOUNT, ENV_SOCKET, ENV_UV_IO_URING,
+    SOCKET_PATH_MAX, TREE_DIR,
 };
 
 /// Room for every setting: each is at most a path (or the socket path) plus its `NAME=`.
@@ -306,6 +307,7 @@ pub unsafe fn init(envp: *const *const c_char) {
     if env_value(envp, ENV_DISABLE) == Some(b"1") {
         return;
     }
+    crate::agent::set_wait(env_value(envp, ENV_AGENT_WAIT));
     let mount = env_value(envp, ENV_MOUNT);
     let cache = env_value(envp, ENV_CACHE);
     let socket = env_value(envp, ENV_SOCKET);
