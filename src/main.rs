@@ -1,14 +1,8 @@
 //! `s3shim`: run programs on a folder whose true home is an S3 bucket.
 
-mod agent;
-mod client;
-mod config;
-mod doctor;
-mod prefetch;
-mod run;
-
 use clap::{Parser, Subcommand};
-use config::{Settings, WorkspaceArgs};
+use s3shim_agent::config::{Settings, WorkspaceArgs};
+use s3shim_agent::{agent, client, doctor, prefetch, run};
 use s3shim_protocol::wire::Op;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -109,6 +103,10 @@ enum Cmd {
         access_key: String,
         #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
         secret_key: String,
+        /// Refuse GETs of keys under this prefix with 403 AccessDenied while HEAD and
+        /// listings work (as S3 does for an SSE-KMS object the caller may not decrypt).
+        #[arg(long = "deny-read", value_name = "KEY_PREFIX")]
+        deny_read: Vec<String>,
     },
     /// The per-cache agent (started by `run`).
     #[command(hide = true)]
@@ -125,7 +123,7 @@ fn main() -> ExitCode {
             ws,
             summary,
             command,
-        } => with_settings(&ws, |s| run::run(s, &command, summary)),
+        } => with_settings(&ws, |s| run(s, &command, summary)),
         Cmd::Flush { ws } => with_settings(&ws, |s| {
             let (errno, report) = client::request(&s.socket(), Op::Flush, "")?;
             if errno == 0 {
@@ -138,15 +136,13 @@ fn main() -> ExitCode {
             }
             Ok(1)
         }),
-        Cmd::Prefetch { ws, path } => {
-            with_settings(&ws, |s| prefetch::prefetch(s, path.as_deref()))
-        }
+        Cmd::Prefetch { ws, path } => with_settings(&ws, |s| prefetch(s, path.as_deref())),
         Cmd::Status { ws } => with_settings(&ws, |s| {
             let (_, text) = client::request(&s.socket(), Op::Status, "")?;
             print!("{}", client::render_status(&text));
             Ok(0)
         }),
-        Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor::doctor(s))),
+        Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor(s))),
         Cmd::Agent { ws } => match Settings::resolve(&ws) {
             Ok(s) => agent::main(s),
             Err(e) => {
@@ -160,7 +156,8 @@ fn main() -> ExitCode {
             buckets,
             access_key,
             secret_key,
-        } => serve_s3(data, listen, buckets, access_key, secret_key),
+            deny_read,
+        } => serve_s3(data, listen, buckets, access_key, secret_key, deny_read),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -181,6 +178,7 @@ fn serve_s3(
     buckets: Vec<String>,
     access_key: String,
     secret_key: String,
+    deny_read: Vec<String>,
 ) -> i32 {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -193,6 +191,7 @@ fn serve_s3(
         let mut cfg = s3shim_s3server::Config::new(data, access_key, secret_key);
         cfg.addr = listen;
         cfg.buckets = buckets;
+        cfg.deny_read = deny_read;
         let server = match s3shim_s3server::Server::start(cfg).await {
             Ok(s) => s,
             Err(e) => {

@@ -5,11 +5,11 @@
 //! listing, and a placeholder changed locally while its bytes were downloading keeps the
 //! local change (the download is discarded).
 
+use super::error::{other, Context, Result};
 use super::fsops;
 use super::ignore::IGNORE_FILE;
 use super::index::{Fingerprint, Kind, Row};
 use super::Ctx;
-use anyhow::{anyhow, Context, Result};
 use futures::{stream, StreamExt};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::meta;
@@ -413,7 +413,7 @@ impl Ctx {
         let copied = io::copy(&mut src, &mut dst)?;
         dst.set_len(copied)?;
         if copied != head.size {
-            return Err(anyhow!(
+            return Err(other!(
                 "{}: copied {copied} of {} bytes",
                 path.display(),
                 head.size

@@ -4,7 +4,7 @@
 //! no row is not known to be in S3, so a missing local file without a row is never
 //! deleted remotely, and a local file without a row is uploaded.
 
-use anyhow::{Context, Result};
+use super::error::{Context, Result};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;

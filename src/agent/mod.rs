@@ -6,22 +6,24 @@
 //! goes to `CACHE/.s3shim/agent.log`. It exits when the last `run` session closes (or on
 //! SIGTERM/SIGINT), after draining every pending upload.
 
-pub mod fsops;
-pub mod hydrate;
-pub mod ignore;
-pub mod index;
-pub mod prefetch;
-pub mod queue;
-pub mod redact;
-pub mod remote;
-pub mod revalidate;
-pub mod s3;
+pub mod error;
+pub(crate) mod fsops;
+pub(crate) mod hydrate;
+pub(crate) mod ignore;
+pub(crate) mod index;
+pub(crate) mod prefetch;
+pub(crate) mod queue;
+pub(crate) mod redact;
+pub(crate) mod remote;
+pub(crate) mod revalidate;
+pub(crate) mod s3;
 mod status;
-pub mod sync;
-pub mod watch;
+pub(crate) mod sync;
+pub(crate) mod watch;
 
 use crate::config::{Downloads, Remote, Settings, EMBEDDED_BUCKET};
-use anyhow::{anyhow, Context, Result};
+// Start-up is an edge: its failures are sentences for `run`, not errnos.
+use anyhow::{Context, Result};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use s3shim_protocol::marker::Marker;
@@ -52,7 +54,7 @@ fn first_session_timeout() -> Duration {
 }
 
 /// Shared state of the running agent.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub s3: s3::S3,
     pub index: index::Index,
     pub queue: Arc<queue::Queue>,
@@ -90,7 +92,7 @@ impl Ctx {
     }
 }
 
-type SharedResult = Shared<BoxFuture<'static, std::result::Result<(), Arc<String>>>>;
+type SharedResult = Shared<BoxFuture<'static, error::Result<()>>>;
 
 /// Runs one hydration per key at a time; concurrent requests for the same key wait for
 /// the same result. The work runs as its own task, so a requester that goes away does
@@ -101,10 +103,10 @@ struct Inflight {
 }
 
 impl Inflight {
-    async fn run<F, Fut>(&self, key: String, make: F) -> Result<()>
+    async fn run<F, Fut>(&self, key: String, make: F) -> error::Result<()>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<()>> + Send + 'static,
+        Fut: Future<Output = error::Result<()>> + Send + 'static,
     {
         let fut = {
             let mut map = self.map.lock();
@@ -114,8 +116,8 @@ impl Inflight {
                     let task = tokio::spawn(make());
                     let f = async move {
                         match task.await {
-                            Ok(r) => r.map_err(|e| Arc::new(format!("{e:#}"))),
-                            Err(e) => Err(Arc::new(format!("hydration task failed: {e}"))),
+                            Ok(r) => r,
+                            Err(e) => Err(error::other!("hydration task failed: {e}")),
                         }
                     }
                     .boxed()
@@ -130,7 +132,7 @@ impl Inflight {
         if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
             map.remove(&key);
         }
-        r.map_err(|e| anyhow!("{e}"))
+        r
     }
 }
 
@@ -385,7 +387,9 @@ fn claim_cache(settings: &Settings, tree: &Path, index: &index::Index) -> Result
     Ok(sentence)
 }
 
-pub async fn start_embedded(data_dir: &Path) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
+pub(crate) async fn start_embedded(
+    data_dir: &Path,
+) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
     // The objects of the workspace: as private as the cache.
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -717,9 +721,9 @@ impl Server {
         match r {
             Ok(()) => (0, String::new()),
             Err(e) => {
-                warn!("{op:?} {rel:?} failed: {e:#}");
-                ctx.queue.note_error(format!("{op:?} {rel}: {e:#}"));
-                (libc::EIO, format!("{e:#}"))
+                warn!("{op:?} {rel:?} failed: {e}");
+                ctx.queue.note_error(format!("{op:?} {rel}: {e}"));
+                (error::errno(&e), e.to_string())
             }
         }
     }

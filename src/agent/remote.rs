@@ -12,11 +12,11 @@
 //! mtime, marker), then, if its bytes were here before, is fetched again in the
 //! background; a reader through the shim waits for that fetch as for any placeholder.
 
+use super::error::{Context, Result};
 use super::hydrate::{marker_of, OwnedMarker};
 use super::index::{Fingerprint, Kind, Row};
 use super::s3::{same_etag, RemoteObject};
 use super::{fsops, Ctx};
-use anyhow::{Context, Result};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::names;
 use std::collections::{HashMap, HashSet};
@@ -409,7 +409,7 @@ impl Ctx {
         };
         let result = (|| -> Result<Fingerprint> {
             if Fingerprint::of(&f.metadata()?) != seen.fp {
-                anyhow::bail!("changed here while being checked");
+                return Err(super::error::other!("changed here while being checked"));
             }
             f.set_len(0)?;
             f.set_len(head.size)?;

@@ -5,10 +5,10 @@
 //! read); a new object gets a placeholder; a clean file whose object is gone is removed.
 //! Local changes not in S3 yet always win: such entries are left for the upload scan.
 
+use super::error::{Context, Result};
 use super::hydrate::{local_names, marker_of, same_content_and_meta, OwnedMarker};
 use super::index::Fingerprint;
 use super::Ctx;
-use anyhow::{Context, Result};
 use futures::{stream, StreamExt};
 use s3shim_protocol::names;
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! The agent's S3 client: the few calls the layout needs, over aws-sdk-s3, with POSIX
 //! metadata in the s3fs convention and errors turned into sentences a user can act on.
 
-use anyhow::{anyhow, Result};
+use super::error::{other, Error, Result};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -157,62 +157,40 @@ pub enum Cond {
     IfNoneMatch,
 }
 
-/// How an S3 call failed, as far as the sync engine cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Unreachable, timed out, reset, 5xx, throttled: worth trying again later.
-    Transient,
-    /// A precondition did not hold (412), or `If-Match` on a key that is gone (404).
-    Conflict,
-    /// Anything else (access denied, bad request...).
-    Other,
-}
-
-/// The error of an S3 call: a sentence for the user, and its [`Failure`] class.
-#[derive(Debug)]
-pub struct S3Error {
-    pub failure: Failure,
-    sentence: String,
-}
-
-impl std::fmt::Display for S3Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.sentence)
-    }
-}
-
-impl std::error::Error for S3Error {}
-
-/// The class of an error from this module (`Other` for anything else).
-pub fn failure_of(e: &anyhow::Error) -> Failure {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<S3Error>())
-        .map(|e| e.failure)
-        .unwrap_or(Failure::Other)
-}
-
+/// The class of an SDK error, given the sentence that describes it: where an S3 answer
+/// becomes an [`Error`] variant (and so, through `error::errno`, what a program sees).
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     e: &SdkError<E, HttpResponse>,
-) -> Failure {
+    sentence: String,
+) -> Error {
     match e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            Failure::Transient
+            Error::Unavailable(sentence)
         }
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = e.code().unwrap_or("");
             if status == 412 || code == "PreconditionFailed" {
-                Failure::Conflict
+                Error::Conflict(sentence)
             } else if status >= 500
                 || status == 429
                 || matches!(code, "SlowDown" | "Throttling" | "RequestTimeout")
             {
-                Failure::Transient
+                Error::Unavailable(sentence)
+            } else if status == 403
+                || matches!(
+                    code,
+                    "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"
+                )
+            {
+                Error::AccessDenied(sentence)
+            } else if code == "NoSuchKey" || (status == 404 && code != "NoSuchBucket") {
+                Error::NotFound(sentence)
             } else {
-                Failure::Other
+                Error::Other(sentence)
             }
         }
-        _ => Failure::Other,
+        _ => Error::Other(sentence),
     }
 }
 
@@ -350,6 +328,9 @@ impl S3 {
                 let status = se.raw().status().as_u16();
                 let code = e.code().unwrap_or("");
                 match (status, code) {
+                    (_, "NoSuchKey") => format!(
+                        "the object is not in bucket '{b}' (deleted in S3 since it was listed?)"
+                    ),
                     (_, "NoSuchBucket") | (404, _) => format!(
                         "bucket '{b}' does not exist at {ep}; create it (e.g. `aws s3 mb s3://{b}`) or pass the right --bucket"
                     ),
@@ -378,11 +359,8 @@ impl S3 {
         what: &str,
         key: &str,
         e: SdkError<E, HttpResponse>,
-    ) -> anyhow::Error {
-        anyhow::Error::new(S3Error {
-            failure: classify(&e),
-            sentence: format!("{what} {key}: {}", self.explain(&e)),
-        })
+    ) -> Error {
+        classify(&e, format!("{what} {key}: {}", self.explain(&e)))
     }
 
     /// One HEAD of the bucket, without retries: is the endpoint back?
@@ -521,7 +499,7 @@ impl S3 {
             .body
             .collect()
             .await
-            .map_err(|e| anyhow!("downloading {key}: {e}"))?;
+            .map_err(|e| other!("downloading {key}: {e}"))?;
         Ok(data.into_bytes().to_vec())
     }
 
@@ -536,7 +514,7 @@ impl S3 {
     ) -> Result<String> {
         let size = tokio::fs::metadata(path)
             .await
-            .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?
+            .map_err(|e| other!("reading {} for upload: {e}", path.display()))?
             .len();
         let cond = self.check_cond(key, cond).await?;
         if size >= self.tuning.multipart_threshold && size > self.tuning.part_size {
@@ -544,7 +522,7 @@ impl S3 {
         }
         let body = ByteStream::from_path(path)
             .await
-            .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?;
+            .map_err(|e| other!("reading {} for upload: {e}", path.display()))?;
         self.put(key, body, m, cond).await
     }
 
@@ -568,10 +546,9 @@ impl S3 {
         if holds {
             Ok(None)
         } else {
-            Err(anyhow::Error::new(S3Error {
-                failure: Failure::Conflict,
-                sentence: format!("uploading {key}: the object changed in S3 (HEAD check)"),
-            }))
+            Err(Error::Conflict(format!(
+                "uploading {key}: the object changed in S3 (HEAD check)"
+            )))
         }
     }
 
@@ -625,12 +602,9 @@ impl S3 {
             Ok(o) => Ok(o.e_tag().unwrap_or_default().to_string()),
             // Tried again at once, with the HEAD check.
             Err(e) if cond.is_some() && self.conditional_unsupported(&e) => {
-                Err(anyhow::Error::new(S3Error {
-                    failure: Failure::Transient,
-                    sentence: format!(
-                        "uploading {key}: the server does not support conditional writes"
-                    ),
-                }))
+                Err(Error::Unavailable(format!(
+                    "uploading {key}: the server does not support conditional writes"
+                )))
             }
             Err(e) => Err(self.if_match_gone(key, &cond, e)),
         }
@@ -642,18 +616,15 @@ impl S3 {
         key: &str,
         cond: &Option<Cond>,
         e: SdkError<E, HttpResponse>,
-    ) -> anyhow::Error {
+    ) -> Error {
         let gone = matches!(cond, Some(Cond::IfMatch(_)))
             && matches!(&e, SdkError::ServiceError(se) if se.raw().status().as_u16() == 404);
-        let mut err = S3Error {
-            failure: classify(&e),
-            sentence: format!("uploading {key}: {}", self.explain(&e)),
-        };
         if gone {
-            err.failure = Failure::Conflict;
-            err.sentence = format!("uploading {key}: the object was deleted in S3 meanwhile");
+            return Error::Conflict(format!(
+                "uploading {key}: the object was deleted in S3 meanwhile"
+            ));
         }
-        anyhow::Error::new(err)
+        classify(&e, format!("uploading {key}: {}", self.explain(&e)))
     }
 
     /// Multipart upload: parts of `part_size` streamed from the file at their offset,
@@ -680,7 +651,7 @@ impl S3 {
             .map_err(|e| self.err("starting the upload of", key, e))?;
         let id = created
             .upload_id()
-            .ok_or_else(|| anyhow!("uploading {key}: the server gave no upload id"))?
+            .ok_or_else(|| other!("uploading {key}: the server gave no upload id"))?
             .to_string();
         let part_size = self.tuning.part_size;
         let count = size.div_ceil(part_size);
@@ -702,7 +673,7 @@ impl S3 {
                         .length(aws_smithy_types::byte_stream::Length::Exact(len))
                         .build()
                         .await
-                        .map_err(|e| anyhow!("reading {} for upload: {e}", path.display()))?;
+                        .map_err(|e| other!("reading {} for upload: {e}", path.display()))?;
                     let out = self
                         .client
                         .upload_part()
@@ -719,7 +690,7 @@ impl S3 {
                         i + 1,
                         t0.elapsed()
                     );
-                    Ok::<_, anyhow::Error>(
+                    Ok::<_, Error>(
                         CompletedPart::builder()
                             .part_number(i as i32 + 1)
                             .set_e_tag(out.e_tag().map(str::to_string))
@@ -768,7 +739,7 @@ impl S3 {
                             {
                                 Ok(h.etag)
                             }
-                            _ => Err(anyhow!(
+                            _ => Err(other!(
                                 "uploading {key}: the server's answer to completing the upload was unreadable"
                             )),
                         }
@@ -815,7 +786,7 @@ impl S3 {
             .body
             .try_next()
             .await
-            .map_err(|e| anyhow!("downloading {key}: {e}"))?
+            .map_err(|e| other!("downloading {key}: {e}"))?
         {
             buf.resize(chunk.len(), 0);
             if f.read_exact(&mut buf).await.is_err() || buf[..] != chunk[..] {
@@ -875,11 +846,13 @@ impl S3 {
             let ids = chunk
                 .iter()
                 .map(|k| ObjectIdentifier::builder().key(k).build())
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| other!("deleting under {}: {e}", chunk[0]))?;
             let del = Delete::builder()
                 .set_objects(Some(ids))
                 .quiet(true)
-                .build()?;
+                .build()
+                .map_err(|e| other!("deleting under {}: {e}", chunk[0]))?;
             let out = self
                 .client
                 .delete_objects()
@@ -889,7 +862,7 @@ impl S3 {
                 .await
                 .map_err(|e| self.err("deleting under", &chunk[0], e))?;
             if let Some(e) = out.errors().first() {
-                return Err(anyhow!(
+                return Err(other!(
                     "deleting {}: {}",
                     e.key().unwrap_or("?"),
                     e.message().unwrap_or("refused")
@@ -938,6 +911,77 @@ fn encode_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::error::errno;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+
+    /// An answer of the server with this status and error code, as the SDK returns it.
+    fn answer(status: u16, code: &str) -> SdkError<GetObjectError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder();
+        if !code.is_empty() {
+            meta = meta.code(code);
+        }
+        SdkError::service_error(
+            GetObjectError::generic(meta.build()),
+            HttpResponse::new(
+                status.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            ),
+        )
+    }
+
+    fn errno_of(e: &SdkError<GetObjectError, HttpResponse>) -> i32 {
+        errno(&classify(e, String::new()))
+    }
+
+    #[test]
+    fn s3_answers_map_to_errno() {
+        // Throttling and 5xx (what is left after the SDK's retries): EIO, and transient
+        // (the queue pauses and retries).
+        for (status, code) in [
+            (500, "InternalError"),
+            (503, "SlowDown"),
+            (503, ""),
+            (429, ""),
+            (400, "Throttling"),
+            (400, "RequestTimeout"),
+        ] {
+            let e = classify(&answer(status, code), String::new());
+            assert!(e.is_transient(), "{status} {code}");
+            assert_eq!(errno(&e), libc::EIO, "{status} {code}");
+        }
+        // Refusals: EACCES, never retried.
+        for (status, code) in [
+            (403, "AccessDenied"),
+            (403, ""),
+            (403, "InvalidAccessKeyId"),
+            (403, "SignatureDoesNotMatch"),
+        ] {
+            let e = classify(&answer(status, code), String::new());
+            assert!(!e.is_transient());
+            assert_eq!(errno(&e), libc::EACCES, "{status} {code}");
+        }
+        assert_eq!(errno_of(&answer(404, "NoSuchKey")), libc::ENOENT);
+        assert_eq!(errno_of(&answer(404, "")), libc::ENOENT);
+        // A missing bucket is not a missing file.
+        assert_eq!(errno_of(&answer(404, "NoSuchBucket")), libc::EIO);
+        // A precondition: its own class and errno.
+        for (status, code) in [(412, "PreconditionFailed"), (412, "")] {
+            let e = classify(&answer(status, code), String::new());
+            assert!(e.is_conflict() && !e.is_transient());
+            assert_eq!(errno(&e), libc::EAGAIN);
+        }
+        assert_eq!(errno_of(&answer(400, "InvalidArgument")), libc::EIO);
+    }
+
+    #[test]
+    fn no_answer_is_eio_and_transient() {
+        let timeout: SdkError<GetObjectError, HttpResponse> =
+            SdkError::timeout_error("read timed out after 120 s");
+        let e = classify(&timeout, String::new());
+        assert!(e.is_transient());
+        assert_eq!(errno(&e), libc::EIO);
+    }
 
     #[test]
     fn copy_source_encoding() {

@@ -11,13 +11,13 @@
 //! no longer exist, and only when every copy in phase one succeeded: after a rename the
 //! old keys are the only copy of a placeholder's bytes until the new key exists.
 
+use super::error::{other, Context, Error, Result};
 use super::hydrate::{marker_of, same_content_and_meta, OwnedMarker};
 use super::index::{Fingerprint, Kind, Row};
 use super::queue::{Batch, Conflict};
-use super::s3::{failure_of, Cond, Failure, PosixMeta};
+use super::s3::{Cond, PosixMeta};
 use super::watch::NOT_UTF8;
 use super::{fsops, Ctx};
-use anyhow::{anyhow, Context, Result};
 use futures::{stream, StreamExt};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::meta;
@@ -255,12 +255,12 @@ impl Ctx {
                     Err(e) => {
                         // A failed copy may be the only way to keep a moved placeholder's
                         // bytes; a failed plain upload is not.
-                        if e.is::<CopyFailed>() {
+                        if matches!(e, Error::CopyFailed(_)) {
                             copy_failed = true;
-                            copy_failed_for_good |= failure(&e) != Failure::Transient;
+                            copy_failed_for_good |= !e.is_transient();
                         }
                         warn!("sync of {rel:?} failed: {e:#}");
-                        if failure(&e) == Failure::Transient {
+                        if e.is_transient() {
                             transient.push((rel, format!("{e:#}")));
                         } else {
                             self.queue.finish(&rel, Err(format!("{e:#}")));
@@ -297,7 +297,7 @@ impl Ctx {
             let mut results = stream::iter(round)
                 .map(|(top, below)| async move {
                     let r = if copy_failed {
-                        Err(anyhow!(
+                        Err(other!(
                             "not deleted from S3 yet: a copy it may depend on failed"
                         ))
                     } else {
@@ -325,7 +325,7 @@ impl Ctx {
                         let waits_for_retry = if copy_failed {
                             !copy_failed_for_good
                         } else {
-                            failure(e) == Failure::Transient
+                            e.is_transient()
                         };
                         if waits_for_retry {
                             transient.push((rel, format!("{e:#}")));
@@ -361,9 +361,7 @@ impl Ctx {
                 }
                 self.queue.finish(rel, Ok(()));
             }
-            Err(e) if failure(&e) == Failure::Transient => {
-                self.queue.requeue(rel, format!("{e:#}"))
-            }
+            Err(e) if e.is_transient() => self.queue.requeue(rel, format!("{e:#}")),
             Err(e) => {
                 warn!("sync of {rel:?} failed: {e:#}");
                 self.queue.finish(rel, Err(format!("{e:#}")));
@@ -460,7 +458,7 @@ impl Ctx {
                     .s3
                     .copy(&source, &own, self.posix_meta(&md))
                     .await
-                    .map_err(CopyFailed::from)?;
+                    .map_err(|e| Error::CopyFailed(Box::new(e)))?;
                 fsops::write_marker(
                     &path,
                     &Marker::Placeholder {
@@ -490,16 +488,14 @@ impl Ctx {
                     .await
                 {
                     Ok(etag) => etag,
-                    Err(e) if failure(&e) == Failure::Conflict => {
-                        match self.own_object(&own, &path).await? {
-                            Some(cond) => {
-                                self.s3
-                                    .put_file(&own, &path, self.posix_meta(&md), Some(cond))
-                                    .await?
-                            }
-                            None => return self.keep_both(rel, &path, fp).await,
+                    Err(e) if e.is_conflict() => match self.own_object(&own, &path).await? {
+                        Some(cond) => {
+                            self.s3
+                                .put_file(&own, &path, self.posix_meta(&md), Some(cond))
+                                .await?
                         }
-                    }
+                        None => return self.keep_both(rel, &path, fp).await,
+                    },
                     Err(e) => return Err(e),
                 };
                 // Recorded whatever happened meanwhile: the object exists now, so a file
@@ -607,7 +603,7 @@ impl Ctx {
                 // prefix only.
                 self.copy_prefix(&source, &own)
                     .await
-                    .map_err(CopyFailed::from)?;
+                    .map_err(|e| Error::CopyFailed(Box::new(e)))?;
                 fsops::write_marker(
                     path,
                     &Marker::Unlisted {
@@ -881,32 +877,6 @@ fn hostname() -> String {
         clean
     }
 }
-
-/// How an error of this module failed (see [`Failure`]), looking inside [`CopyFailed`].
-fn failure(e: &anyhow::Error) -> Failure {
-    match e.downcast_ref::<CopyFailed>() {
-        Some(c) => failure_of(&c.0),
-        None => failure_of(e),
-    }
-}
-
-/// A server-side copy failed; its source must not be deleted in the same batch.
-#[derive(Debug)]
-struct CopyFailed(anyhow::Error);
-
-impl From<anyhow::Error> for CopyFailed {
-    fn from(e: anyhow::Error) -> Self {
-        CopyFailed(e)
-    }
-}
-
-impl std::fmt::Display for CopyFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "server-side copy failed: {:#}", self.0)
-    }
-}
-
-impl std::error::Error for CopyFailed {}
 
 #[cfg(test)]
 mod tests {

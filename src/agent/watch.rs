@@ -6,8 +6,8 @@
 //! appear (with their contents marked, since they may predate the watch), and a queue
 //! overflow asks for a whole-tree scan.
 
+use super::error::{Context, Result};
 use super::queue::Queue;
-use anyhow::{Context, Result};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use s3shim_protocol::names;
 use std::collections::HashMap;
@@ -99,10 +99,11 @@ impl Watcher {
                     self.dirs.insert(wd, dir.clone());
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                    anyhow::bail!(
+                    // Not the disk's ENOSPC: a program must not read it as a full disk.
+                    return Err(super::error::other!(
                         "out of inotify watches at {}; raise fs.inotify.max_user_watches",
                         path.display()
-                    )
+                    ));
                 }
                 // Gone or replaced meanwhile: its parent's events cover it.
                 Err(e) => {

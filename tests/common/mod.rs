@@ -61,11 +61,17 @@ pub struct S3Server {
 /// `s3shim server` on `listen` with the test credentials: the child and the endpoint it
 /// prints once it accepts connections.
 pub fn own_server(data: &Path, listen: &str) -> (Child, String) {
+    own_server_with(data, listen, &[])
+}
+
+/// [`own_server`] with more `s3shim server` arguments (e.g. `--deny-read`).
+pub fn own_server_with(data: &Path, listen: &str, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(bin())
         .args(["server", "--listen", listen, "--data"])
         .arg(data)
         .args(["--bucket", BUCKET, "--access-key", ACCESS_KEY])
         .args(["--secret-key", SECRET_KEY])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -106,6 +112,33 @@ impl S3Server {
         };
         s.wait_ready();
         s
+    }
+
+    /// Our server whatever `S3SHIM_TEST_S3` says, with more `s3shim server` arguments:
+    /// for behaviour only ours can be asked for (e.g. `--deny-read`).
+    pub fn start_own(extra: &[&str]) -> S3Server {
+        let data = tempfile::tempdir().unwrap();
+        let (child, endpoint) = own_server_with(data.path(), "127.0.0.1:0", extra);
+        let s = S3Server {
+            child,
+            endpoint,
+            enforces_auth: true,
+            _data: data,
+        };
+        s.wait_ready();
+        s
+    }
+
+    pub fn delete(&self, key: &str) {
+        runtime().block_on(async {
+            let c = self.client().await;
+            c.delete_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        })
     }
 
     fn wait_ready(&self) {

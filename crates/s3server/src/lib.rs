@@ -18,6 +18,7 @@
 mod backend;
 mod body;
 mod list;
+mod policy;
 mod store;
 
 use std::fmt;
@@ -56,6 +57,10 @@ pub struct Config {
     /// fsync each blob before its index row is committed (and SQLite `synchronous=FULL`),
     /// so an acknowledged write survives power loss, not just a crash of the process.
     pub fsync: bool,
+    /// Key prefixes (in every bucket) whose objects GET refuses with 403 AccessDenied
+    /// while HEAD and listings work, as S3 does for an SSE-KMS object the caller may not
+    /// decrypt. Empty: every signed request may read.
+    pub deny_read: Vec<String>,
 }
 
 impl Config {
@@ -73,6 +78,7 @@ impl Config {
             region: "us-east-1".to_owned(),
             buckets: Vec::new(),
             fsync: true,
+            deny_read: Vec::new(),
         }
     }
 
@@ -93,6 +99,7 @@ impl fmt::Debug for Config {
             .field("region", &self.region)
             .field("buckets", &self.buckets)
             .field("fsync", &self.fsync)
+            .field("deny_read", &self.deny_read)
             .finish()
     }
 }
@@ -258,6 +265,11 @@ impl Server {
             access_key: cfg.access_key.clone(),
             secret_key: SecretKey::from(cfg.secret_key.clone()),
         });
+        if !cfg.deny_read.is_empty() {
+            builder.set_access(policy::ReadPolicy {
+                denied_prefixes: cfg.deny_read.clone(),
+            });
+        }
         let service = builder.build();
 
         let listener = TcpListener::bind(cfg.addr)

@@ -3,8 +3,8 @@
 //! compares against, and the credentials the log must never show.
 
 use super::{ObjectHead, S3};
+use crate::agent::error::{other, Context, Result};
 use crate::config::Downloads;
-use anyhow::{anyhow, Context, Result};
 use aws_credential_types::provider::ProvideCredentials;
 use futures::{stream, StreamExt, TryStreamExt};
 use std::fs::File;
@@ -127,7 +127,7 @@ impl S3 {
                     let len = part.min(total - start);
                     let got = self.get_range(key, start, len, Some(&etag)).await?;
                     if !same_etag(got.etag(), &etag) {
-                        return Err(anyhow!("downloading {key}: it changed during the download"));
+                        return Err(other!("downloading {key}: it changed during the download"));
                     }
                     got.write_at(key, &file, start).await
                 }
@@ -174,7 +174,7 @@ impl S3 {
             .map_err(|e| self.err("downloading", key, e))?;
         let got = out.content_length().unwrap_or(-1);
         if u64::try_from(got).ok() != Some(len) && start > 0 {
-            return Err(anyhow!(
+            return Err(other!(
                 "downloading {key}: asked for {len} bytes at {start}, the server sends {got}"
             ));
         }
@@ -185,7 +185,7 @@ impl S3 {
 /// A short (or long) body is an error, never a file taken as complete.
 fn expect_bytes(key: &str, written: u64, expected: u64) -> Result<()> {
     if written != expected {
-        return Err(anyhow!(
+        return Err(other!(
             "downloading {key}: got {written} bytes, expected {expected}"
         ));
     }
@@ -238,7 +238,7 @@ impl Part {
             let chunk = body
                 .try_next()
                 .await
-                .map_err(|e| anyhow!("downloading {key}: {e}"))?;
+                .map_err(|e| other!("downloading {key}: {e}"))?;
             let last = chunk.is_none();
             if let Some(c) = &chunk {
                 buf.extend_from_slice(c);
