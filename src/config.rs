@@ -41,6 +41,12 @@ pub struct WorkspaceArgs {
     #[arg(long, env = "S3SHIM_ALLOW_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_http: bool,
 
+    /// Most bytes of fetched files the cache keeps (bytes, or e.g. `10G`); beyond it, clean
+    /// files least recently fetched or read go back to placeholders. With or without it,
+    /// the cache keeps 5 % of its file system (at most 4 GiB) free the same way.
+    #[arg(long, env = "S3SHIM_CACHE_MAX_SIZE", value_parser = crate::agent::evict::parse_size)]
+    pub cache_max_size: Option<u64>,
+
     /// Use a cache made for another workspace (another endpoint, bucket, prefix or
     /// embedded data directory) for this one: its tree is set aside in the cache
     /// directory, never uploaded anywhere, and this workspace starts from S3.
@@ -85,6 +91,8 @@ pub struct Settings {
     pub allow_http: bool,
     /// The cache may be taken over from another workspace (`--adopt-cache`).
     pub adopt_cache: bool,
+    /// Bytes of fetched files the cache keeps (`--cache-max-size`).
+    pub cache_max_size: Option<u64>,
     /// `None`: remote changes are not looked for.
     pub poll_interval: Option<std::time::Duration>,
     pub downloads: Downloads,
@@ -177,6 +185,7 @@ impl Settings {
             cache,
             allow_http: args.allow_http,
             adopt_cache: args.adopt_cache,
+            cache_max_size: args.cache_max_size,
             poll_interval,
             downloads: Downloads {
                 ranged_threshold: args.ranged_get_threshold,
@@ -247,6 +256,10 @@ impl Settings {
         }
         if self.adopt_cache {
             a.push("--adopt-cache".into());
+        }
+        if let Some(max) = self.cache_max_size {
+            a.push("--cache-max-size".into());
+            a.push(max.to_string());
         }
         match &self.remote {
             Remote::External { endpoint, bucket } => {

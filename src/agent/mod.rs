@@ -7,6 +7,7 @@
 //! SIGTERM/SIGINT), after draining every pending upload.
 
 pub mod error;
+pub mod evict;
 pub(crate) mod fsops;
 pub(crate) mod hydrate;
 pub(crate) mod ignore;
@@ -70,6 +71,8 @@ pub(crate) struct Ctx {
     local_only: ignore::LocalOnly,
     /// Sibling prefetch (`S3SHIM_PREFETCH=0` turns it off).
     prefetch: Option<prefetch::Prefetch>,
+    /// The cache's size limit and eviction state.
+    budget: evict::Budget,
 }
 
 impl Ctx {
@@ -156,6 +159,22 @@ impl PathLocks {
             key: key.to_string(),
             guard: Some(m.lock_owned().await),
         }
+    }
+}
+
+impl PathLocks {
+    /// The lock of `key` if nobody holds it now.
+    fn try_lock(&self, key: &str) -> Option<PathGuard<'_>> {
+        let m = self.map.lock().entry(key.to_string()).or_default().clone();
+        let guard = m.try_lock_owned().ok();
+        let got = guard.is_some();
+        let g = PathGuard {
+            locks: self,
+            key: key.to_string(),
+            guard,
+        };
+        // Dropped at once when not taken, which also cleans the map entry.
+        got.then_some(g)
     }
 }
 
@@ -324,6 +343,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         downloads: settings.downloads,
         local_only: ignore::LocalOnly::new(tree),
         prefetch: prefetch::Prefetch::from_env(),
+        budget: evict::Budget::new(settings.cache_max_size, evict::DEFAULT_FREE_PERCENT),
     });
     // A warm cache from an earlier agent is brought up to date before anything watches
     // or uses it.
@@ -785,6 +805,7 @@ pub(crate) mod testkit {
             tmp_seq: AtomicU64::new(0),
             downloads,
             prefetch: Some(prefetch::Prefetch::default()),
+            budget: evict::Budget::default(),
         });
         Kit {
             ctx,
