@@ -325,8 +325,9 @@ fn open_for_eviction(path: &Path, md: &std::fs::Metadata) -> Result<Option<std::
 fn fs_space(dir: &Path) -> Result<(u64, u64)> {
     let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
         .map_err(|_| other!("a NUL in {}", dir.display()))?;
-    // SAFETY: a valid C string and a zeroed statvfs to fill.
+    // SAFETY: statvfs is plain data; all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs to fill.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error().into());
     }

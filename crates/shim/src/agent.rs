@@ -7,7 +7,7 @@
 //! `run.lock` and at most `S3SHIM_AGENT_WAIT_SECS` (default 60 s). Only then, or at once
 //! when no `run` holds the lock (nothing would start an agent), is it `EIO`.
 
-use crate::sys::PATH_MAX;
+use crate::buf::PATH_MAX;
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicU32, Ordering};
 use rustix::fd::OwnedFd;
@@ -52,7 +52,7 @@ enum Failed {
 pub fn request(op: Op, rel: &[u8]) -> Result<(), c_int> {
     let mut wait = Wait::new();
     loop {
-        let r = try_send(op, rel).and_then(|fd| try_answer(&fd));
+        let r = try_send(op, rel).and_then(|fd| try_answer(&fd, |_| {}));
         match r {
             Ok(()) => return Ok(()),
             Err(Failed::Agent(e)) => return Err(e),
@@ -80,7 +80,9 @@ pub fn send(op: Op, rel: &[u8]) -> Result<OwnedFd, c_int> {
 /// agent lost before it answered is replaced by a `Flush` to the next one, which waits
 /// for every pending change, the synced file's included.
 pub fn answer(fd: &OwnedFd) -> Result<(), c_int> {
-    match try_answer(fd) {
+    // The payload (text for humans) is not needed here; it is drained so the agent's
+    // write does not fail.
+    match try_answer(fd, |_| {}) {
         Ok(()) => Ok(()),
         Err(Failed::Agent(e)) => Err(e),
         Err(Failed::Lost) => request(Op::Flush, b""),
@@ -101,7 +103,25 @@ fn try_send(op: Op, rel: &[u8]) -> Result<OwnedFd, Failed> {
     Ok(fd)
 }
 
-fn try_answer(fd: &OwnedFd) -> Result<(), Failed> {
+/// Sends `op` for `rel`, waits for the answer and hands its payload to `sink` as it
+/// arrives (in pieces of any size). A request whose agent is lost before any of the
+/// payload arrived waits for the next agent and is sent again; one cut during the
+/// payload is `EIO` (the sink has part of it).
+pub fn request_reading(op: Op, rel: &[u8], mut sink: impl FnMut(&[u8])) -> Result<(), c_int> {
+    let mut wait = Wait::new();
+    loop {
+        match try_send(op, rel).and_then(|fd| try_answer(&fd, &mut sink)) {
+            Ok(()) => return Ok(()),
+            Err(Failed::Agent(e)) => return Err(e),
+            Err(Failed::Lost) if wait.again() => {}
+            Err(Failed::Lost) => return Err(libc::EIO),
+        }
+    }
+}
+
+/// Waits for an answer and hands its payload to `sink`. `Lost` only while nothing of
+/// the payload was handed out.
+fn try_answer(fd: &OwnedFd, mut sink: impl FnMut(&[u8])) -> Result<(), Failed> {
     let mut header = [0u8; 4];
     recv_exact(fd, &mut header).map_err(|_| Failed::Lost)?;
     let body = wire::body_len(header);
@@ -110,14 +130,13 @@ fn try_answer(fd: &OwnedFd) -> Result<(), Failed> {
     }
     let mut errno = [0u8; 4];
     recv_exact(fd, &mut errno).map_err(|_| Failed::Lost)?;
-    // The payload (text for humans) is not needed here; drain it so the agent's write
-    // does not fail.
     let mut left = body - 4;
-    let mut sink = [0u8; 512];
+    let mut buf = [0u8; 512];
     while left > 0 {
-        let take = left.min(sink.len());
-        recv_exact(fd, sink.get_mut(..take).unwrap_or(&mut [])).map_err(|_| Failed::Lost)?;
-        left -= take;
+        let piece = buf.get_mut(..left.min(512)).unwrap_or(&mut []);
+        recv_exact(fd, piece).map_err(|_| Failed::Agent(libc::EIO))?;
+        sink(piece);
+        left -= piece.len();
     }
     match i32::from_le_bytes(errno) {
         0 => Ok(()),
@@ -163,7 +182,7 @@ fn supervised() -> bool {
         return false;
     };
     let mut buf = [0u8; PATH_MAX];
-    let mut w = crate::sys::Writer::new(&mut buf);
+    let mut w = crate::buf::Writer::new(&mut buf);
     let built = (|| {
         w.put(cache)?;
         w.put(b"/")?;

@@ -4,14 +4,13 @@
 //! Missing or invalid settings leave the shim inert: [`active`] is false and every hook
 //! forwards to the real function.
 
+use crate::buf::{as_cstr, Writer, PATH_MAX};
 use crate::path::{normalize, under, Prefixes};
-use crate::sys::{as_cstr, Writer, PATH_MAX};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicBool, Ordering};
 use s3shim_protocol::layout::{
-    ENV_AGENT_WAIT, ENV_CACHE, ENV_DISABLE, ENV_MOUNT, ENV_SOCKET, ENV_UV_IO_URING,
-    SOCKET_PATH_MAX, TREE_DIR,
+    ENV_CACHE, ENV_DISABLE, ENV_MOUNT, ENV_SOCKET, ENV_UV_IO_URING, SOCKET_PATH_MAX, TREE_DIR,
 };
 
 /// Room for every setting: each is at most a path (or the socket path) plus its `NAME=`.
@@ -307,7 +306,6 @@ pub unsafe fn init(envp: *const *const c_char) {
     if env_value(envp, ENV_DISABLE) == Some(b"1") {
         return;
     }
-    crate::agent::set_wait(env_value(envp, ENV_AGENT_WAIT));
     let mount = env_value(envp, ENV_MOUNT);
     let cache = env_value(envp, ENV_CACHE);
     let socket = env_value(envp, ENV_SOCKET);
@@ -516,6 +514,7 @@ mod tests {
         let m = c"S3SHIM_MOUNT=/w";
         let mm = c"S3SHIM_MOUNTX=/no";
         let env = [mm.as_ptr(), a.as_ptr(), m.as_ptr(), core::ptr::null()];
+        // SAFETY: a NULL-terminated array of NUL-terminated strings that outlive the calls.
         unsafe {
             assert_eq!(env_value(env.as_ptr(), "S3SHIM_MOUNT"), Some(&b"/w"[..]));
             assert_eq!(env_value(env.as_ptr(), "A"), Some(&b"1"[..]));
