@@ -302,7 +302,7 @@ pub fn make_private(cache: &Path) -> Result<Option<String>> {
             std::fs::symlink_metadata(cache)?
         }
         Err(e) => bail!(
-            "cannot read {} ({e}); pass another --cache",
+            "cannot create {} ({e}); pass a writable --cache or fix its permissions",
             cache.display()
         ),
     };
