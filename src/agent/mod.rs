@@ -735,7 +735,7 @@ impl Server {
                     (libc::EIO, text)
                 };
             }
-            Op::Status => return (0, self.status().await),
+            Op::Status => return (0, self.status(rel).await),
             Op::Session => unreachable!("sessions are handled by the caller"),
         };
         match r {
