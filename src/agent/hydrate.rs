@@ -502,6 +502,8 @@ impl Ctx {
 
     /// Makes a whole subtree local, bytes included.
     pub async fn fetch_tree(self: &Arc<Self>, rel: &str) -> Result<()> {
+        // Static binaries read it without the shim: it must stay whole.
+        self.budget.pin(rel);
         self.list_tree(rel).await?;
         let mut files = Vec::new();
         let mut dirs = vec![rel.to_string()];
@@ -559,6 +561,7 @@ impl Ctx {
             Err(e) => return Err(e.into()),
         };
         let before = std::fs::symlink_metadata(&path)?;
+        let _room = self.make_room(rel, before.len()).await?;
         let tmp = self.tmp_path();
         let result = self.download(&path, &tmp, &source, &etag, &before).await;
         let installed = match result {
@@ -570,6 +573,7 @@ impl Ctx {
             Some(row) => {
                 debug!("fetched {rel:?} ({} bytes)", row.fp.size);
                 self.index.put(rel, &row)?;
+                self.budget.note_fetched(rel);
             }
             None => info!("{rel:?} changed locally while downloading; keeping the local version"),
         }

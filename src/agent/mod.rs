@@ -7,6 +7,7 @@
 //! SIGTERM/SIGINT), after draining every pending upload.
 
 pub mod error;
+pub mod evict;
 pub(crate) mod fsops;
 pub(crate) mod hydrate;
 pub(crate) mod ignore;
@@ -33,7 +34,7 @@ use s3shim_protocol::{layout, names};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub(crate) struct Ctx {
     prefetch: Option<prefetch::Prefetch>,
     /// Directory listings learnt from a flat listing of a subtree, not used yet.
     listings: hydrate::Listings,
+    /// The cache's size limit and eviction state.
+    budget: evict::Budget,
 }
 
 impl Ctx {
@@ -159,6 +162,22 @@ impl PathLocks {
             key: key.to_string(),
             guard: Some(m.lock_owned().await),
         }
+    }
+}
+
+impl PathLocks {
+    /// The lock of `key` if nobody holds it now.
+    fn try_lock(&self, key: &str) -> Option<PathGuard<'_>> {
+        let m = self.map.lock().entry(key.to_string()).or_default().clone();
+        let guard = m.try_lock_owned().ok();
+        let got = guard.is_some();
+        let g = PathGuard {
+            locks: self,
+            key: key.to_string(),
+            guard,
+        };
+        // Dropped at once when not taken, which also cleans the map entry.
+        got.then_some(g)
     }
 }
 
@@ -278,7 +297,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let (endpoint, keys, info, server) = match &settings.remote {
+    let (endpoint, keys, mut info, server) = match &settings.remote {
         Remote::External { endpoint, .. } => (endpoint.clone(), None, String::new(), None),
         Remote::Embedded { data_dir } => {
             let (server, keys) = start_embedded(data_dir).await?;
@@ -295,6 +314,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     // After the check: with no credentials at all, the chain is not walked twice.
     redact::add_secrets(s3.credential_secrets().await);
     let index = index::Index::open(&settings.state_dir().join(layout::INDEX_NAME))?;
+    let adopted = claim_cache(settings, tree, &index)?;
     s3.set_writer(index.writer_id()?);
     if !tree.exists() {
         std::fs::create_dir(tree).with_context(|| format!("creating {}", tree.display()))?;
@@ -304,6 +324,13 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
                 source_prefix: &settings.key_prefix,
             },
         )?;
+    }
+    if let Some(sentence) = adopted {
+        info!("{sentence}");
+        if !info.is_empty() {
+            info.push_str("; ");
+        }
+        info.push_str(&sentence);
     }
     let queue = Arc::new(queue::Queue::default());
     let ctx = Arc::new(Ctx {
@@ -320,6 +347,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         local_only: ignore::LocalOnly::new(tree),
         prefetch: prefetch::Prefetch::from_env(),
         listings: Default::default(),
+        budget: evict::Budget::new(settings.cache_max_size, evict::DEFAULT_FREE_PERCENT),
     });
     // A warm cache from an earlier agent is brought up to date before anything watches
     // or uses it.
@@ -342,10 +370,56 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
     Ok((ctx, watch, listener, info, server))
 }
 
+/// Makes sure the cache serves this workspace, so nothing of one workspace is ever
+/// uploaded to another: a cache records the workspace it was made for, and one made for
+/// another is refused, unless `--adopt-cache` takes it over, setting its tree aside (kept
+/// in the cache directory, never uploaded) and forgetting its index. `Ok(Some(sentence))`
+/// says where an adopted tree went.
+fn claim_cache(settings: &Settings, tree: &Path, index: &index::Index) -> Result<Option<String>> {
+    let desc = settings.workspace_desc();
+    let recorded = match index.workspace()? {
+        // A new cache (or one older than this record): it is this workspace's from now on.
+        None => {
+            index.set_workspace(&desc)?;
+            return Ok(None);
+        }
+        Some(w) if w == desc => return Ok(None),
+        Some(w) => w,
+    };
+    if !settings.adopt_cache {
+        anyhow::bail!(
+            "the cache {} belongs to {recorded}, not to {desc}; run with that workspace's settings to upload what it holds, or pass another --cache, or --adopt-cache to set its tree aside (never uploaded) and use it for {desc}",
+            settings.cache.display()
+        );
+    }
+    let mut sentence = None;
+    if tree.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = settings.cache.join(format!("adopted-from-{secs}"));
+        std::fs::rename(tree, &aside)
+            .with_context(|| format!("setting {} aside as {}", tree.display(), aside.display()))?;
+        sentence = Some(format!(
+            "adopted the cache for {desc}: the tree it held for {recorded} is in {}, not uploaded anywhere",
+            aside.display()
+        ));
+    }
+    // Every row describes the old workspace's objects.
+    index.delete_subtree("")?;
+    index.set_workspace(&desc)?;
+    Ok(sentence)
+}
+
 pub(crate) async fn start_embedded(
     data_dir: &Path,
 ) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
-    std::fs::create_dir_all(data_dir).with_context(|| {
+    // The objects of the workspace: as private as the cache.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| {
         format!(
             "cannot create the embedded server's data directory {}; pass a writable --embedded-data",
             data_dir.display()
@@ -371,7 +445,10 @@ fn prepare_dirs(cache: &Path, state: &Path, tmp: &Path) -> std::result::Result<(
             p.display()
         )
     };
-    std::fs::create_dir_all(cache).map_err(|e| fix(cache, e))?;
+    // `run` did this already (and said so); an agent started by hand must not open it.
+    if let Some(sentence) = crate::config::make_private(cache).map_err(|e| format!("{e:#}"))? {
+        eprintln!("{sentence}");
+    }
     std::fs::create_dir_all(tmp).map_err(|e| fix(tmp, e))?;
     // The socket and the index are the user's alone.
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
@@ -741,6 +818,7 @@ pub(crate) mod testkit {
             downloads,
             prefetch: Some(prefetch::Prefetch::default()),
             listings: Default::default(),
+            budget: evict::Budget::default(),
         });
         Kit {
             ctx,
