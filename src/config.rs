@@ -67,9 +67,11 @@ pub struct WorkspaceArgs {
     pub ranged_get_part: u64,
 
     /// Files up to this size (bytes) are fetched whole when their directory is listed, in
-    /// the GET that replaces the HEAD for their metadata (0: every file is a placeholder
-    /// until read).
-    #[arg(long, env = "S3SHIM_EAGER_GET_MAX", default_value_t = 64 << 10)]
+    /// the GET that replaces the HEAD for their metadata (0, the default: every file is a
+    /// placeholder until read). Off by default for now: with it, a listing fails where
+    /// one object's GET is refused (403), and a file deleted in S3 after the listing is
+    /// still read; both are promises of SEMANTICS §11.
+    #[arg(long, env = "S3SHIM_EAGER_GET_MAX", default_value_t = 0)]
     pub eager_get_max: u64,
 }
 

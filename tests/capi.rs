@@ -57,8 +57,10 @@ fn flush_state_fetch_and_status_from_c() {
     let ws = Workspace::new(&s3, "capi/", "/capi");
     let capi = build(ws.tmp.path());
     let mut c = ws.command("c", &[capi.to_str().unwrap(), "run", "/capi"]);
-    // No sibling prefetch: which files are local is what the program asks about.
+    // No sibling prefetch, and no small file fetched whole with its listing: which files
+    // are local is what the program asks about.
     c.env("S3SHIM_PREFETCH", "0")
+        .env("S3SHIM_EAGER_GET_MAX", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -117,7 +117,9 @@ fn a_walk_of_a_cold_tree_lists_it_once_and_reads_each_file_in_one_request() {
             "ls -R /walkws > /dev/null && cd /walkws && find . -type f | sort | xargs cat",
         ],
     );
-    c.env("S3SHIM_POLL_INTERVAL", "0");
+    // Small files whole in the listing's GET (off by default, see `--eager-get-max`).
+    c.env("S3SHIM_POLL_INTERVAL", "0")
+        .env("S3SHIM_EAGER_GET_MAX", "65536");
     let out = timed_output(c, 300);
     assert_success(&out, "the walk");
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);

@@ -102,7 +102,9 @@ fn a_good_configuration_passes_every_check() {
             "cache",
             "private",
             "io_uring",
-            "glibc"
+            "glibc",
+            "intercept",
+            "mount"
         ],
         "{out}"
     );

@@ -144,11 +144,19 @@ pub fn same_content_and_meta(a: &Fingerprint, b: &Fingerprint) -> bool {
 impl Ctx {
     /// Makes a directory's entries local; a no-op for a listed directory.
     pub async fn list_dir(self: &Arc<Self>, rel: &str) -> Result<()> {
+        self.list_dir_with(rel, false).await
+    }
+
+    /// `fresh`: ask S3 now rather than use a listing learnt from a flat listing of a
+    /// subtree above (up to `LISTING_TTL` old). A lookup after ENOENT asks for this:
+    /// a name another writer added since must be found.
+    async fn list_dir_with(self: &Arc<Self>, rel: &str, fresh: bool) -> Result<()> {
         let me = self.clone();
         let r = rel.to_string();
+        // One listing of a directory at a time (a fresh request joins one in flight).
         self.inflight
             .run(format!("L{rel}"), move || async move {
-                me.list_dir_now(&r).await
+                me.list_dir_now(&r, fresh).await
             })
             .await
     }
@@ -169,7 +177,7 @@ impl Ctx {
         true
     }
 
-    async fn list_dir_now(self: &Arc<Self>, rel: &str) -> Result<()> {
+    async fn list_dir_now(self: &Arc<Self>, rel: &str, fresh: bool) -> Result<()> {
         if !self.under_real_dirs(rel) {
             warn!("not listing {rel:?}: a directory above it is a symlink");
             return Ok(());
@@ -183,9 +191,10 @@ impl Ctx {
                 return Err(e).with_context(|| format!("reading the marker of {}", dir.display()))
             }
         };
+        // Taken either way: a learnt listing is used at most once.
         let listing = match self.listings.take(&source) {
-            Some(l) => l,
-            None => self.list_for_walk(&source).await?,
+            Some(l) if !fresh => l,
+            _ => self.list_for_walk(&source).await?,
         };
         let (dirs, files) = local_names(&source, &listing, rel);
         let files: Vec<(String, String, u64)> =
@@ -472,7 +481,7 @@ impl Ctx {
         for depth in 0..comps.len() {
             let ancestor = comps[..depth].join("/");
             match std::fs::symlink_metadata(self.local(&ancestor)) {
-                Ok(m) if m.is_dir() => self.list_dir(&ancestor).await?,
+                Ok(m) if m.is_dir() => self.list_dir_with(&ancestor, true).await?,
                 // Missing, a file, or a symlink (resolved by the kernel, not by us).
                 _ => return Ok(()),
             }
