@@ -13,6 +13,7 @@
 //! Runs in (v)fork children: stack buffers and raw syscalls only.
 
 use crate::agent;
+use crate::sys::raw_syscall5;
 use core::ffi::{c_int, CStr};
 use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, FromRawFd, OwnedFd};
@@ -453,40 +454,6 @@ pub fn warn(parts: &[&[u8]]) {
     // SAFETY: fd 2 is borrowed for one write.
     let err = unsafe { rustix::fd::BorrowedFd::borrow_raw(2) };
     let _ = rustix::io::write(err, line.get(..=n).unwrap_or(&[]));
-}
-
-#[cfg(target_arch = "x86_64")]
-unsafe fn raw_syscall5(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize) -> isize {
-    let ret: isize;
-    core::arch::asm!(
-        "syscall",
-        inlateout("rax") n as isize => ret,
-        in("rdi") a1,
-        in("rsi") a2,
-        in("rdx") a3,
-        in("r10") a4,
-        in("r8") a5,
-        lateout("rcx") _,
-        lateout("r11") _,
-        options(nostack)
-    );
-    ret
-}
-
-#[cfg(target_arch = "aarch64")]
-unsafe fn raw_syscall5(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize) -> isize {
-    let ret: isize;
-    core::arch::asm!(
-        "svc 0",
-        in("x8") n,
-        inlateout("x0") a1 as isize => ret,
-        in("x1") a2,
-        in("x2") a3,
-        in("x3") a4,
-        in("x4") a5,
-        options(nostack)
-    );
-    ret
 }
 
 #[cfg(test)]
