@@ -475,6 +475,7 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let needed = glibc_needed(&exe).unwrap();
         assert!(needed >= (2, 2), "{needed:?}");
+        // SAFETY: glibc returns a pointer to a static NUL-terminated version string.
         let running = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) }
             .to_string_lossy()
             .into_owned();

@@ -76,6 +76,7 @@ fn two_agents_editing_the_same_file_keep_both_versions() {
         "{keys:?}"
     );
     // SIGTERM: `run` stops its command too (a SIGKILL would leave `sleep` behind).
+    // SAFETY: kill takes plain integers; the pid is our own child, not yet reaped.
     unsafe { libc::kill(keeper.id() as i32, libc::SIGTERM) };
     keeper.wait().unwrap();
 }

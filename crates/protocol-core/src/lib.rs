@@ -1,5 +1,5 @@
 //! The part of [`s3shim-protocol`] that `libs3shim.so` uses: cache layout, hydration
-//! markers, wire frames and the relative-path rule. `no_std` and allocation-free, so the
+//! markers, wire frames, the status reply's keys and the relative-path rule. `no_std` and allocation-free, so the
 //! library links no standard library runtime (panic machinery, thread-locals, allocator)
 //! that every process would pay to load. `s3shim-protocol` re-exports these modules;
 //! their sources live there.
@@ -13,6 +13,8 @@ extern crate std;
 pub mod layout;
 #[path = "../../protocol/src/marker.rs"]
 pub mod marker;
+#[path = "../../protocol/src/status_keys.rs"]
+pub mod status;
 #[path = "../../protocol/src/wire.rs"]
 pub mod wire;
 

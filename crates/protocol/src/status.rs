@@ -2,34 +2,8 @@
 //! fact, so fields can be added without breaking a reader (the CLI shows a key it does
 //! not know as it is). Values never hold a tab or a newline ([`field`] replaces them).
 
-/// `s3://bucket/prefix`, endpoint.
-pub const WORKSPACE: &str = "workspace";
-/// The cache's tree directory.
-pub const CACHE: &str = "cache";
-/// Open `s3shim run` sessions.
-pub const SESSIONS: &str = "sessions";
-/// Entries the agent knows to be in S3.
-pub const INDEXED: &str = "indexed";
-/// Changes not in S3 yet: count, bytes of their local files.
-pub const PENDING: &str = "pending";
-/// Of those, uploads being made now: count.
-pub const IN_FLIGHT: &str = "in_flight";
-/// A change that could not be uploaded: path, problem (one line each).
-pub const FAILED: &str = "failed";
-/// The most recent problem: unix seconds, text.
-pub const LAST_ERROR: &str = "last_error";
-/// Files known to be in S3: bytes, count.
-pub const REMOTE: &str = "remote";
-/// Of those, the ones whose bytes are in the cache: bytes, count.
-pub const HYDRATED: &str = "hydrated";
-/// Objects downloaded since the agent started: count, bytes.
-pub const DOWNLOADED: &str = "downloaded";
-
-/// Uploads: `running`, or `paused`, unix seconds since, the error that paused them.
-pub const UPLOADS: &str = "uploads";
-/// A conflict kept both versions: path, the name the local version was saved as, unix
-/// seconds (one line each).
-pub const CONFLICT: &str = "conflict";
+// The keys are shared with the shim, which has no standard library.
+pub use s3shim_protocol_core::status::*;
 
 /// One reply line (with its newline), tabs and newlines in values replaced by spaces.
 pub fn field(key: &str, values: &[&str]) -> String {

@@ -1,7 +1,7 @@
 //! Requests to the agent: one connection per request (AF_UNIX stream, CLOEXEC), one frame
 //! out, one response in. Blocking, allocation-free, raw syscalls only. Used on slow paths.
 
-use crate::sys::PATH_MAX;
+use crate::buf::PATH_MAX;
 use core::ffi::c_int;
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
@@ -29,8 +29,21 @@ pub fn send(op: Op, rel: &[u8]) -> Result<OwnedFd, c_int> {
     Ok(fd)
 }
 
+/// Sends `op` for `rel`, waits for the answer and hands its payload to `sink` as it
+/// arrives (in pieces of any size).
+pub fn request_reading(op: Op, rel: &[u8], sink: impl FnMut(&[u8])) -> Result<(), c_int> {
+    answer_reading(&send(op, rel)?, sink)
+}
+
 /// Waits for the answer to a request made with [`send`].
 pub fn answer(fd: &OwnedFd) -> Result<(), c_int> {
+    // The payload (text for humans) is not needed here; it is drained so the agent's
+    // write does not fail.
+    answer_reading(fd, |_| {})
+}
+
+/// [`answer`], handing the payload to `sink`.
+fn answer_reading(fd: &OwnedFd, mut sink: impl FnMut(&[u8])) -> Result<(), c_int> {
     let mut header = [0u8; 4];
     recv_exact(fd, &mut header).map_err(|_| libc::EIO)?;
     let body = wire::body_len(header);
@@ -39,14 +52,13 @@ pub fn answer(fd: &OwnedFd) -> Result<(), c_int> {
     }
     let mut errno = [0u8; 4];
     recv_exact(fd, &mut errno).map_err(|_| libc::EIO)?;
-    // The payload (text for humans) is not needed here; drain it so the agent's write
-    // does not fail.
     let mut left = body - 4;
-    let mut sink = [0u8; 512];
+    let mut buf = [0u8; 512];
     while left > 0 {
-        let take = left.min(sink.len());
-        recv_exact(fd, sink.get_mut(..take).unwrap_or(&mut [])).map_err(|_| libc::EIO)?;
-        left -= take;
+        let piece = buf.get_mut(..left.min(512)).unwrap_or(&mut []);
+        recv_exact(fd, piece).map_err(|_| libc::EIO)?;
+        sink(piece);
+        left -= piece.len();
     }
     match i32::from_le_bytes(errno) {
         0 => Ok(()),

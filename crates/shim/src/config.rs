@@ -4,8 +4,8 @@
 //! Missing or invalid settings leave the shim inert: [`active`] is false and every hook
 //! forwards to the real function.
 
+use crate::buf::{as_cstr, Writer, PATH_MAX};
 use crate::path::{normalize, under, Prefixes};
-use crate::sys::{as_cstr, Writer, PATH_MAX};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -514,6 +514,7 @@ mod tests {
         let m = c"S3SHIM_MOUNT=/w";
         let mm = c"S3SHIM_MOUNTX=/no";
         let env = [mm.as_ptr(), a.as_ptr(), m.as_ptr(), core::ptr::null()];
+        // SAFETY: a NULL-terminated array of NUL-terminated strings that outlive the calls.
         unsafe {
             assert_eq!(env_value(env.as_ptr(), "S3SHIM_MOUNT"), Some(&b"/w"[..]));
             assert_eq!(env_value(env.as_ptr(), "A"), Some(&b"1"[..]));

@@ -7,8 +7,8 @@
 //! but has its own cwd: its `chdir` stores a value tagged with its own pid, which the
 //! owner (see [`crate::owner`]) then sees as foreign and recomputes instead of trusting.
 
+use crate::buf::PATH_MAX;
 use crate::path::{depth, under, Prefixes};
-use crate::sys::PATH_MAX;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The cwd is unrelated to the mount: relative paths stay outside (unless they climb with

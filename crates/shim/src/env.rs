@@ -10,7 +10,7 @@
 //! allocation, no lock. (A mapping made in a vfork child outlives the child's exec in
 //! the parent's address space, hence the stack first.)
 
-use crate::sys::Writer;
+use crate::buf::Writer;
 use core::ffi::{c_char, CStr};
 use s3shim_protocol::layout::LIB_NAME;
 
@@ -153,7 +153,7 @@ pub unsafe fn is_ready(env: *const *const c_char, inj: &Inject<'_>) -> bool {
         .get(..n_set)
         .unwrap_or(&[])
         .iter()
-        .chain(&LD_PRELOAD[..1])
+        .chain(LD_PRELOAD.first())
     {
         if let Some(w) = starts.get_mut(usize::from(b >> 6)) {
             *w |= 1 << (b & 63);
@@ -166,7 +166,7 @@ pub unsafe fn is_ready(env: *const *const c_char, inj: &Inject<'_>) -> bool {
         if starts.get(usize::from(first >> 6)).copied().unwrap_or(0) & (1 << (first & 63)) == 0 {
             continue;
         }
-        if first == LD_PRELOAD[0] {
+        if LD_PRELOAD.first() == Some(&first) {
             if let Some(v) = value_if_named(e, LD_PRELOAD) {
                 if seen & 1 != 0 || !preload_has(v, inj.lib) {
                     return false;
@@ -371,6 +371,8 @@ mod tests {
     fn rebuild(list: &[&str]) -> Vec<String> {
         let (_owned, ptrs) = env_of(list);
         let inj = test_inject(&SET);
+        // SAFETY: `ptrs` is a NULL-terminated array of live C strings, and `region` is `need` bytes
+        // of `words`, which outlives it.
         unsafe {
             let need = needed(ptrs.as_ptr(), &inj);
             let mut words = vec![0u64; need.div_ceil(8)];
@@ -409,6 +411,7 @@ mod tests {
         let got = rebuild(&[]);
         assert_eq!(got.len(), 5);
         assert_eq!(got[4], "LD_PRELOAD=/opt/lib/libs3shim.so");
+        // SAFETY: a null environment is allowed and counts as empty.
         unsafe {
             assert_eq!(count(core::ptr::null()), 0);
         }

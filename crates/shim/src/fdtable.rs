@@ -89,17 +89,17 @@ fn points_into_tree(fd: c_int) -> bool {
         return false;
     };
     let mut path = [0u8; 40];
-    let mut w = crate::sys::Writer::new(&mut path);
+    let mut w = crate::buf::Writer::new(&mut path);
     if w.put(b"/proc/self/fd/")
         .and_then(|()| w.put_u64(n))
         .is_none()
     {
         return false;
     }
-    let Some(c) = crate::sys::as_cstr(w.buf, w.len) else {
+    let Some(c) = crate::buf::as_cstr(w.buf, w.len) else {
         return false;
     };
-    let mut link = [0u8; crate::sys::PATH_MAX];
+    let mut link = [0u8; crate::buf::PATH_MAX];
     match rustix::fs::readlinkat_raw(rustix::fs::CWD, c, &mut link[..]) {
         Ok(n) => in_tree(link.get(..n).unwrap_or(&[])),
         Err(_) => false,
@@ -166,7 +166,7 @@ fn scan_inherited() {
     let own = dir.as_raw_fd();
     let mut dents = [core::mem::MaybeUninit::<u8>::uninit(); 2048];
     let mut iter = RawDir::new(&dir, &mut dents);
-    let mut link = [0u8; crate::sys::PATH_MAX];
+    let mut link = [0u8; crate::buf::PATH_MAX];
     while let Some(Ok(entry)) = iter.next() {
         let name = entry.file_name();
         let Some(fd) = parse_fd(name.to_bytes()) else {

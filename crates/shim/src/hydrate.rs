@@ -3,11 +3,13 @@
 //! "no marker".
 
 use crate::agent;
+use crate::buf::{as_cstr, PATH_MAX};
 use crate::config;
-use crate::loc::Loc;
-use crate::path::{parent_end, rel_in_tree};
-use crate::sys::{self, as_cstr, marker_at, marker_fd, Mark, PATH_MAX};
-use core::ffi::c_int;
+use crate::loc::{Loc, Physical};
+use crate::marker::{marker_at, marker_fd, Mark};
+use crate::path::{parent_end, parent_of, rel_in_tree};
+use crate::sys;
+use core::ffi::{c_char, c_int};
 use s3shim_protocol::wire::Op;
 
 /// What a hook checks before its real call.
@@ -106,7 +108,7 @@ fn ensure_parent_listed(loc: &Loc) -> Result<(), c_int> {
         return Ok(());
     };
     let mut parent = [0u8; PATH_MAX];
-    let mut w = sys::Writer::new(&mut parent);
+    let mut w = crate::buf::Writer::new(&mut parent);
     if w.put(parent_of(p.to_bytes())).is_none() {
         return Ok(());
     }
@@ -117,20 +119,6 @@ fn ensure_parent_listed(loc: &Loc) -> Result<(), c_int> {
         send_for(loc, Op::Lookup)
     } else {
         Ok(())
-    }
-}
-
-/// The parent of a path as a path usable from the cwd: `/a/b` -> `/a`, `/a` -> `/`,
-/// `a/b/` -> `a`, `b` -> `.`.
-pub fn parent_of(path: &[u8]) -> &[u8] {
-    let mut t = path;
-    while t.len() > 1 && t.last() == Some(&b'/') {
-        t = t.get(..t.len() - 1).unwrap_or(t);
-    }
-    match t.iter().rposition(|&c| c == b'/') {
-        Some(0) => b"/",
-        Some(i) => t.get(..i).unwrap_or(b"."),
-        None => b".",
     }
 }
 
@@ -204,8 +192,9 @@ enum Missing {
     Failed(c_int),
 }
 
-/// Rule 1: find the deepest existing ancestor; only if it is unlisted, ask the agent to
-/// look the path up. A negative lookup in a listed directory costs one xattr read.
+/// The *missing-entry* rule: find the deepest existing ancestor; only if it is unlisted,
+/// ask the agent to look the path up. A negative lookup in a listed directory costs one
+/// xattr read.
 fn lookup_missing(loc: &Loc) -> Missing {
     if let Some(m) = lookup_missing_nearby(loc) {
         return m;
@@ -222,7 +211,7 @@ fn lookup_missing(loc: &Loc) -> Missing {
     let mut end = n;
     let mut probe = [0u8; PATH_MAX];
     let mut marker = |end: usize| {
-        let mut w = sys::Writer::new(&mut probe);
+        let mut w = crate::buf::Writer::new(&mut probe);
         w.put(abs.get(..end).unwrap_or(&[]))?;
         Some(marker_at(as_cstr(w.buf, w.len)?))
     };
@@ -283,14 +272,14 @@ fn lookup_missing_nearby(loc: &Loc) -> Option<Missing> {
     let mut buf = [0u8; PATH_MAX];
     let mut base = 0;
     if loc.dirfd != libc::AT_FDCWD {
-        let mut w = sys::Writer::new(&mut buf);
+        let mut w = crate::buf::Writer::new(&mut buf);
         w.put(b"/proc/self/fd/")?;
         w.put_u64(u64::try_from(loc.dirfd).ok()?)?;
         base = w.len;
     }
     // The marker of the ancestor `rel[..end]` (`.` or the dirfd itself when empty).
     let mut marker = |end: usize| -> Option<Result<Mark, c_int>> {
-        let mut w = sys::Writer::new(buf.get_mut(base..)?);
+        let mut w = crate::buf::Writer::new(buf.get_mut(base..)?);
         match (end, base) {
             (0, 0) => w.put(b".")?,
             // The dirfd itself (writing nothing still ends the string here).
@@ -332,14 +321,24 @@ fn lookup_missing_nearby(loc: &Loc) -> Option<Missing> {
     }
 }
 
-/// Rule 2: after a successful in-tree open (not `O_PATH`). Returns the fd to hand to the
-/// caller (possibly a new one from `reopen`) or -1 with errno set.
-pub fn after_open(fd: c_int, flags: c_int, loc: &Loc, reopen: impl FnOnce() -> c_int) -> c_int {
+/// The *open* rule: after a successful in-tree open (not `O_PATH`). Returns the fd to hand
+/// to the caller (possibly a new one from `reopen`) or -1 with errno set. `fd` is closed
+/// with the hook's `close` (which also drops the hook's fd-table mark).
+pub fn after_open(
+    fd: c_int,
+    flags: c_int,
+    loc: &Loc,
+    close: impl Fn(c_int),
+    reopen: impl FnOnce() -> c_int,
+) -> c_int {
     match marker_fd(fd) {
         Mark::None => fd,
         Mark::Unlisted => match send_fd(fd, loc, Op::ListDir) {
             Ok(()) => fd,
-            Err(e) => fail_closing(fd, e),
+            Err(e) => {
+                close(fd);
+                crate::ret::Ret::fail(e)
+            }
         },
         Mark::Placeholder => {
             let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -347,25 +346,21 @@ pub fn after_open(fd: c_int, flags: c_int, loc: &Loc, reopen: impl FnOnce() -> c
                 // The content is being replaced: the bytes in S3 are not needed. (The
                 // `Replace` pre-check normally discarded the marker already; this covers a
                 // placeholder that appeared between the check and the open.)
-                sys::unmark_fd(fd);
+                crate::marker::unmark_fd(fd);
                 return fd;
             }
             let mut abs = [0u8; PATH_MAX];
             let Some(n) = fd_or_loc_path(fd, loc, &mut abs) else {
-                return fail_closing(fd, libc::EIO);
+                close(fd);
+                return crate::ret::Ret::fail(libc::EIO);
             };
-            sys::close_fd(fd);
+            close(fd);
             match send_abs(Op::Fetch, abs.get(..n).unwrap_or(&[])) {
                 Ok(()) => reopen(),
                 Err(e) => crate::ret::Ret::fail(e),
             }
         }
     }
-}
-
-fn fail_closing(fd: c_int, e: c_int) -> c_int {
-    sys::close_fd(fd);
-    crate::ret::Ret::fail(e)
 }
 
 /// The real path of an open fd (`/proc/self/fd`), else the location's.
@@ -379,8 +374,8 @@ fn send_fd(fd: c_int, loc: &Loc, op: Op) -> Result<(), c_int> {
     send_abs(op, abs.get(..n).unwrap_or(&[]))
 }
 
-/// Rule 3 for fd-based directory calls (`fdopendir`, `fchdir`, `opendir` after the
-/// open): list the directory if it is unlisted.
+/// The *list-before-use* rule for fd-based directory calls (`fdopendir`, `fchdir`,
+/// `opendir` after the open): list the directory if it is unlisted.
 pub fn list_fd_if_unlisted(fd: c_int) -> Result<(), c_int> {
     if marker_fd(fd) != Mark::Unlisted {
         return Ok(());
@@ -390,8 +385,8 @@ pub fn list_fd_if_unlisted(fd: c_int) -> Result<(), c_int> {
     send_abs(Op::ListDir, abs.get(..n).unwrap_or(&[]))
 }
 
-/// Rule 7: list a whole subtree (for walkers whose reads the shim cannot see). A root
-/// that is not in the cache yet is looked up first (its ancestors may be unlisted).
+/// The *walker* rule: list a whole subtree (for walkers whose reads the shim cannot see). A
+/// root that is not in the cache yet is looked up first (its ancestors may be unlisted).
 pub fn list_tree(loc: &Loc) -> Result<(), c_int> {
     let mut buf = [0u8; PATH_MAX];
     if let Some(p) = loc.xattr_path(&mut buf) {
@@ -404,17 +399,111 @@ pub fn list_tree(loc: &Loc) -> Result<(), c_int> {
     send_for(loc, Op::ListTree)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parent_of;
+/// [`Loc::resolve`], listing each unlisted directory a `..` resolution stops at (the
+/// resolution itself never asks the agent).
+///
+/// # Safety
+/// As [`Loc::resolve`].
+#[inline(always)]
+pub unsafe fn resolve(loc: &mut Loc, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
+    match loc.resolve(dirfd, path) {
+        Ok(()) => Ok(()),
+        Err(stop) => match stop.errno() {
+            Some(e) => Err(e),
+            // SAFETY: the caller's contract, unchanged.
+            None => unsafe { resolve_listing(loc, dirfd, path) },
+        },
+    }
+}
 
-    #[test]
-    fn parents() {
-        assert_eq!(parent_of(b"/a/b"), b"/a");
-        assert_eq!(parent_of(b"/a"), b"/");
-        assert_eq!(parent_of(b"/a/b//"), b"/a");
-        assert_eq!(parent_of(b"a/b/"), b"a");
-        assert_eq!(parent_of(b"b"), b".");
-        assert_eq!(parent_of(b"/proc/self/fd/7/x"), b"/proc/self/fd/7");
+/// [`resolve`] for a path [`crate::loc::scan`] already read.
+///
+/// # Safety
+/// As [`Loc::resolve_scanned`].
+#[inline(always)]
+pub unsafe fn resolve_scanned(
+    loc: &mut Loc,
+    dirfd: c_int,
+    path: *const c_char,
+    bytes: &[u8],
+    plain: bool,
+) -> Result<(), c_int> {
+    match loc.resolve_scanned(dirfd, path, bytes, plain) {
+        Ok(()) => Ok(()),
+        Err(stop) => match stop.errno() {
+            Some(e) => Err(e),
+            // SAFETY: the caller's contract, unchanged (the path is read again: only
+            // `dirfd` and `path` stay live across the fast path's call).
+            None => unsafe { resolve_listing(loc, dirfd, path) },
+        },
+    }
+}
+
+/// Most directories listed for one resolution before it is made without listing (each
+/// listing normally lets it go one directory deeper).
+const MAX_LISTINGS: usize = 40;
+
+/// Lists the directory `loc` names and resolves `(dirfd, path)` again, until the
+/// resolution needs no listing. A directory still unlisted after its listing, or too
+/// many, end the listing: the last try resolves without it, as the kernel would.
+///
+/// # Safety
+/// As [`Loc::resolve`].
+#[cold]
+#[inline(never)]
+unsafe fn resolve_listing(loc: &mut Loc, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
+    let mut last = [0u8; PATH_MAX];
+    let mut last_len = None;
+    let mut listings = 0;
+    loop {
+        let dir = loc.bytes();
+        let repeated = last_len.and_then(|n| last.get(..n)) == Some(dir);
+        let may_list = !repeated && listings < MAX_LISTINGS;
+        if may_list {
+            list_abs(dir)?;
+            listings += 1;
+            last_len = crate::buf::Writer::new(&mut last)
+                .put(dir)
+                .map(|_| dir.len());
+        }
+        *loc = Loc::new();
+        loc.may_list = may_list;
+        // SAFETY: the caller's contract.
+        match unsafe { loc.resolve(dirfd, path) } {
+            Ok(()) => return Ok(()),
+            Err(stop) => {
+                if let Some(e) = stop.errno() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// [`Loc::physical`], listing each unlisted directory it stops at, as [`resolve`] does.
+pub fn physical(loc: &Loc, follow_last: bool) -> Option<Result<(Loc, bool), c_int>> {
+    let mut last = [0u8; PATH_MAX];
+    let mut last_len = None;
+    for _ in 0..=MAX_LISTINGS {
+        match loc.physical(follow_last, true)? {
+            Err(e) => return Some(Err(e)),
+            Ok((l, Physical::Resolved { followed })) => return Some(Ok((l, followed))),
+            Ok((dir, Physical::Unlisted)) => {
+                let d = dir.bytes();
+                if last_len.and_then(|n| last.get(..n)) == Some(d) {
+                    break;
+                }
+                if let Err(e) = list_abs(d) {
+                    return Some(Err(e));
+                }
+                last_len = crate::buf::Writer::new(&mut last).put(d).map(|_| d.len());
+            }
+        }
+    }
+    // Listing did not help: resolve without it, as the kernel would.
+    match loc.physical(follow_last, false)? {
+        Ok((l, Physical::Resolved { followed })) => Some(Ok((l, followed))),
+        Ok((_, Physical::Unlisted)) => None,
+        Err(e) => Some(Err(e)),
     }
 }

@@ -9,11 +9,14 @@
 //! * relative to a dirfd: passed unchanged, in the tree when the dirfd is marked;
 //! * empty (`AT_EMPTY_PATH`) or NULL: never mapped.
 
+use crate::buf::{as_cstr, Writer, PATH_MAX};
 use crate::config;
+use crate::cstr::cbytes;
 use crate::cwd;
 use crate::fdtable;
 use crate::path::{self, join, map_abs, normalize, reverse, Abs, Rev};
-use crate::sys::{self, as_cstr, cbytes, Writer, PATH_MAX};
+use crate::resolve;
+use crate::sys;
 use core::ffi::{c_char, c_int, CStr};
 use core::mem::MaybeUninit;
 
@@ -29,10 +32,49 @@ pub enum Kind {
     DirRel,
 }
 
+/// Why [`Loc::resolve`] stopped without a location: an errno the call fails with (the
+/// mapped path is too long, or a loop), or [`Stop::UNLISTED`]. One `c_int`, 0 for
+/// `UNLISTED` (no errno is 0), so the hooks' fast path returns and tests it as it did a
+/// plain errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop(c_int);
+
+impl Stop {
+    /// Resolving `..` met a missing component in a directory not listed yet; the `Loc`
+    /// now names that directory: the caller lists it and resolves again.
+    pub const UNLISTED: Stop = Stop(0);
+
+    /// The errno, or `None` for [`Stop::UNLISTED`].
+    #[inline]
+    pub fn errno(self) -> Option<c_int> {
+        (self != Stop::UNLISTED).then_some(self.0)
+    }
+}
+
+impl From<c_int> for Stop {
+    /// An errno (never 0).
+    #[inline]
+    fn from(e: c_int) -> Stop {
+        Stop(if e == 0 { libc::EIO } else { e })
+    }
+}
+
+/// What [`Loc::physical`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Physical {
+    /// The resolved location, and whether a symlink was followed on the way.
+    Resolved { followed: bool },
+    /// The location names a directory not listed yet in which a component is missing.
+    Unlisted,
+}
+
 pub struct Loc {
     pub dirfd: c_int,
     pub kind: Kind,
     pub in_tree: bool,
+    /// Whether resolution may stop at an unlisted directory ([`Stop::UNLISTED`]); off
+    /// for the last try after listing.
+    pub may_list: bool,
     orig: *const c_char,
     /// `buf[..len]` holds the path to pass on when `mapped`.
     mapped: bool,
@@ -49,6 +91,7 @@ impl Loc {
             dirfd: libc::AT_FDCWD,
             kind: Kind::Empty,
             in_tree: false,
+            may_list: true,
             orig: core::ptr::null(),
             mapped: false,
             len: 0,
@@ -120,15 +163,16 @@ impl Loc {
         self.kind == Kind::Empty && unsafe { cbytes(self.orig) }.is_none()
     }
 
-    /// Resolves `(dirfd, path)`. `Err(errno)` only when the mapped path is too long.
+    /// Resolves `(dirfd, path)`. `Err` only when the mapped path is too long, or when a
+    /// `..` needs an unlisted directory listed first ([`Stop::UNLISTED`]).
     ///
     /// # Safety
     /// `path` is NULL or a valid C string that outlives `self`.
     #[inline]
-    pub unsafe fn resolve(&mut self, dirfd: c_int, path: *const c_char) -> Result<(), c_int> {
+    pub unsafe fn resolve(&mut self, dirfd: c_int, path: *const c_char) -> Result<(), Stop> {
         self.dirfd = dirfd;
         self.orig = path;
-        match sys::cpath(path) {
+        match crate::cstr::cpath(path) {
             Some((bytes, plain)) => self.resolve_slow(dirfd, bytes, plain),
             None => Ok(()),
         }
@@ -144,7 +188,7 @@ impl Loc {
         path: *const c_char,
         bytes: &[u8],
         plain: bool,
-    ) -> Result<(), c_int> {
+    ) -> Result<(), Stop> {
         self.dirfd = dirfd;
         self.orig = path;
         self.resolve_slow(dirfd, bytes, plain)
@@ -152,7 +196,7 @@ impl Loc {
 
     /// [`Loc::resolve`] past its fast path.
     #[inline(never)]
-    fn resolve_slow(&mut self, dirfd: c_int, bytes: &[u8], plain: bool) -> Result<(), c_int> {
+    fn resolve_slow(&mut self, dirfd: c_int, bytes: &[u8], plain: bool) -> Result<(), Stop> {
         self.resolve_lexically(dirfd, bytes, plain)?;
         if self.in_tree && !plain && path::has_dotdot(bytes) {
             // `..` in the tree means what the kernel would make of it (symlinks before it
@@ -162,26 +206,47 @@ impl Loc {
         Ok(())
     }
 
-    fn resolve_physically(&mut self) -> Result<(), c_int> {
-        if let Some(r) = self.physical(false) {
-            *self = r?.0;
+    fn resolve_physically(&mut self) -> Result<(), Stop> {
+        match self.physical(false, self.may_list) {
+            None => Ok(()),
+            Some(Err(e)) => Err(Stop::from(e)),
+            Some(Ok((l, found))) => {
+                *self = l;
+                match found {
+                    Physical::Resolved { .. } => Ok(()),
+                    Physical::Unlisted => Err(Stop::UNLISTED),
+                }
+            }
         }
-        Ok(())
     }
 
-    /// The location resolved physically ([`crate::resolve::physical`]) and whether a
-    /// symlink was followed on the way; `None` when that does not apply (not under the
-    /// tree or the mount).
-    pub fn physical(&self, follow_last: bool) -> Option<Result<(Loc, bool), c_int>> {
+    /// The location resolved physically ([`crate::resolve::physical`]), or the unlisted
+    /// directory that resolution stopped at (only when `may_list`); `None` when that does
+    /// not apply (not under the tree or the mount).
+    pub fn physical(
+        &self,
+        follow_last: bool,
+        may_list: bool,
+    ) -> Option<Result<(Loc, Physical), c_int>> {
         let mut input = [0u8; PATH_MAX];
         let n = self.unresolved_abs(&mut input)?;
         let mut out = [0u8; PATH_MAX];
+        let input = input.get(..n)?;
+        let (len, found) = match crate::resolve::physical(input, follow_last, may_list, &mut out) {
+            Ok(r) => (
+                r.len,
+                Physical::Resolved {
+                    followed: r.followed,
+                },
+            ),
+            Err(resolve::Stop::Unlisted(len)) => (len, Physical::Unlisted),
+            Err(resolve::Stop::Errno(e)) => return Some(Err(e)),
+        };
+        let real = out.get(..len).unwrap_or(&[]);
         Some(
-            crate::resolve::physical(input.get(..n)?, follow_last, &mut out).and_then(|r| {
-                let real = out.get(..r.len).unwrap_or(&[]);
-                let l = Loc::from_real(real).ok_or(libc::ENAMETOOLONG)?;
-                Ok((l, r.followed))
-            }),
+            Loc::from_real(real)
+                .map(|l| (l, found))
+                .ok_or(libc::ENAMETOOLONG),
         )
     }
 
@@ -436,7 +501,7 @@ pub enum Scan<'a> {
 /// `path` is NULL or a valid C string that outlives the result.
 #[inline(always)]
 pub unsafe fn scan<'a>(dirfd: c_int, path: *const c_char) -> Scan<'a> {
-    let Some((bytes, plain)) = sys::cpath(path) else {
+    let Some((bytes, plain)) = crate::cstr::cpath(path) else {
         return Scan::PassThrough;
     };
     let passes = plain

@@ -5,7 +5,7 @@
 //! neither is inside the other (checked by `config`). Every output buffer is written
 //! NUL-terminated; lengths exclude the NUL.
 
-use crate::sys::Writer;
+use crate::buf::Writer;
 
 /// The two prefixes the mapping works with.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +106,7 @@ pub fn normalize_known(path: &[u8], plain: bool, out: &mut [u8]) -> Option<usize
         return Some(w.len);
     }
     w.put(b"/")?;
-    let mut last = &path[..0];
+    let mut last: &[u8] = &[];
     for comp in path.split(|&b| b == b'/') {
         last = comp;
         match comp {
@@ -306,6 +306,20 @@ pub fn nth_component(path: &[u8], n: usize) -> Option<&[u8]> {
 /// Number of components of a normalised absolute path (`/` has 0).
 pub fn depth(path: &[u8]) -> usize {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count()
+}
+
+/// The parent of a path as a path usable from the cwd: `/a/b` -> `/a`, `/a` -> `/`,
+/// `a/b/` -> `a`, `b` -> `.`.
+pub fn parent_of(path: &[u8]) -> &[u8] {
+    let mut t = path;
+    while t.len() > 1 && t.last() == Some(&b'/') {
+        t = t.get(..t.len() - 1).unwrap_or(t);
+    }
+    match t.iter().rposition(|&c| c == b'/') {
+        Some(0) => b"/",
+        Some(i) => t.get(..i).unwrap_or(b"."),
+        None => b".",
+    }
 }
 
 #[cfg(test)]
@@ -527,5 +541,15 @@ mod tests {
         assert_eq!(nth_component(b"/home/u/ws", 3), None);
         assert_eq!(depth(b"/"), 0);
         assert_eq!(depth(b"/home/u"), 2);
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_of(b"/a/b"), b"/a");
+        assert_eq!(parent_of(b"/a"), b"/");
+        assert_eq!(parent_of(b"/a/b//"), b"/a");
+        assert_eq!(parent_of(b"a/b/"), b"a");
+        assert_eq!(parent_of(b"b"), b".");
+        assert_eq!(parent_of(b"/proc/self/fd/7/x"), b"/proc/self/fd/7");
     }
 }

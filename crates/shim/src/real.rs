@@ -76,6 +76,7 @@ impl Sym {
         if p.is_null() {
             // Compat-only symbols (e.g. `__xstat` in a future glibc) are still reachable
             // by their base version.
+            // SAFETY: as above.
             p = unsafe {
                 libc::dlvsym(
                     libc::RTLD_NEXT,

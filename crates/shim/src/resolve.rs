@@ -4,13 +4,15 @@
 //! mapping cannot see symlinks before it, and the kernel's `..` at the tree root would
 //! land in the cache directory instead of the mount's parent).
 //!
-//! Slow paths only: one `lstat` per component (plus `readlink` per symlink, and a
-//! listing of an unlisted directory on the way). Stack buffers, raw syscalls.
+//! Slow paths only: one `lstat` per component (plus `readlink` per symlink). Stack
+//! buffers, raw syscalls. It never asks the agent: a component missing from a directory
+//! not listed yet stops the resolution with [`Stop::Unlisted`], and the caller lists that
+//! directory and resolves again.
 
+use crate::buf::{Writer, PATH_MAX};
 use crate::config;
-use crate::hydrate;
-use crate::path::{map_abs, under, Abs};
-use crate::sys::{marker_at, Mark, Writer, PATH_MAX};
+use crate::marker::{marker_at, Mark};
+use crate::path::{map_abs, parent_of, under, Abs};
 use core::ffi::{c_int, CStr};
 use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
@@ -18,16 +20,37 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
 /// Most symlinks followed in one resolution (the kernel's limit).
 const MAX_LINKS: u32 = 40;
 
+/// Why [`physical`] stopped without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `ELOOP` or `ENAMETOOLONG`, as the kernel would say.
+    Errno(c_int),
+    /// A component is missing from a directory not listed yet, whose path (absolute, under
+    /// the tree) is in `out[..len]`: list it and resolve again. Only when `may_list`.
+    Unlisted(usize),
+}
+
+impl From<c_int> for Stop {
+    fn from(e: c_int) -> Stop {
+        Stop::Errno(e)
+    }
+}
+
 /// Resolves the absolute real path `input` (under the tree, unnormalised) component by
 /// component as the kernel would if the tree were mounted at the mount path. The last
 /// component is followed only when it is a symlink and `follow_last`. Writes the result
-/// into `out` (NUL-terminated) and returns its length; `Err(errno)` for `ELOOP` or
-/// `ENAMETOOLONG`. [`Resolved::followed`] says whether a symlink was followed on the
-/// way. Components past one that does not exist are appended unresolved, so
-/// the real call reports what it would natively.
-pub fn physical(input: &[u8], follow_last: bool, out: &mut [u8]) -> Result<Resolved, c_int> {
+/// into `out` (NUL-terminated) and returns its length. [`Resolved::followed`] says
+/// whether a symlink was followed on the way. Components past one that does not exist
+/// are appended unresolved, so the real call reports what it would natively; with
+/// `may_list`, a missing one in an unlisted directory stops with [`Stop::Unlisted`].
+pub fn physical(
+    input: &[u8],
+    follow_last: bool,
+    may_list: bool,
+    out: &mut [u8],
+) -> Result<Resolved, Stop> {
     let mut links = 0u32;
-    let len = walk(input, follow_last, out, &mut links)?;
+    let len = walk(input, follow_last, may_list, out, &mut links)?;
     Ok(Resolved {
         len,
         followed: links > 0,
@@ -40,11 +63,17 @@ pub struct Resolved {
     pub followed: bool,
 }
 
-fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Result<usize, c_int> {
+fn walk(
+    input: &[u8],
+    follow_last: bool,
+    may_list: bool,
+    out: &mut [u8],
+    links: &mut u32,
+) -> Result<usize, Stop> {
     let cfg = config::get();
     let p = cfg.prefixes();
     let Some(first_rest) = under(input, p.tree) else {
-        return Err(libc::EINVAL);
+        return Err(Stop::Errno(libc::EINVAL));
     };
     // `rest[pos..]` is what is left to resolve; `cur` the resolved, symlink-free part.
     let mut rest = [0u8; PATH_MAX];
@@ -52,7 +81,6 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
     let mut pos = 0usize;
     let mut cur = [0u8; PATH_MAX];
     let mut cur_len = copy(&mut cur, &[p.tree])?;
-    let mut listed_once = false;
     let trailing_slash = input.last() == Some(&b'/');
     while let Some(tail) = rest.get(pos..rest_len) {
         let tail = trim_slashes(tail);
@@ -69,16 +97,18 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         match comp {
             // A last `.` or `..` stays for the kernel (after a symlink-free prefix it means
             // the same): `rename("d/..", x)` must fail as it does natively.
-            b"." if is_last => return copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/."]),
+            b"." if is_last => {
+                return Ok(copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/."])?);
+            }
             b"." => continue,
             b".." => {
                 if cur_len == p.tree.len() {
                     // `..` at the mount root: the mount's parent, then the kernel's turn.
-                    let parent = crate::hydrate::parent_of(p.mount);
-                    return copy(out, &[parent, b"/", remaining]);
+                    let parent = parent_of(p.mount);
+                    return Ok(copy(out, &[parent, b"/", remaining])?);
                 }
                 if is_last {
-                    return copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/.."]);
+                    return Ok(copy(out, &[cur.get(..cur_len).unwrap_or(&[]), b"/.."])?);
                 }
                 let c = cur.get(..cur_len).unwrap_or(&[]);
                 cur_len = c.iter().rposition(|&b| b == b'/').unwrap_or(0).max(1);
@@ -96,24 +126,16 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         let cand_c = w.cstr().ok_or(libc::ENAMETOOLONG)?;
         let st = match rustix::fs::statat(CWD, cand_c, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
-            Err(e) if e == rustix::io::Errno::NOENT && !listed_once => {
-                // The directory may not be listed yet: list it, then look once more.
-                listed_once = true;
-                let mut dir = [0u8; PATH_MAX];
-                let n = copy(&mut dir, &[cur.get(..cur_len).unwrap_or(&[])])?;
-                let dir_c = crate::sys::as_cstr(&dir, n).ok_or(libc::ENAMETOOLONG)?;
-                if marker_at(dir_c) == Ok(Mark::Unlisted) {
-                    hydrate::list_abs(dir.get(..n).unwrap_or(&[]))?;
-                }
-                pos = comp_start;
-                continue;
+            Err(e) if e == rustix::io::Errno::NOENT && may_list && unlisted(&cur, cur_len) => {
+                // The directory may not be listed yet: the caller lists it and asks again.
+                let dir = cur.get(..cur_len).unwrap_or(&[]);
+                return Err(Stop::Unlisted(copy(out, &[dir])?));
             }
             Err(_) => {
                 let c = cand.get(..cand_len).unwrap_or(&[]);
-                return copy(out, &[c, remaining]);
+                return Ok(copy(out, &[c, remaining])?);
             }
         };
-        listed_once = false;
         if FileType::from_raw_mode(st.st_mode) != FileType::Symlink || (is_last && !follow_last) {
             cur_len = copy(&mut cur, &[cand.get(..cand_len).unwrap_or(&[])])?;
             if is_last {
@@ -123,12 +145,12 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         }
         *links += 1;
         if *links > MAX_LINKS {
-            return Err(libc::ELOOP);
+            return Err(Stop::Errno(libc::ELOOP));
         }
         let mut target = [0u8; PATH_MAX];
-        let cand_c = crate::sys::as_cstr(&cand, cand_len).ok_or(libc::ENAMETOOLONG)?;
+        let cand_c = crate::buf::as_cstr(&cand, cand_len).ok_or(libc::ENAMETOOLONG)?;
         let n = rustix::fs::readlinkat_raw(CWD, cand_c, &mut target[..PATH_MAX - 1])
-            .map_err(|e| e.raw_os_error())?;
+            .map_err(|e| Stop::Errno(e.raw_os_error()))?;
         let target = target.get(..n).unwrap_or(&[]);
         let mut next = [0u8; PATH_MAX];
         let next_len = if target.first() == Some(&b'/') {
@@ -146,9 +168,11 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
                         &[under(target, p.tree).unwrap_or(&[]), b"/", remaining],
                     )?
                 }
-                Abs::TooLong => return Err(libc::ENAMETOOLONG),
+                Abs::TooLong => return Err(Stop::Errno(libc::ENAMETOOLONG)),
                 // Outside the tree: the kernel resolves the rest.
-                Abs::Outside | Abs::Escaped(_) => return copy(out, &[target, b"/", remaining]),
+                Abs::Outside | Abs::Escaped(_) => {
+                    return Ok(copy(out, &[target, b"/", remaining])?);
+                }
             }
         } else {
             copy(&mut next, &[target, b"/", remaining])?
@@ -158,11 +182,20 @@ fn walk(input: &[u8], follow_last: bool, out: &mut [u8], links: &mut u32) -> Res
         pos = 0;
     }
     let c = cur.get(..cur_len).unwrap_or(&[]);
-    if trailing_slash && cur_len > 1 {
-        copy(out, &[c, b"/"])
+    Ok(if trailing_slash && cur_len > 1 {
+        copy(out, &[c, b"/"])?
     } else {
-        copy(out, &[c])
-    }
+        copy(out, &[c])?
+    })
+}
+
+/// Whether the directory `dir[..len]` carries the unlisted marker.
+fn unlisted(dir: &[u8; PATH_MAX], len: usize) -> bool {
+    let mut buf = [0u8; PATH_MAX];
+    let Ok(n) = copy(&mut buf, &[dir.get(..len).unwrap_or(&[])]) else {
+        return false;
+    };
+    crate::buf::as_cstr(&buf, n).is_some_and(|c| marker_at(c) == Ok(Mark::Unlisted))
 }
 
 /// Whether a symlink lies on the way to the absolute real path `real`: one

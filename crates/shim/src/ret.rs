@@ -1,7 +1,7 @@
 //! How a hooked function reports failure, so the common hook code works for `int`,
 //! `ssize_t`, `long` and pointer results alike.
 
-use crate::sys::set_errno;
+use crate::errno::set_errno;
 use core::ffi::c_int;
 
 pub trait Ret: Copy {

@@ -5,11 +5,12 @@
 //!
 //! Runs in (v)fork children: stack buffers and raw syscalls only.
 
+use crate::buf::PATH_MAX;
 use crate::config;
 use crate::cwd;
 use crate::hydrate;
 use crate::loc::Loc;
-use crate::sys::{self, PATH_MAX};
+use crate::sys;
 use core::ffi::{c_char, c_int, CStr};
 use libc::AT_FDCWD;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
@@ -25,16 +26,23 @@ pub fn is_static_elf(real: &CStr) -> bool {
         return false;
     };
     let mut eh = [0u8; 64];
-    if !matches!(rustix::io::pread(&fd, &mut eh[..], 0), Ok(64)) || eh[..4] != *b"\x7fELF" {
+    if !matches!(rustix::io::pread(&fd, &mut eh[..], 0), Ok(64)) || !eh.starts_with(b"\x7fELF") {
         return false;
     }
     // 64-bit little-endian only (x86_64, aarch64).
-    if eh[4] != 2 || eh[5] != 1 {
+    if eh.get(4..6) != Some(&[2, 1]) {
         return false;
     }
-    let u16_at = |o: usize| u16::from_le_bytes([eh[o], eh[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(eh[32..40].try_into().unwrap_or([0; 8]));
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    // A little-endian field of `n` bytes at offset `o`.
+    let le = |o: usize, n: usize| {
+        let b = eh.get(o..o + n)?;
+        Some(b.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+    };
+    // e_phoff, e_phentsize, e_phnum.
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (le(32, 8), le(54, 2), le(56, 2)) else {
+        return false;
+    };
+    let (phentsize, phnum) = (phentsize as usize, phnum as usize);
     if phentsize < 56 || phnum == 0 || phnum > MAX_PHDRS {
         return false;
     }
@@ -49,7 +57,7 @@ pub fn is_static_elf(real: &CStr) -> bool {
         .get(..n)
         .unwrap_or(&[])
         .chunks_exact(phentsize)
-        .any(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == PT_INTERP);
+        .any(|h| h.get(..4) == Some(&PT_INTERP.to_le_bytes()[..]));
     !has_interp
 }
 
@@ -73,7 +81,7 @@ unsafe fn touches_tree(argv: *const *const c_char) -> bool {
 /// # Safety
 /// `real` is a valid C string, `argv` a NULL-terminated array of C strings.
 pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result<(), c_int> {
-    if !config::active() || sys::cbytes(real).is_none() || !touches_tree(argv) {
+    if !config::active() || crate::cstr::cbytes(real).is_none() || !touches_tree(argv) {
         return Ok(());
     }
     if !is_static_elf(CStr::from_ptr(real)) {
@@ -86,14 +94,14 @@ pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result
     }
     for arg in crate::env::entries(argv).skip(1) {
         let mut loc = Loc::new();
-        if loc.resolve(AT_FDCWD, arg.as_ptr()).is_err() || !loc.in_tree {
+        if hydrate::resolve(&mut loc, AT_FDCWD, arg.as_ptr()).is_err() || !loc.in_tree {
             continue;
         }
         let mut abs = [0u8; PATH_MAX];
         let Some(n) = loc.real_abs(&mut abs) else {
             continue;
         };
-        let Some(p) = sys::as_cstr(&abs, n) else {
+        let Some(p) = crate::buf::as_cstr(&abs, n) else {
             continue;
         };
         // A name that does not exist (yet) is a pattern or an option, not a tree.

@@ -3,18 +3,19 @@
 //! `/proc/self/fd/N`).
 
 use super::{at_path, real};
+use crate::buf::PATH_MAX;
 use crate::config;
+use crate::cstr::cbytes;
 use crate::cwd;
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
 use crate::loc::Loc;
 use crate::path::{reverse, Rev};
 use crate::ret::Ret;
-use crate::sys::{cbytes, PATH_MAX};
 use core::ffi::{c_char, c_int, CStr};
 use libc::{size_t, ssize_t, AT_FDCWD};
 
-/// Rule 3: entering an unlisted directory lists it.
+/// The *list-before-use* rule: entering an unlisted directory lists it.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
     let f = real!(chdir);
@@ -154,7 +155,7 @@ pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
     let pwd = libc::getenv(c"PWD".as_ptr());
     if let Some(b'/') = cbytes(pwd).and_then(|b| b.first().copied()) {
         let mut loc = Loc::new();
-        if loc.resolve(AT_FDCWD, pwd).is_ok() {
+        if hydrate::resolve(&mut loc, AT_FDCWD, pwd).is_ok() {
             let p = CStr::from_ptr(loc.ptr());
             if let (Ok(a), Ok(b)) = (rustix::fs::stat(p), rustix::fs::stat(c".")) {
                 if a.st_dev == b.st_dev && a.st_ino == b.st_ino {
@@ -276,14 +277,14 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
     if !config::active() {
         return f(path, resolved);
     }
-    let saved = crate::sys::errno();
+    let saved = crate::errno::errno();
     let r = at_path(AT_FDCWD, path, Pre::Nothing, |_, p| f(p, resolved));
     if r.is_null() {
         return r;
     }
     let out = fix_result(r, resolved.is_null());
     if !out.is_null() {
-        crate::sys::set_errno(saved);
+        crate::errno::set_errno(saved);
     }
     out
 }

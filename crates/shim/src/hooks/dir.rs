@@ -2,19 +2,20 @@
 //! public entry point is wrapped itself.
 
 use super::{at_path, real};
+use crate::buf::PATH_MAX;
 use crate::config;
 use crate::env::{count, Arena};
+use crate::errno::{errno, set_errno};
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
 use crate::loc::Loc;
 use crate::real::Opaque;
 use crate::ret::Ret;
-use crate::sys::{errno, set_errno, PATH_MAX};
 use core::ffi::{c_char, c_int, c_void};
 use libc::{AT_FDCWD, DIR};
 
-/// Rule 3: the directory is listed (if unlisted) right after the open, before the first
-/// readdir: one fgetxattr on the new fd decides.
+/// The *list-before-use* rule: the directory is listed (if unlisted) right after the open,
+/// before the first readdir: one fgetxattr on the new fd decides.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
     let f = real!(opendir);
@@ -22,7 +23,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
         return f(path);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, path) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, path) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -109,9 +110,9 @@ pub unsafe extern "C" fn scandirat64(
     at_path(dirfd, path, Pre::ListDir, |d, p| f(d, p, list, filter, cmp))
 }
 
-/// Rule 7: glibc's fts walks with internal calls the shim never sees, so each root in
-/// the tree is listed whole (`ListTree`) first and the real fts gets the mapped roots
-/// (it copies them, so the arena can go when it returns). Results keep real paths.
+/// The *walker* rule: glibc's fts walks with internal calls the shim never sees, so each
+/// root in the tree is listed whole (`ListTree`) first and the real fts gets the mapped
+/// roots (it copies them, so the arena can go when it returns). Results keep real paths.
 unsafe fn fts_like(
     argv: *const *const c_char,
     options: c_int,
@@ -137,7 +138,7 @@ unsafe fn fts_like(
     for i in 0..n {
         let root = *argv.add(i);
         let mut loc = Loc::new();
-        if let Err(e) = loc.resolve(AT_FDCWD, root) {
+        if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, root) {
             return Ret::fail(e);
         }
         if loc.in_tree {
@@ -149,7 +150,7 @@ unsafe fn fts_like(
         let Some(slot) = strings.get_mut(i * PATH_MAX..(i + 1) * PATH_MAX) else {
             return Ret::fail(libc::ENOMEM);
         };
-        let mut w = crate::sys::Writer::new(slot);
+        let mut w = crate::buf::Writer::new(slot);
         if w.put(src).is_none() {
             return Ret::fail(libc::ENAMETOOLONG);
         }

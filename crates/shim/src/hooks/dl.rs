@@ -6,8 +6,9 @@
 //! in [`NAMES`] and shown instead.
 
 use super::{at_path, real};
+use crate::buf::{Writer, PATH_MAX};
+use crate::cstr::cbytes;
 use crate::hydrate::Pre;
-use crate::sys::{cbytes, PATH_MAX};
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -23,9 +24,12 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
                 let h = f(p, mode);
                 if !h.is_null() && !core::ptr::eq(p, file) {
                     let mut copy = [0u8; PATH_MAX];
-                    if let Some(n) = cbytes(p).filter(|n| n.len() < PATH_MAX) {
-                        copy[..n.len()].copy_from_slice(n);
-                        loaded = Some(copy);
+                    if let Some(n) = cbytes(p) {
+                        // The NUL after it stays from the zeroed buffer.
+                        if let Some(dst) = copy.get_mut(..n.len()).filter(|_| n.len() < PATH_MAX) {
+                            dst.copy_from_slice(n);
+                            loaded = Some(copy);
+                        }
                     }
                 }
                 h
@@ -93,14 +97,11 @@ fn remember(real: &[u8; PATH_MAX], given: &[u8]) {
             .is_ok()
         {
             // SAFETY: this thread owns the slot while it is WRITING.
-            unsafe {
-                let (r, g) = (&mut *s.real.get(), &mut *s.given.get());
-                r[..real.len()].copy_from_slice(real);
-                r[real.len()] = 0;
-                g[..given.len()].copy_from_slice(given);
-                g[given.len()] = 0;
-            }
-            s.state.store(READY, Ordering::Release);
+            let (r, g) = unsafe { (&mut *s.real.get(), &mut *s.given.get()) };
+            // Each with its NUL; one that does not fit leaves the slot free.
+            let fits = Writer::new(r).put(real).and(Writer::new(g).put(given));
+            s.state
+                .store(if fits.is_some() { READY } else { FREE }, Ordering::Release);
             return;
         }
     }

@@ -9,11 +9,13 @@
 //! Fork-safe: stack buffers and raw syscalls only (see `agent`).
 
 use super::real;
+use crate::buf::PATH_MAX;
 use crate::config;
+use crate::errno::{errno, set_errno};
 use crate::fdtable;
 use crate::path::rel_in_tree;
 use crate::ret::Ret;
-use crate::sys::{self, errno, set_errno, PATH_MAX};
+use crate::sys;
 use core::ffi::c_int;
 use s3shim_protocol::wire::Op;
 

@@ -3,9 +3,8 @@
 
 use super::{at_path, real, two_paths};
 use crate::config;
-use crate::hydrate::Pre;
+use crate::hydrate::{self, Pre};
 use crate::loc::Loc;
-use crate::sys;
 use core::ffi::{c_char, c_int, c_uint};
 use libc::{dev_t, gid_t, mode_t, off64_t, off_t, timespec, timeval, uid_t, utimbuf, AT_FDCWD};
 
@@ -21,8 +20,8 @@ pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t
     at_path(dirfd, path, Pre::Create, |d, p| f(d, p, mode))
 }
 
-/// Rule 3: an unlisted directory is listed before removal, so a directory that is not
-/// empty in S3 gives ENOTEMPTY as natively.
+/// The *list-before-use* rule: an unlisted directory is listed before removal, so a
+/// directory that is not empty in S3 gives ENOTEMPTY as natively.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
     let f = real!(rmdir);
@@ -88,8 +87,8 @@ pub unsafe extern "C" fn renameat2(
     })
 }
 
-/// Rule 8 both ways: a hard link across the tree boundary would share an inode whose
-/// bytes may still be in S3, or that the agent never sees change.
+/// The *boundary* rule both ways: a hard link across the tree boundary would share an inode
+/// whose bytes may still be in S3, or that the agent never sees change.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
     let f = real!(link);
@@ -171,8 +170,8 @@ pub unsafe extern "C" fn fchownat(
     at_path(dirfd, path, Pre::Nothing, |d, p| f(d, p, uid, gid, flags))
 }
 
-/// Rule 5: growing or cutting a placeholder to a non-zero length needs its bytes; a
-/// truncation to zero replaces them, so the marker goes.
+/// The *length* rule: growing or cutting a placeholder to a non-zero length needs its
+/// bytes; a truncation to zero replaces them, so the marker goes.
 unsafe fn truncate_like(
     path: *const c_char,
     len: i64,
@@ -182,7 +181,7 @@ unsafe fn truncate_like(
         return call(path);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, path) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, path) {
         return crate::ret::Ret::fail(e);
     }
     if !loc.in_tree {
@@ -195,9 +194,9 @@ unsafe fn truncate_like(
     };
     let r = super::in_tree(&loc, pre, &mut |_, p| call(p));
     if r == 0 && len == 0 {
-        let mut buf = [0u8; sys::PATH_MAX];
+        let mut buf = [0u8; crate::buf::PATH_MAX];
         if let Some(p) = loc.xattr_path(&mut buf) {
-            sys::unmark_at(p);
+            crate::marker::unmark_at(p);
         }
     }
     r

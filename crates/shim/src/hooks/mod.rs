@@ -14,6 +14,7 @@ pub mod fsync;
 pub mod meta;
 pub mod net;
 pub mod open;
+pub mod spawn;
 pub mod stat;
 pub mod syscall;
 pub mod temp;
@@ -22,10 +23,10 @@ pub mod walk;
 pub mod xattr;
 
 use crate::config;
+use crate::errno::{errno, set_errno};
 use crate::hydrate::{self, AfterMiss, Pre};
 use crate::loc::{scan, Loc, Scan};
 use crate::ret::Ret;
-use crate::sys::{errno, set_errno};
 use core::ffi::{c_char, c_int};
 
 /// The real function, or return the hook's `ENOSYS` failure when libc lacks it.
@@ -68,7 +69,7 @@ unsafe fn at_path_mapped<R: Ret>(
     mut call: impl FnMut(c_int, *const c_char) -> R,
 ) -> R {
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve_scanned(dirfd, path, bytes, plain) {
+    if let Err(e) = hydrate::resolve_scanned(&mut loc, dirfd, path, bytes, plain) {
         return R::fail(e);
     }
     if !loc.in_tree {
@@ -142,16 +143,16 @@ fn through_symlinks<R: Ret>(
             !crate::resolve::symlink_on_the_way_at(dir, rel)
         }
         None => {
-            let mut real = [0u8; crate::sys::PATH_MAX];
+            let mut real = [0u8; crate::buf::PATH_MAX];
             loc.real_abs(&mut real)
-                .and_then(|n| crate::sys::as_cstr(&real, n))
+                .and_then(|n| crate::buf::as_cstr(&real, n))
                 .is_some_and(|c| !crate::resolve::symlink_on_the_way(c))
         }
     };
     if screened {
         return R::fail(e);
     }
-    let phys = match loc.physical(true) {
+    let phys = match hydrate::physical(loc, true) {
         Some(Ok((l, true))) => l,
         _ => return R::fail(e),
     };
@@ -182,7 +183,9 @@ pub(crate) unsafe fn two_paths(
     }
     let mut lo = Loc::new();
     let mut ln = Loc::new();
-    if let Err(e) = lo.resolve(od, op).and_then(|_| ln.resolve(nd, np)) {
+    if let Err(e) =
+        hydrate::resolve(&mut lo, od, op).and_then(|_| hydrate::resolve(&mut ln, nd, np))
+    {
         return Ret::fail(e);
     }
     let src_fd = source_empty_is_fd && lo.kind == crate::loc::Kind::Empty && !lo.unreadable();
@@ -234,9 +237,9 @@ pub(crate) unsafe fn two_paths(
 #[cfg(test)]
 mod tests {
     use super::in_tree;
-    use crate::hydrate::Pre;
+    use crate::errno::{errno, set_errno};
+    use crate::hydrate::{self, Pre};
     use crate::loc::Loc;
-    use crate::sys::{errno, set_errno};
     use core::ffi::{c_char, c_int};
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
@@ -330,7 +333,7 @@ mod tests {
         let file = CString::new("/s3shim-unit-mount/d/f").unwrap();
         let mut loc = Loc::new();
         // SAFETY: `file` outlives `loc`.
-        unsafe { loc.resolve(libc::AT_FDCWD, file.as_ptr()) }.unwrap();
+        unsafe { hydrate::resolve(&mut loc, libc::AT_FDCWD, file.as_ptr()) }.unwrap();
         assert!(loc.in_tree);
         set_errno(0);
         assert_eq!(
@@ -342,7 +345,7 @@ mod tests {
         let gone = CString::new("/s3shim-unit-mount/d/missing").unwrap();
         let mut loc = Loc::new();
         // SAFETY: `gone` outlives `loc`.
-        unsafe { loc.resolve(libc::AT_FDCWD, gone.as_ptr()) }.unwrap();
+        unsafe { hydrate::resolve(&mut loc, libc::AT_FDCWD, gone.as_ptr()) }.unwrap();
         assert_eq!(
             counted(&loc, None),
             (-1, libc::ENOENT, 2),
@@ -361,7 +364,7 @@ mod tests {
         let rel_in = |p: &CString| {
             let mut loc = Loc::new();
             // SAFETY: `p` outlives the loc (used within the statement that made it).
-            unsafe { loc.resolve(tfd, p.as_ptr()) }.unwrap();
+            unsafe { hydrate::resolve(&mut loc, tfd, p.as_ptr()) }.unwrap();
             assert!(loc.in_tree && loc.relative_in_tree().is_some());
             loc
         };
@@ -383,7 +386,7 @@ mod tests {
         let deep = CString::new("/s3shim-unit-mount/nodir/deeper/missing").unwrap();
         let mut loc = Loc::new();
         // SAFETY: `deep` outlives `loc`.
-        unsafe { loc.resolve(libc::AT_FDCWD, deep.as_ptr()) }.unwrap();
+        unsafe { hydrate::resolve(&mut loc, libc::AT_FDCWD, deep.as_ptr()) }.unwrap();
         assert_eq!(counted(&loc, None), (-1, libc::ENOENT, 1));
         crate::fdtable::clear(tfd);
         drop(tree);

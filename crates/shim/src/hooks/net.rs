@@ -19,21 +19,19 @@ unsafe fn unix_path(addr: *const c_void, len: socklen_t) -> Option<[u8; SUN_PATH
     let len = len as usize;
     if len <= PATH_OFF
         || len > core::mem::size_of::<sockaddr_un>()
-        || !crate::sys::readable(addr.cast(), len)
+        || !crate::cstr::readable(addr.cast(), len)
     {
         // Not an AF_UNIX path, or an unmapped address: the kernel's own answer (EFAULT).
         return None;
     }
     let sa = &*addr.cast::<sockaddr_un>();
-    if c_int::from(sa.sun_family) != AF_UNIX || sa.sun_path[0] == 0 {
+    if c_int::from(sa.sun_family) != AF_UNIX || sa.sun_path.first().is_none_or(|&b| b == 0) {
         return None;
     }
     let mut out = [0u8; SUN_PATH + 1];
-    for (i, b) in sa.sun_path.iter().take(len - PATH_OFF).enumerate() {
-        if *b == 0 {
-            break;
-        }
-        out[i] = *b as u8;
+    let given = sa.sun_path.iter().take(len - PATH_OFF);
+    for (o, b) in out.iter_mut().zip(given.take_while(|&&b| b != 0)) {
+        *o = *b as u8;
     }
     Some(out)
 }
@@ -52,7 +50,7 @@ unsafe fn with_mapped_addr(
         return f(addr, len);
     };
     at_path(AT_FDCWD, path.as_ptr().cast::<c_char>(), pre, |_, p| {
-        let mapped = crate::sys::cbytes(p).unwrap_or(&[]);
+        let mapped = crate::cstr::cbytes(p).unwrap_or(&[]);
         if p == path.as_ptr().cast() {
             return f(addr, len);
         }
@@ -90,8 +88,8 @@ unsafe fn name_back(addr: *mut c_void, len: *mut socklen_t, cap: socklen_t) {
     let Some(path) = unix_path(addr, (*len).min(cap)) else {
         return;
     };
-    let real_bytes = crate::sys::cbytes(path.as_ptr().cast()).unwrap_or(&[]);
-    let mut virt = [0u8; crate::sys::PATH_MAX];
+    let real_bytes = crate::cstr::cbytes(path.as_ptr().cast()).unwrap_or(&[]);
+    let mut virt = [0u8; crate::buf::PATH_MAX];
     let Rev::Mapped(n) = reverse(&config::get().prefixes(), real_bytes, &mut virt) else {
         return;
     };

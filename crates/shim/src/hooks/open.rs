@@ -6,17 +6,20 @@
 
 use super::{in_tree, real};
 use crate::config;
+use crate::cstr::cbytes;
+use crate::errno::{errno, set_errno};
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
 use crate::loc::{scan, Loc, Scan};
+use crate::marker::{marker_fd, Mark};
 use crate::ret::Ret;
-use crate::sys::{self, cbytes, errno, marker_fd, set_errno, Mark};
+use crate::sys;
 use core::ffi::{c_char, c_int};
 use libc::{mode_t, AT_FDCWD, FILE};
 
-/// Rule 2 around an open-like call: the create pre-check, the ENOENT rule, the fd mark,
-/// and the marker check on the new fd (list a directory, fetch a placeholder and reopen,
-/// or drop the marker when the content is being truncated away).
+/// The *open* rule around an open-like call: the create pre-check, the ENOENT rule, the fd
+/// mark, and the marker check on the new fd (list a directory, fetch a placeholder and
+/// reopen, or drop the marker when the content is being truncated away).
 pub(crate) unsafe fn open_like(
     dirfd: c_int,
     path: *const c_char,
@@ -43,7 +46,7 @@ unsafe fn open_mapped(
     call: impl Fn(c_int, *const c_char) -> c_int,
 ) -> c_int {
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve_scanned(dirfd, path, bytes, plain) {
+    if let Err(e) = hydrate::resolve_scanned(&mut loc, dirfd, path, bytes, plain) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -75,13 +78,24 @@ unsafe fn open_mapped(
         set_errno(saved);
         return fd;
     }
-    let r = hydrate::after_open(fd, flags, &loc, || {
-        let fd2 = call(loc.dirfd, loc.ptr());
-        if fd2 >= 0 {
-            fdtable::mark(fd2);
-        }
-        fd2
-    });
+    let r = hydrate::after_open(
+        fd,
+        flags,
+        &loc,
+        // The mark goes before the close: once closed, the number may be another
+        // thread's new fd, outside the tree.
+        |fd| {
+            fdtable::clear(fd);
+            sys::close_fd(fd);
+        },
+        || {
+            let fd2 = call(loc.dirfd, loc.ptr());
+            if fd2 >= 0 {
+                fdtable::mark(fd2);
+            }
+            fd2
+        },
+    );
     if r >= 0 {
         set_errno(saved);
     }
@@ -160,9 +174,9 @@ pub unsafe extern "C" fn creat64(path: *const c_char, mode: mode_t) -> c_int {
     open_like(AT_FDCWD, path, CREAT_FLAGS, |_, p| f(p, mode))
 }
 
-/// Rule 4: glibc's fopen opens internally (not through the open hook), so decide from
-/// the mode: "w" drops the marker of what it truncated; "r"/"a" (and "+") on a placeholder
-/// fetch it and open again; "w"/"a" create, so the parent is listed first.
+/// The *fopen* rule: glibc's fopen opens internally (not through the open hook), so decide
+/// from the mode: "w" drops the marker of what it truncated; "r"/"a" (and "+") on a
+/// placeholder fetch it and open again; "w"/"a" create, so the parent is listed first.
 unsafe fn fopen_like(
     path: *const c_char,
     mode: *const c_char,
@@ -173,7 +187,7 @@ unsafe fn fopen_like(
         return open(path);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, path) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, path) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -196,12 +210,12 @@ unsafe fn fopen_like(
     let fd = libc::fileno(fp);
     fdtable::mark(fd);
     if kind == b'w' {
-        sys::unmark_fd(fd);
+        crate::marker::unmark_fd(fd);
         return fp;
     }
     match marker_fd(fd) {
         Mark::Placeholder => {
-            let mut abs = [0u8; sys::PATH_MAX];
+            let mut abs = [0u8; crate::buf::PATH_MAX];
             let n = sys::fd_path(fd, &mut abs).or_else(|| loc.real_abs(&mut abs));
             let fetched = match n {
                 Some(n) => crate::hydrate::fetch_abs(abs.get(..n).unwrap_or(&[])),

@@ -4,12 +4,13 @@
 //! never changes) are copied back into the caller's template.
 
 use super::{in_tree, real};
+use crate::buf::PATH_MAX;
 use crate::config;
+use crate::cstr::cbytes;
 use crate::fdtable;
 use crate::hydrate::{self, Pre};
 use crate::loc::Loc;
 use crate::ret::Ret;
-use crate::sys::{cbytes, PATH_MAX};
 use core::ffi::{c_char, c_int};
 use libc::AT_FDCWD;
 
@@ -24,7 +25,7 @@ unsafe fn temp_like<R: Ret>(
         return call(template);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, template) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, template) {
         return R::fail(e);
     }
     if !loc.in_tree && core::ptr::eq(loc.ptr(), template) {
@@ -41,7 +42,7 @@ unsafe fn temp_like<R: Ret>(
         // A fresh copy per attempt: a failed attempt may have changed the X's.
         let src = loc.bytes();
         let mut buf = [0u8; PATH_MAX];
-        let mut w = crate::sys::Writer::new(&mut buf);
+        let mut w = crate::buf::Writer::new(&mut buf);
         if w.put(src).is_none() {
             return R::fail(libc::ENAMETOOLONG);
         }
@@ -72,7 +73,7 @@ unsafe fn temp_fd(
     let fd = temp_like(template, suffix, call);
     if fd >= 0 && config::active() {
         let mut loc = Loc::new();
-        if loc.resolve(AT_FDCWD, template).is_ok() && loc.in_tree {
+        if hydrate::resolve(&mut loc, AT_FDCWD, template).is_ok() && loc.in_tree {
             fdtable::mark(fd);
         }
     }
@@ -164,7 +165,7 @@ unsafe fn is_dir(dir: *const c_char) -> bool {
     if cbytes(dir).is_none() {
         return false;
     }
-    crate::sys::keep_errno(|| {
+    crate::errno::keep_errno(|| {
         let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
         super::stat::stat(dir, st.as_mut_ptr().cast()) == 0
             && st.assume_init().st_mode & libc::S_IFMT == libc::S_IFDIR
@@ -187,7 +188,7 @@ pub unsafe extern "C" fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut
         return f(dir, pfx);
     };
     let mut loc = Loc::new();
-    if loc.resolve(AT_FDCWD, chosen).is_err() || !loc.in_tree {
+    if hydrate::resolve(&mut loc, AT_FDCWD, chosen).is_err() || !loc.in_tree {
         return f(dir, pfx);
     }
     let made = f(loc.ptr(), pfx);
@@ -195,25 +196,24 @@ pub unsafe extern "C" fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut
         return made;
     };
     // glibc drops the directory's trailing slashes and adds one.
-    let mut keep = given.len();
-    while keep > 1 && given[keep - 1] == b'/' {
-        keep -= 1;
+    let mut dir = given;
+    while let Some(rest) = dir.strip_suffix(b"/").filter(|r| !r.is_empty()) {
+        dir = rest;
     }
     let base = made_bytes
         .rsplit(|&c| c == b'/')
         .next()
         .unwrap_or(made_bytes);
-    let len = keep + 1 + base.len();
-    let out = libc::malloc(len + 1).cast::<u8>();
+    // With the slash between and the NUL.
+    let len = dir.len() + base.len() + 2;
+    let out = libc::malloc(len).cast::<u8>();
     if out.is_null() {
         libc::free(made.cast());
         return core::ptr::null_mut();
     }
-    let out_s = core::slice::from_raw_parts_mut(out, len + 1);
-    out_s[..keep].copy_from_slice(&given[..keep]);
-    out_s[keep] = b'/';
-    out_s[keep + 1..len].copy_from_slice(base);
-    out_s[len] = 0;
+    let mut w = crate::buf::Writer::new(core::slice::from_raw_parts_mut(out, len));
+    // Cannot fail: the buffer was sized for exactly this.
+    let _ = (w.put(dir), w.put(b"/"), w.put(base));
     libc::free(made.cast());
     out.cast()
 }

@@ -11,14 +11,15 @@
 //!   (its entries share fts's path buffer, shown once in mount form).
 
 use super::real;
+use crate::buf::PATH_MAX;
 use crate::config;
 use crate::cwd;
+use crate::errno::{errno, set_errno};
 use crate::hydrate;
 use crate::loc::Loc;
 use crate::path::{reverse, under, Rev};
 use crate::real::Opaque;
 use crate::ret::Ret;
-use crate::sys::{errno, set_errno, PATH_MAX};
 use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -63,7 +64,7 @@ unsafe extern "C" fn glob_stat(p: *const c_char, st: *mut c_void) -> c_int {
 
 /// Whether a pattern can match anything in the tree.
 unsafe fn pattern_touches_tree(pat: *const c_char) -> bool {
-    let Some(b) = crate::sys::cbytes(pat) else {
+    let Some(b) = crate::cstr::cbytes(pat) else {
         return false;
     };
     if b.first() == Some(&b'/') {
@@ -192,9 +193,14 @@ fn current_walk() -> Option<Walk> {
 /// gives relative results, as natively), else in mount form; `None` when unchanged.
 fn as_given(w: &Walk, path: &[u8], out: &mut [u8]) -> Option<usize> {
     // SAFETY: both roots outlive the walk (the caller's string and the walk's Loc).
-    let (given, mapped) = unsafe { (crate::sys::cbytes(w.given)?, crate::sys::cbytes(w.mapped)?) };
+    let (given, mapped) = unsafe {
+        (
+            crate::cstr::cbytes(w.given)?,
+            crate::cstr::cbytes(w.mapped)?,
+        )
+    };
     if let Some(rest) = path.strip_prefix(mapped) {
-        let mut wr = crate::sys::Writer::new(out);
+        let mut wr = crate::buf::Writer::new(out);
         wr.put(given)?;
         wr.put(rest)?;
         return Some(wr.len);
@@ -220,7 +226,7 @@ unsafe extern "C" fn nftw_trampoline(
         return 0;
     };
     let cb = walk.cb;
-    let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
+    let real_bytes = crate::cstr::cbytes(path).unwrap_or(&[]);
     let mut virt = [0u8; PATH_MAX];
     let (p, shift) = match as_given(&walk, real_bytes, &mut virt) {
         Some(n) => (virt.as_ptr().cast(), n as c_int - real_bytes.len() as c_int),
@@ -257,7 +263,7 @@ unsafe fn walk_like(
         return walk(root, user);
     }
     let mut loc = Loc::new();
-    if let Err(e) = loc.resolve(AT_FDCWD, root) {
+    if let Err(e) = hydrate::resolve(&mut loc, AT_FDCWD, root) {
         return Ret::fail(e);
     }
     if !loc.in_tree {
@@ -280,8 +286,9 @@ unsafe fn walk_like(
         return Ret::fail(libc::ENOMEM);
     };
     // A walk started from a callback of another nests: keep the outer one.
-    // SAFETY: our key; `w` outlives the walk, and the outer value is put back after it.
+    // SAFETY: our key, created by `walk_key`.
     let prev = unsafe { libc::pthread_getspecific(key) };
+    // SAFETY: our key; `w` outlives the walk, and the outer value is put back after it.
     if unsafe { libc::pthread_setspecific(key, (&raw const w).cast()) } != 0 {
         return Ret::fail(libc::ENOMEM);
     }
@@ -492,7 +499,7 @@ unsafe fn mount_form(
     fts: *mut c_void,
     path: *const c_char,
 ) -> Option<(&'static Shown, usize, isize)> {
-    let real_bytes = crate::sys::cbytes(path).unwrap_or(&[]);
+    let real_bytes = crate::cstr::cbytes(path).unwrap_or(&[]);
     under(real_bytes, config::get().prefixes().tree)?;
     let slot = claim(fts)?;
     let n = virtual_of(real_bytes, &mut *slot.buf.get())?;

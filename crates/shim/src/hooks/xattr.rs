@@ -4,10 +4,11 @@
 
 use super::{at_path, real};
 use crate::config;
+use crate::cstr::cbytes;
 use crate::fdtable;
 use crate::hydrate::Pre;
+use crate::marker::MARKER_NAME;
 use crate::ret::Ret;
-use crate::sys::{cbytes, MARKER_NAME};
 use core::ffi::{c_char, c_int, c_void};
 use libc::{size_t, ssize_t, AT_FDCWD};
 
@@ -56,7 +57,7 @@ macro_rules! get_hook {
                 if marker {
                     // Exists? Then answer as if the attribute were absent.
                     let r = f(p, name, core::ptr::null_mut(), 0);
-                    if r >= 0 || crate::sys::errno() == libc::ENODATA {
+                    if r >= 0 || crate::errno::errno() == libc::ENODATA {
                         return Ret::fail(libc::ENODATA);
                     }
                     return r;
@@ -163,6 +164,7 @@ mod tests {
 
     fn strip(input: &[u8]) -> Vec<u8> {
         let mut b = input.to_vec();
+        // SAFETY: `b` is a live buffer of `b.len()` bytes.
         let n = unsafe { strip_marker(b.as_mut_ptr().cast(), b.len() as isize) };
         b.truncate(n as usize);
         b

@@ -86,6 +86,7 @@ fn xattr_name() -> &'static std::ffi::CStr {
 
 pub fn set_marker(p: &Path, value: &[u8]) {
     let c = cpath(p);
+    // SAFETY: `c` and the name are C strings; `value` is readable for its length.
     let r = unsafe {
         libc::lsetxattr(
             c.as_ptr(),
@@ -108,6 +109,7 @@ pub fn set_marker(p: &Path, value: &[u8]) {
 pub fn marker(p: &Path) -> Option<Vec<u8>> {
     let c = cpath(p);
     let mut buf = vec![0u8; 8192];
+    // SAFETY: C strings as above; `buf` is writable for its length.
     let n = unsafe {
         libc::lgetxattr(
             c.as_ptr(),
