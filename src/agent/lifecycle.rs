@@ -5,15 +5,14 @@
 //! What a process that *is* the agent adds (allocator tuning, not dumpable, the start-up
 //! line, logging, SIGTERM/SIGINT) is `s3shim agent`'s, in `src/main.rs`.
 
+use super::requests::{RequestLog, Requests};
 use super::{prepare_dirs, serve, start, take_lock};
 use crate::config::Settings;
-use parking_lot::{Condvar, Mutex};
 use s3shim_protocol::layout;
-use s3shim_protocol::wire::Op;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{error, info};
 
 /// An agent to start: its settings and when it stops by itself.
@@ -163,7 +162,7 @@ impl Handle {
     /// How many requests of each kind the agent has answered (or, for a `Session`,
     /// accepted) so far.
     pub fn requests(&self) -> Requests {
-        *self.requests.counts.lock()
+        self.requests.snapshot()
     }
 
     /// Waits until `done` holds for the requests answered so far, at most `limit`;
@@ -173,19 +172,7 @@ impl Handle {
         limit: Duration,
         done: impl Fn(&Requests) -> bool,
     ) -> (Requests, bool) {
-        let deadline = Instant::now() + limit;
-        let mut counts = self.requests.counts.lock();
-        while !done(&counts) {
-            if self
-                .requests
-                .changed
-                .wait_until(&mut counts, deadline)
-                .timed_out()
-            {
-                return (*counts, done(&counts));
-            }
-        }
-        (*counts, true)
+        self.requests.wait(limit, done)
     }
 
     /// Stops (draining) once `stop` completes; it runs on the agent's runtime, so it
@@ -232,70 +219,5 @@ impl Drop for Handle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.join_inner();
-    }
-}
-
-/// Requests answered, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Requests {
-    pub list_dir: u64,
-    pub fetch: u64,
-    pub lookup: u64,
-    pub list_tree: u64,
-    pub fetch_tree: u64,
-    pub flush: u64,
-    pub sync: u64,
-    pub session: u64,
-    pub status: u64,
-    pub discard: u64,
-}
-
-impl Requests {
-    fn slot(&mut self, op: Op) -> &mut u64 {
-        match op {
-            Op::ListDir => &mut self.list_dir,
-            Op::Fetch => &mut self.fetch,
-            Op::Lookup => &mut self.lookup,
-            Op::ListTree => &mut self.list_tree,
-            Op::FetchTree => &mut self.fetch_tree,
-            Op::Flush => &mut self.flush,
-            Op::Sync => &mut self.sync,
-            Op::Session => &mut self.session,
-            Op::Status => &mut self.status,
-            Op::Discard => &mut self.discard,
-        }
-    }
-}
-
-impl std::ops::Sub for Requests {
-    type Output = Requests;
-
-    fn sub(self, o: Requests) -> Requests {
-        Requests {
-            list_dir: self.list_dir - o.list_dir,
-            fetch: self.fetch - o.fetch,
-            lookup: self.lookup - o.lookup,
-            list_tree: self.list_tree - o.list_tree,
-            fetch_tree: self.fetch_tree - o.fetch_tree,
-            flush: self.flush - o.flush,
-            sync: self.sync - o.sync,
-            session: self.session - o.session,
-            status: self.status - o.status,
-            discard: self.discard - o.discard,
-        }
-    }
-}
-
-/// The counts behind [`Handle::requests`].
-#[derive(Default)]
-pub(crate) struct RequestLog {
-    counts: Mutex<Requests>,
-    changed: Condvar,
-}
-
-impl RequestLog {
-    pub(crate) fn answered(&self, op: Op) {
-        *self.counts.lock().slot(op) += 1;
-        self.changed.notify_all();
     }
 }

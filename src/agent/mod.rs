@@ -16,13 +16,15 @@ pub(crate) mod prefetch;
 pub(crate) mod queue;
 pub(crate) mod redact;
 pub(crate) mod remote;
+mod requests;
 pub(crate) mod revalidate;
 pub(crate) mod s3;
 mod status;
 pub(crate) mod sync;
 pub(crate) mod watch;
 
-pub use lifecycle::{Agent, Handle, Requests, StartError};
+pub use lifecycle::{Agent, Handle, StartError};
+pub use requests::Requests;
 
 use crate::config::{Downloads, Remote, Settings, EMBEDDED_BUCKET};
 // Start-up is an edge: its failures are sentences for `run`, not errnos.
@@ -357,7 +359,7 @@ struct Server {
     sessions: AtomicUsize,
     had_session: AtomicBool,
     last_session_closed: Notify,
-    requests: Arc<lifecycle::RequestLog>,
+    requests: Arc<requests::RequestLog>,
 }
 
 /// Serves the socket until `stop` turns true or, with `sessions` (the first session's
@@ -370,7 +372,7 @@ async fn serve(
     socket: &Path,
     mut stop: tokio::sync::watch::Receiver<bool>,
     sessions: Option<Duration>,
-    requests: Arc<lifecycle::RequestLog>,
+    requests: Arc<requests::RequestLog>,
 ) -> i32 {
     let server = Arc::new(Server {
         ctx,
@@ -595,7 +597,7 @@ async fn reply(stream: &mut UnixStream, errno: i32, payload: &[u8]) -> std::io::
 /// watcher and the sync worker, for tests of hydration and remote changes.
 #[cfg(test)]
 pub(crate) mod testkit {
-    use super::hydrate::{marker_of, OwnedMarker};
+    use super::fsops::{marker_of, OwnedMarker};
     use super::*;
 
     /// Whether `rel` in the cache is still a placeholder (its bytes not fetched).

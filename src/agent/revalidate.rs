@@ -6,7 +6,8 @@
 //! Local changes not in S3 yet always win: such entries are left for the upload scan.
 
 use super::error::{Context, Result};
-use super::hydrate::{local_names, marker_of, same_content_and_meta, OwnedMarker};
+use super::fsops::{marker_of, OwnedMarker};
+use super::hydrate::{local_names, same_content_and_meta};
 use super::index::Fingerprint;
 use super::Ctx;
 use futures::{stream, StreamExt};
