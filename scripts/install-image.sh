@@ -5,6 +5,9 @@
 #
 #   DIR/s3shim, DIR/libs3shim.so  ->  PREFIX/bin/s3shim, PREFIX/lib/s3shim/libs3shim.so
 #   code-server-s3 (beside this script)  ->  PREFIX/bin/code-server-s3
+#   the sync extension, DIR/s3shim-sync-*.vsix or else built from ../extension
+#                                        ->  PREFIX/share/s3shim/s3shim-sync-<version>.vsix
+#                                            (the wrapper installs it into code-server)
 #
 # The Dockerfile runs exactly this (into /usr/local), and the browser test
 # (scripts/e2e/s3shim-e2e.sh) runs it into a temporary prefix and starts code-server
@@ -26,6 +29,20 @@ done
 install -D -m 0755 "$from/s3shim" "$prefix/bin/s3shim"
 install -D -m 0644 "$from/libs3shim.so" "$prefix/lib/s3shim/libs3shim.so"
 install -D -m 0755 "$here/code-server-s3" "$prefix/bin/code-server-s3"
+vsix=
+for cand in "$from"/s3shim-sync-*.vsix; do [[ -f $cand ]] && vsix=$cand; done
+built=
+if [[ -z $vsix && -x $here/../extension/build-vsix ]]; then
+	built=$(mktemp -d)
+	vsix=$("$here/../extension/build-vsix" "$built")
+fi
+if [[ -n $vsix ]]; then
+	rm -f "$prefix"/share/s3shim/s3shim-sync-*.vsix
+	install -D -m 0644 "$vsix" "$prefix/share/s3shim/$(basename "$vsix")"
+	[[ -n $built ]] && rm -rf "$built"
+else
+	echo "install-image.sh: no s3shim-sync-*.vsix in $from and no extension/ to build it from: the wrapper runs code-server without the sync extension" >&2
+fi
 # The installed binary must find the installed library by itself (../lib/s3shim).
 "$prefix/bin/s3shim" --version >/dev/null
 echo "install-image.sh: installed into $prefix"

@@ -125,6 +125,101 @@ pub fn render_status(reply: &str) -> String {
     out
 }
 
+/// Version of the `s3shim status --json` document; bumped only when a field changes
+/// meaning or goes away (new fields may be added at any time).
+pub const STATUS_SCHEMA: u64 = 1;
+
+/// The agent's status reply as the JSON document of `s3shim status --json` (schema in
+/// the README). `mount` is where programs see the workspace: paths in the document are
+/// relative to it. Fields a newer agent sends that this one does not know go under
+/// `other`, so nothing is dropped.
+pub fn status_json(reply: &str, mount: &Path) -> serde_json::Value {
+    use s3shim_protocol::status as st;
+    use serde_json::{json, Map, Value};
+    let num = |v: &[&str], i: usize| v.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let text = |v: &[&str], i: usize| v.get(i).copied().unwrap_or("").to_string();
+    let mut doc = json!({
+        "schema": STATUS_SCHEMA,
+        "state": "in_s3",
+        "mount": mount.display().to_string(),
+        "pending": { "changes": 0, "bytes": 0, "in_flight": 0 },
+        "uploads": { "paused": false, "since": null, "reason": null },
+        "failed": [],
+        "conflicts": [],
+        "last_error": null,
+    });
+    let mut other = Map::new();
+    for (key, v) in st::parse(reply) {
+        match key {
+            st::WORKSPACE => {
+                doc["workspace"] = json!(text(&v, 0));
+                doc["endpoint"] = json!(text(&v, 1));
+            }
+            st::CACHE => doc["cache"] = json!(text(&v, 0)),
+            st::SESSIONS => doc["sessions"] = json!(num(&v, 0)),
+            st::INDEXED => doc["indexed"] = json!(num(&v, 0)),
+            st::PENDING => {
+                doc["pending"]["changes"] = json!(num(&v, 0));
+                doc["pending"]["bytes"] = json!(num(&v, 1));
+            }
+            st::IN_FLIGHT => doc["pending"]["in_flight"] = json!(num(&v, 0)),
+            st::FAILED => push(
+                &mut doc["failed"],
+                json!({ "path": text(&v, 0), "reason": text(&v, 1) }),
+            ),
+            st::UPLOADS => {
+                if v.first() == Some(&st::PAUSED) {
+                    doc["uploads"] =
+                        json!({ "paused": true, "since": num(&v, 1), "reason": text(&v, 2) });
+                }
+            }
+            st::CONFLICT => push(
+                &mut doc["conflicts"],
+                json!({ "path": text(&v, 0), "copy": text(&v, 1), "at": num(&v, 2) }),
+            ),
+            st::LAST_ERROR => {
+                doc["last_error"] = json!({ "at": num(&v, 0), "message": text(&v, 1) })
+            }
+            st::REMOTE => doc["remote"] = json!({ "bytes": num(&v, 0), "files": num(&v, 1) }),
+            st::HYDRATED => doc["hydrated"] = json!({ "bytes": num(&v, 0), "files": num(&v, 1) }),
+            st::DOWNLOADED => {
+                doc["downloaded"] = json!({ "objects": num(&v, 0), "bytes": num(&v, 1) })
+            }
+            other_key => {
+                other.insert(
+                    other_key.to_string(),
+                    Value::from(v.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                );
+            }
+        }
+    }
+    // One word for a status bar, the most pressing first: nothing goes up while paused;
+    // a failure or a conflict needs the user; then work in progress.
+    let has = |k: &str| doc[k].as_array().is_some_and(|a| !a.is_empty());
+    let state = if doc["uploads"]["paused"] == json!(true) {
+        "paused"
+    } else if has("failed") {
+        "failed"
+    } else if has("conflicts") {
+        "conflict"
+    } else if doc["pending"]["changes"].as_u64().unwrap_or(0) > 0 {
+        "uploading"
+    } else {
+        "in_s3"
+    };
+    doc["state"] = json!(state);
+    if !other.is_empty() {
+        doc["other"] = Value::Object(other);
+    }
+    doc
+}
+
+fn push(list: &mut serde_json::Value, item: serde_json::Value) {
+    if let Some(a) = list.as_array_mut() {
+        a.push(item);
+    }
+}
+
 /// One line for the end of `run --summary`: downloads since the agent started and
 /// changes not in S3.
 pub fn summary_line(reply: &str) -> String {
@@ -167,6 +262,46 @@ fn ago(unix_secs: u64) -> String {
 mod tests {
     use super::*;
     use s3shim_protocol::status::{self as st, field};
+
+    #[test]
+    fn status_json_has_every_field_and_the_most_pressing_state() {
+        let reply = field(st::PENDING, &["2", "2048"])
+            + &field(st::IN_FLIGHT, &["1"])
+            + &field(st::FAILED, &["bad", "access denied"])
+            + &field(
+                st::CONFLICT,
+                &["a.txt", "a.conflict-h-20260101T000000Z.txt", "7"],
+            )
+            + &field(st::UPLOADS, &["running"])
+            + &field("restarts", &["3"]);
+        let doc = status_json(&reply, Path::new("/ws"));
+        assert_eq!(doc["schema"], 1);
+        assert_eq!(doc["mount"], "/ws");
+        assert_eq!(doc["state"], "failed");
+        assert_eq!(doc["pending"]["changes"], 2);
+        assert_eq!(doc["pending"]["bytes"], 2048);
+        assert_eq!(doc["pending"]["in_flight"], 1);
+        assert_eq!(doc["failed"][0]["path"], "bad");
+        assert_eq!(doc["failed"][0]["reason"], "access denied");
+        assert_eq!(
+            doc["conflicts"][0]["copy"],
+            "a.conflict-h-20260101T000000Z.txt"
+        );
+        assert_eq!(doc["conflicts"][0]["at"], 7);
+        assert_eq!(doc["uploads"]["paused"], false);
+        assert_eq!(doc["other"]["restarts"][0], "3");
+        let paused = status_json(
+            &(reply + &field(st::UPLOADS, &["paused", "5", "connection refused"])),
+            Path::new("/ws"),
+        );
+        assert_eq!(paused["state"], "paused");
+        assert_eq!(paused["uploads"]["reason"], "connection refused");
+        let idle = status_json(&field(st::PENDING, &["0", "0"]), Path::new("/ws"));
+        assert_eq!(idle["state"], "in_s3");
+        assert_eq!(idle["last_error"], serde_json::Value::Null);
+        let busy = status_json(&field(st::PENDING, &["1", "5"]), Path::new("/ws"));
+        assert_eq!(busy["state"], "uploading");
+    }
 
     #[test]
     fn status_reply_reads_as_text_and_keeps_unknown_fields() {

@@ -68,11 +68,20 @@ enum Cmd {
         workspace:  s3://team/ws/ via https://s3.example.com\n\
         not in S3:  2 change(s), 4.0 KiB (4096 bytes)\n\
         hydrated:   1.2 MiB (1258291 bytes) in 40 file(s) of those are in the cache\n\
-        ..."
+        ...\n\n  \
+        s3shim status --json --sync-only     # for programs; schema in the README"
     )]
     Status {
         #[command(flatten)]
         ws: WorkspaceArgs,
+        /// Print one JSON document (schema in the README) for programs, e.g. the
+        /// VS Code extension.
+        #[arg(long)]
+        json: bool,
+        /// Only the sync state (changes not in S3, failures, paused uploads, conflicts,
+        /// last error): skips the walk over every known file, so it is cheap to poll.
+        #[arg(long)]
+        sync_only: bool,
     },
     /// Check everything a workspace needs (credentials, endpoint, bucket, write access,
     /// conditional writes, cache filesystem, io_uring, glibc): one line per check, with
@@ -143,9 +152,22 @@ fn main() -> ExitCode {
             Ok(1)
         }),
         Cmd::Prefetch { ws, path } => with_settings(&ws, |s| prefetch(s, path.as_deref())),
-        Cmd::Status { ws } => with_settings(&ws, |s| {
-            let (_, text) = client::request(&s.socket(), Op::Status, "")?;
-            print!("{}", client::render_status(&text));
+        Cmd::Status {
+            ws,
+            json,
+            sync_only,
+        } => with_settings(&ws, |s| {
+            let what = if sync_only {
+                s3shim_protocol::status::SYNC_ONLY
+            } else {
+                ""
+            };
+            let (_, text) = client::request(&s.socket(), Op::Status, what)?;
+            if json {
+                println!("{}", client::status_json(&text, &s.mount));
+            } else {
+                print!("{}", client::render_status(&text));
+            }
             Ok(0)
         }),
         Cmd::Doctor { ws } => with_settings(&ws, |s| Ok(doctor(s))),

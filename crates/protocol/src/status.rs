@@ -5,6 +5,10 @@
 // The keys are shared with the shim, which has no standard library.
 pub use s3shim_protocol_core::status::*;
 
+/// The request payload that asks for the sync state only (pending, failed, uploads,
+/// conflicts, last error): no walk over every known file, so it is cheap to poll.
+pub const SYNC_ONLY: &str = "sync";
+
 /// One reply line (with its newline), tabs and newlines in values replaced by spaces.
 pub fn field(key: &str, values: &[&str]) -> String {
     let mut line = key.to_string();

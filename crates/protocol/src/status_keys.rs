@@ -28,7 +28,7 @@ pub const DOWNLOADED: &str = "downloaded";
 /// Uploads: `running`, or `paused`, unix seconds since, the error that paused them.
 pub const UPLOADS: &str = "uploads";
 /// A conflict kept both versions: path, the name the local version was saved as, unix
-/// seconds (one line each).
+/// seconds (one line each, while that copy is in the cache).
 pub const CONFLICT: &str = "conflict";
 
 /// The first value of an [`UPLOADS`] line while uploads are paused.
