@@ -307,8 +307,8 @@ fn agent_process(settings: Settings) -> i32 {
             signal(SignalKind::interrupt()),
         ) {
             (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
             },
             _ => tracing::error!("cannot install signal handlers; stopping"),
         }

@@ -395,7 +395,7 @@ async fn serve(
                 }
                 Err(e) => warn!("accept failed: {e}"),
             },
-            _ = stop.wait_for(|s| *s) => { info!("asked to stop: draining"); break; }
+            _ = stop.wait_for(|s| *s) => { info!("asked to stop"); break; }
             _ = server.last_session_closed.notified(), if by_sessions => {
                 if server.sessions.load(Ordering::SeqCst) == 0 {
                     info!("last session closed: draining");
