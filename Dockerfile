@@ -21,7 +21,9 @@ COPY . .
 # Copied out of target/ so that a target directory mounted as a build cache (podman
 # build -v) still leaves the binaries in this stage's layer.
 RUN cargo build --release --locked -p codeserver-s3-filesystem -p s3shim-shim \
-	&& mkdir -p /out && cp target/release/s3shim target/release/libs3shim.so /out/
+	&& mkdir -p /out && cp target/release/s3shim target/release/libs3shim.so /out/ \
+	&& { command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }; } \
+	&& extension/build-vsix /out >/dev/null
 
 FROM ${BASE_IMAGE}
 ARG NODE_VERSION=24.21.0
@@ -47,7 +49,7 @@ RUN apt-get update -qq \
 		>/usr/local/bin/code-server \
 	&& chmod 755 /usr/local/bin/code-server \
 	&& useradd -m -u 1000 -s /bin/bash coder
-COPY --from=build /out/s3shim /out/libs3shim.so /tmp/s3shim-install/
+COPY --from=build /out/s3shim /out/libs3shim.so /out/s3shim-sync-*.vsix /tmp/s3shim-install/
 COPY scripts/install-image.sh scripts/code-server-s3 /tmp/s3shim-install/scripts/
 RUN /tmp/s3shim-install/scripts/install-image.sh --from /tmp/s3shim-install --prefix /usr/local \
 	&& rm -rf /tmp/s3shim-install \

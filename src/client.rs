@@ -72,6 +72,12 @@ pub fn render_status(reply: &str) -> String {
                 ));
                 continue;
             }
+            st::RESTARTS => format!(
+                "restarts:   {} (the agent died and was started again; last {}: {})",
+                num(&v, 0),
+                ago(num(&v, 1)),
+                v.get(2).unwrap_or(&"")
+            ),
             st::UPLOADS if v.first() == Some(&"paused") => format!(
                 "uploads: paused since {}, S3 unreachable: {}",
                 ago(num(&v, 1)),

@@ -41,6 +41,18 @@ pub struct WorkspaceArgs {
     #[arg(long, env = "S3SHIM_ALLOW_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_http: bool,
 
+    /// Most bytes of fetched files the cache keeps (bytes, or e.g. `10G`); beyond it, clean
+    /// files least recently fetched or read go back to placeholders. With or without it,
+    /// the cache keeps 5 % of its file system (at most 4 GiB) free the same way.
+    #[arg(long, env = "S3SHIM_CACHE_MAX_SIZE", value_parser = crate::agent::evict::parse_size)]
+    pub cache_max_size: Option<u64>,
+
+    /// Use a cache made for another workspace (another endpoint, bucket, prefix or
+    /// embedded data directory) for this one: its tree is set aside in the cache
+    /// directory, never uploaded anywhere, and this workspace starts from S3.
+    #[arg(long, env = "S3SHIM_ADOPT_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub adopt_cache: bool,
+
     /// Seconds between checks for changes other writers made in S3 to directories
     /// already listed here (0 turns the check off).
     #[arg(long, env = "S3SHIM_POLL_INTERVAL", default_value_t = 5.0)]
@@ -53,6 +65,12 @@ pub struct WorkspaceArgs {
     /// Size (bytes) of each ranged GET.
     #[arg(long, env = "S3SHIM_RANGED_GET_PART", default_value_t = 8 << 20)]
     pub ranged_get_part: u64,
+
+    /// Files up to this size (bytes) are fetched whole when their directory is listed, in
+    /// the GET that replaces the HEAD for their metadata (0: every file is a placeholder
+    /// until read).
+    #[arg(long, env = "S3SHIM_EAGER_GET_MAX", default_value_t = 64 << 10)]
+    pub eager_get_max: u64,
 }
 
 /// Where the objects are.
@@ -77,6 +95,10 @@ pub struct Settings {
     /// Absolute.
     pub cache: PathBuf,
     pub allow_http: bool,
+    /// The cache may be taken over from another workspace (`--adopt-cache`).
+    pub adopt_cache: bool,
+    /// Bytes of fetched files the cache keeps (`--cache-max-size`).
+    pub cache_max_size: Option<u64>,
     /// `None`: remote changes are not looked for.
     pub poll_interval: Option<std::time::Duration>,
     pub downloads: Downloads,
@@ -88,6 +110,8 @@ pub struct Downloads {
     /// Objects at least this large are fetched as parallel ranged GETs.
     pub ranged_threshold: u64,
     pub part_size: u64,
+    /// Files up to this size are fetched whole when their directory is listed.
+    pub eager_max: u64,
 }
 
 impl Settings {
@@ -168,10 +192,13 @@ impl Settings {
             mount,
             cache,
             allow_http: args.allow_http,
+            adopt_cache: args.adopt_cache,
+            cache_max_size: args.cache_max_size,
             poll_interval,
             downloads: Downloads {
                 ranged_threshold: args.ranged_get_threshold,
                 part_size: args.ranged_get_part,
+                eager_max: args.eager_get_max,
             },
         })
     }
@@ -180,6 +207,25 @@ impl Settings {
         match &self.remote {
             Remote::External { bucket, .. } => bucket,
             Remote::Embedded { .. } => EMBEDDED_BUCKET,
+        }
+    }
+
+    /// The workspace a cache serves, as recorded in it and shown to people: where the
+    /// objects are (endpoint, or the embedded server's data directory), bucket, prefix.
+    pub fn workspace_desc(&self) -> String {
+        match &self.remote {
+            Remote::External { endpoint, bucket } => {
+                // Parsed and printed back, so `http://h:1` and `http://h:1/` are one.
+                let at = endpoint.as_deref().map_or("AWS".to_string(), |e| {
+                    url::Url::parse(e).map_or(e.to_string(), |u| u.to_string())
+                });
+                format!("s3://{bucket}/{} at {at}", self.key_prefix)
+            }
+            Remote::Embedded { data_dir } => format!(
+                "s3://{EMBEDDED_BUCKET}/{} of the embedded server over {}",
+                self.key_prefix,
+                data_dir.display()
+            ),
         }
     }
 
@@ -213,9 +259,18 @@ impl Settings {
             self.downloads.ranged_threshold.to_string(),
             "--ranged-get-part".into(),
             self.downloads.part_size.to_string(),
+            "--eager-get-max".into(),
+            self.downloads.eager_max.to_string(),
         ];
         if self.allow_http {
             a.push("--allow-http".into());
+        }
+        if self.adopt_cache {
+            a.push("--adopt-cache".into());
+        }
+        if let Some(max) = self.cache_max_size {
+            a.push("--cache-max-size".into());
+            a.push(max.to_string());
         }
         match &self.remote {
             Remote::External { endpoint, bucket } => {
@@ -233,6 +288,64 @@ impl Settings {
         }
         a
     }
+}
+
+/// Makes `cache` a directory no other user can enter: created 0700 (parents too, when
+/// missing), and an existing one that lets others in is tightened to 0700. The tree's own
+/// modes stay as programs set them; the cache root is the door. `Ok(Some(sentence))` says
+/// that an existing cache was tightened; a cache owned by another user is refused.
+pub fn make_private(cache: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let md = match std::fs::symlink_metadata(cache) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(cache)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create {} ({e}); pass a writable --cache or fix its permissions",
+                        cache.display()
+                    )
+                })?;
+            // A cache made by a concurrent `run` may have beaten us to it: check it too.
+            std::fs::symlink_metadata(cache)?
+        }
+        Err(e) => bail!(
+            "cannot create {} ({e}); pass a writable --cache or fix its permissions",
+            cache.display()
+        ),
+    };
+    if !md.is_dir() {
+        bail!(
+            "the cache {} is not a directory; pass a directory (or a path to create) to --cache",
+            cache.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me {
+        bail!(
+            "the cache {} belongs to uid {}, not to you (uid {me}); pass a --cache of your own",
+            cache.display(),
+            md.uid()
+        );
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        anyhow::anyhow!(
+            "the cache {} is open to other users (mode {mode:04o}) and cannot be made private ({e}); pass another --cache",
+            cache.display()
+        )
+    })?;
+    Ok(Some(format!(
+        "the cache {} was open to other users (mode {mode:04o}); made it 0700 so only you can read the workspace through it",
+        cache.display()
+    )))
 }
 
 /// The agent socket of a cache: inside the cache when the path fits in a `sockaddr_un`,
@@ -369,6 +482,26 @@ mod tests {
         let long = socket_path_for(&PathBuf::from(format!("/tmp/{}", "x".repeat(120))));
         assert!(long.as_os_str().len() <= layout::SOCKET_PATH_MAX);
         assert!(long.starts_with("/tmp"));
+    }
+
+    #[test]
+    fn caches_are_made_private_and_loose_ones_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("a/b/cache");
+        assert_eq!(make_private(&fresh).unwrap(), None);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&fresh), 0o700);
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let said = make_private(&fresh).unwrap().unwrap();
+        assert!(
+            said.contains("mode 0755") && said.contains("0700"),
+            "{said}"
+        );
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(make_private(&fresh).unwrap(), None);
+        std::fs::write(dir.path().join("f"), "").unwrap();
+        assert!(make_private(&dir.path().join("f")).is_err());
     }
 
     #[test]

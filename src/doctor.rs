@@ -56,6 +56,7 @@ pub fn doctor(settings: &Settings) -> i32 {
     let mut r = Report { failed: 0 };
     rt.block_on(remote_checks(settings, &mut r));
     r.line("cache", cache_check(&settings.cache));
+    r.line("private", private_check(&settings.cache));
     r.line(
         "io_uring",
         io_uring_check(
@@ -64,6 +65,23 @@ pub fn doctor(settings: &Settings) -> i32 {
         ),
     );
     r.line("glibc", glibc_check());
+    // issue 15: how programs that bypass libc (static, Go) see the folder.
+    r.line(
+        "intercept",
+        match crate::agent::supervise::mode() {
+            Ok(t) => Outcome::Pass(t),
+            Err(why) => Outcome::Skip(format!(
+                "fallback: {why}; a static or Go program gets the folder it names made local before it starts, with a warning"
+            )),
+        },
+    );
+    r.line(
+        "mount link",
+        match crate::agent::supervise::mount_link_status(&settings.mount, &settings.tree()) {
+            Ok(t) => Outcome::Pass(t),
+            Err(t) => Outcome::Skip(t),
+        },
+    );
     let mut out = std::io::stdout();
     if r.failed > 0 {
         let _ = writeln!(
@@ -326,6 +344,42 @@ fn cache_check(cache: &Path) -> Outcome {
             dir.display()
         )),
         Err(sentence) => Outcome::Fail(sentence),
+    }
+}
+
+/// Whether other users can enter the cache (the workspace's bytes, `.env` files
+/// included, are in it). Nothing is changed: `run` tightens it, doctor only says.
+fn private_check(cache: &Path) -> Outcome {
+    use std::os::unix::fs::MetadataExt;
+    let md = match std::fs::metadata(cache) {
+        Ok(md) => md,
+        Err(_) => {
+            return Outcome::Pass(format!(
+                "{} does not exist yet; it will be made 0700 (yours alone)",
+                cache.display()
+            ))
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mode = md.mode() & 0o7777;
+    if md.uid() != me {
+        Outcome::Fail(format!(
+            "{} belongs to uid {}, not to you (uid {me}); pass a --cache of your own",
+            cache.display(),
+            md.uid()
+        ))
+    } else if mode & 0o077 != 0 {
+        Outcome::Fail(format!(
+            "{} is mode {mode:04o}: other users can read the workspace through it; run `chmod 700 {}` (s3shim run does it when it starts)",
+            cache.display(),
+            cache.display()
+        ))
+    } else {
+        Outcome::Pass(format!(
+            "{} is mode {mode:04o} and yours: no other user can read it",
+            cache.display()
+        ))
     }
 }
 

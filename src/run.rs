@@ -1,6 +1,8 @@
 //! `s3shim run`: start (or join) the cache's agent, run a command under the shim, and
 //! return once everything it wrote is in S3.
 
+mod supervise;
+
 use crate::client;
 use crate::config::Settings;
 use anyhow::{bail, Context, Result};
@@ -34,18 +36,28 @@ pub const CREDENTIAL_ENV: [&str; 4] = [
 /// `summary`: print one line with what the agent downloaded (CI logs, warm-cache checks).
 pub fn run(settings: &Settings, command: &[OsString], summary: bool) -> Result<i32> {
     let lib = find_lib()?;
-    let (session, agent_pid) = connect_or_start(settings)?;
-    let status = run_command(settings, &lib, command)?;
-    wait_for_orphans(agent_pid, ORPHAN_GRACE);
+    let supervisor = supervise::Supervisor::start(settings)?;
+    // issue 15: programs the shim cannot enter (static, Go) resolve absolute mount paths
+    // through the kernel, so the mount path is made a link to the tree where it can be.
+    let tree = settings.tree();
+    let link = crate::agent::supervise::link_mount(&settings.mount, &tree);
+    let status = run_command(settings, &lib, command);
+    wait_for_orphans(ORPHAN_GRACE);
+    if link == crate::agent::supervise::MountLink::Created {
+        crate::agent::supervise::unlink_mount(&settings.mount, &tree);
+    }
+    let status = status?;
     let draining = Instant::now();
-    let (errno, report) =
-        client::request(&settings.socket(), Op::Flush, "").context("waiting for uploads")?;
+    // Through restarts: a dead agent is replaced by the supervisor and asked again.
+    let (errno, report) = supervisor
+        .request(Op::Flush)
+        .context("waiting for uploads")?;
     if summary {
         // Asked before the session closes: the agent may exit right after.
-        let (_, text) = client::request(&settings.socket(), Op::Status, "")?;
+        let (_, text) = supervisor.request(Op::Status)?;
         eprintln!("s3shim: {}", client::summary_line(&text));
     }
-    drop(session);
+    supervisor.close();
     let sig = STOPPED_BY.load(Ordering::SeqCst);
     if sig != 0 {
         // A container stop: say that the queue was drained, and how long it took.
@@ -98,10 +110,11 @@ pub fn find_lib() -> Result<PathBuf> {
     )
 }
 
-/// Opens a session with the cache's agent, starting one if none runs. The returned
-/// stream keeps the agent alive until it is dropped; the pid is the agent's when this
-/// `run` started it.
-fn connect_or_start(settings: &Settings) -> Result<(UnixStream, Option<u32>)> {
+/// Makes the cache (private) and its state directory.
+fn prepare_cache(settings: &Settings) -> Result<()> {
+    if let Some(sentence) = crate::config::make_private(&settings.cache)? {
+        eprintln!("s3shim: {sentence}");
+    }
     let state = settings.state_dir();
     std::fs::create_dir_all(&state).map_err(|e| {
         anyhow::anyhow!(
@@ -109,6 +122,14 @@ fn connect_or_start(settings: &Settings) -> Result<(UnixStream, Option<u32>)> {
             state.display()
         )
     })?;
+    Ok(())
+}
+
+/// Opens a session with the cache's agent, starting one if none runs. The returned
+/// stream keeps the agent alive until it is dropped; the pid is the agent's when this
+/// `run` started it.
+fn connect_or_start(settings: &Settings) -> Result<(UnixStream, Option<u32>)> {
+    let state = settings.state_dir();
     let deadline = Instant::now() + AGENT_START_TIMEOUT;
     let mut started = None;
     loop {
@@ -197,9 +218,12 @@ fn spawn_agent(settings: &Settings, deadline: Instant) -> Result<AgentStart> {
     if let Some(info) = line.strip_prefix("READY\t") {
         let pid = child.id();
         // The agent lives on by itself; reap it from a thread so it never lingers as a
-        // zombie of ours.
+        // zombie of ours, and keep how it ended for the supervisor.
+        supervise::spawned(pid);
         std::thread::spawn(move || {
-            let _ = child.wait();
+            if let Ok(status) = child.wait() {
+                supervise::ended(pid, status);
+            }
         });
         return Ok(AgentStart::Ready(info.to_string(), pid));
     }
@@ -229,7 +253,17 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// Runs the command under the shim and returns its exit code (128+N for signal N).
 fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<i32> {
     let (prog, args) = command.split_first().context("no command given")?;
-    let mut cmd = Command::new(prog);
+    // issue 15: a static or Go command is exec'd by a shell the shim is in, whose exec
+    // hook puts it under the agent's supervision (run itself has no shim).
+    let bypassing = crate::agent::supervise::find_program(prog)
+        .is_some_and(|p| crate::agent::supervise::bypasses_libc(&p));
+    let mut cmd = if bypassing {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("exec \"$0\" \"$@\"").arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    };
     cmd.args(args)
         .env(
             "LD_PRELOAD",
@@ -286,12 +320,12 @@ fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<
 }
 
 /// Reaps descendants that outlived the command, waiting at most `grace` for them.
-fn wait_for_orphans(agent: Option<u32>, grace: Duration) {
+fn wait_for_orphans(grace: Duration) {
     let deadline = Instant::now() + grace;
     loop {
         let kids: Vec<u32> = children_of(std::process::id())
             .into_iter()
-            .filter(|&p| Some(p) != agent)
+            .filter(|&p| !supervise::is_agent(p))
             .collect();
         if kids.is_empty() {
             return;

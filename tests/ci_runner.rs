@@ -96,13 +96,20 @@ fn a_warm_runner_cache_downloads_only_what_changed_and_results_are_saved() {
     );
     assert_eq!(s3.get("ws/src/c.txt"), None, "not resurrected by the cache");
 
-    // A new runner (cold cache) downloads everything the job reads.
+    // A new runner (cold cache) downloads everything the job reads, and the small
+    // result in `out/` that `make` lists: it comes in the GET that replaced its HEAD.
     let cold = job(&ws, "other-runner");
     assert_eq!(
         cold,
         (
-            4,
-            len(&[MAKEFILE, b"alpha local\n", b"BRAVO two\n", b"delta\n"])
+            5,
+            len(&[
+                MAKEFILE,
+                b"alpha local\n",
+                b"BRAVO two\n",
+                b"delta\n",
+                b"alpha local\nBRAVO two\ndelta\n"
+            ])
         )
     );
 }

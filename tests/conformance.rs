@@ -400,7 +400,13 @@ fn prefetch_makes_a_cold_subtree_local() {
         bin().display(),
         bin().display()
     );
-    let out = ws.bash("c", &script);
+    // Small files not fetched with their directory's listing: what is local is what
+    // the prefetch made so.
+    let mut c = ws.command("c", &["bash", "-c", &script]);
+    c.env("S3SHIM_EAGER_GET_MAX", "0");
+    let out = timed_output(c, 300);
+    assert_success(&out, &script);
+    let out = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out,
         "2 files (33 bytes) under /workspace/seed/deep are local\n\
@@ -415,5 +421,20 @@ fn prefetch_makes_a_cold_subtree_local() {
     assert!(
         readme.iter().all(|&b| b == 0),
         "a file outside the prefetched paths stays a placeholder"
+    );
+}
+
+/// `file/../file`, `file/.` and `file/` are ENOTDIR as on a local disk (issue 15).
+#[test]
+fn dotdot_after_a_file_is_not_a_directory() {
+    let out = conform("notdir", &[]);
+    holds(
+        &out,
+        &[
+            "failed: cat: @W@/seed/readme.txt/../readme.txt: Not a directory",
+            "failed: cat: readme.txt/../readme.txt: Not a directory",
+            "failed: cat: src/util.h/../util.h: Not a directory",
+            "ok: hello seed",
+        ],
     );
 }

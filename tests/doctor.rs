@@ -40,8 +40,13 @@ impl Doctor {
     }
 
     fn cache(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::DirBuilderExt;
         let c = self.tmp.path().join("cache");
-        std::fs::create_dir_all(&c).unwrap();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&c)
+            .unwrap();
         c
     }
 
@@ -95,6 +100,7 @@ fn a_good_configuration_passes_every_check() {
             "writable",
             "conditional",
             "cache",
+            "private",
             "io_uring",
             "glibc"
         ],
@@ -185,7 +191,7 @@ fn a_read_only_cache_directory_is_diagnosed() {
         }
     } else {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o555)).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o500)).unwrap();
     }
     let o = timed_output(c, 120);
     assert_one_failure(
@@ -196,4 +202,26 @@ fn a_read_only_cache_directory_is_diagnosed() {
             "pass a writable --cache",
         ],
     );
+}
+
+#[test]
+fn a_cache_other_users_can_enter_is_diagnosed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s3 = S3Server::start();
+    let d = Doctor::new();
+    let cache = d.cache();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = timed_output(d.command(BUCKET, &s3.endpoint, SECRET_KEY, &cache), 120);
+    assert_one_failure(
+        &o,
+        "private",
+        &[
+            &format!("{} is mode 0755", cache.display()),
+            "other users can read the workspace",
+            "chmod 700",
+        ],
+    );
+    // Doctor only looks; `run` is what tightens it.
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
 }

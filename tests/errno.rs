@@ -157,3 +157,114 @@ fn an_object_deleted_after_listing_is_enoent() {
         "expected ENOENT from cat, got stderr:\n{err}"
     );
 }
+
+/// A full cache disk is survived: ENOSPC for the read that needs room and for the writer
+/// that fills it, the agent still answering, uploads of what was written going on, and
+/// once space is freed everything back to normal: a new file reaches S3, the index is
+/// intact, and a fresh cache sees exactly what the full one held.
+#[test]
+fn a_full_cache_disk_is_survived_and_nothing_is_lost() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "survive/", "/fullws");
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    s3.put("survive/big.bin", &big);
+    s3.put("survive/small.txt", b"fits\n");
+    let _fs = Tmpfs::mount(&ws.cache("c"), "16m");
+    let script = "set -u
+        echo before > /fullws/before.txt
+        cat /fullws/big.bin > /dev/null; echo \"read big: $?\"
+        dd if=/dev/zero of=/fullws/fill bs=1M count=64 status=none; echo \"fill: $?\"
+        echo during > /fullws/during.txt; echo \"write while full: $?\"
+        s3shim status > /dev/null; echo \"status while full: $?\"
+        rm /fullws/fill
+        echo after > /fullws/after.txt
+        s3shim flush; echo \"flush after freeing: $?\"
+        cat /fullws/small.txt /fullws/before.txt /fullws/after.txt";
+    let mut cmd = ws.command("c", &["bash", "-c", script]);
+    // `s3shim` inside the tree, as a user would call it.
+    let path = format!(
+        "{}:{}",
+        bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path);
+    let out = timed_output(cmd, 300);
+    let err = stderr(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run: {}\nstdout: {said}\nstderr: {err}",
+        out.status
+    );
+    assert!(
+        said.contains("read big: 1"),
+        "stdout: {said}\nstderr: {err}"
+    );
+    assert!(
+        err.contains("big.bin: No space left on device"),
+        "stderr:\n{err}"
+    );
+    assert!(said.contains("fill: 1"), "stdout: {said}\nstderr: {err}");
+    assert!(
+        err.contains("dd: error writing '/fullws/fill': No space left on device"),
+        "stderr:\n{err}"
+    );
+    assert!(
+        said.contains("status while full: 0"),
+        "the agent answers: {said}\n{err}"
+    );
+    assert!(
+        said.contains("flush after freeing: 0"),
+        "stdout: {said}\nstderr: {err}"
+    );
+    assert!(said.ends_with("fits\nbefore\nafter\n"), "stdout: {said}");
+    assert!(!err.contains("Input/output error"), "stderr:\n{err}");
+    // The write that met the full disk either failed with ENOSPC or went through once
+    // space came back; either way S3 ends up with what the cache holds.
+    let during = ws.cache("c").join("tree/during.txt");
+    let mut want = vec![
+        ("survive/after.txt".to_string(), b"after\n".to_vec()),
+        ("survive/before.txt".to_string(), b"before\n".to_vec()),
+        ("survive/big.bin".to_string(), big.clone()),
+        ("survive/small.txt".to_string(), b"fits\n".to_vec()),
+    ];
+    if let Ok(bytes) = std::fs::read(&during) {
+        want.push(("survive/during.txt".to_string(), bytes));
+    }
+    want.sort();
+    let keys: Vec<String> = want.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        s3.keys("survive/"),
+        keys,
+        "S3 holds exactly the tree; stderr:\n{err}"
+    );
+    for (k, v) in &want {
+        assert!(s3.get(k).as_ref() == Some(v), "{k} differs in S3");
+    }
+    // The index survived the full disk: SQLite says it is intact, and a second run on
+    // the same cache finds nothing to upload or delete.
+    let db = rusqlite::Connection::open(ws.cache("c").join(".s3shim/index.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(db);
+    let again = ws.try_bash("c", "cat /fullws/after.txt");
+    assert_success(&again, "a second run on the cache that was full");
+    assert_eq!(s3.keys("survive/"), keys);
+    // A fresh cache (on the ordinary disk) sees the same tree.
+    let fresh = ws.bash(
+        "fresh",
+        "cd /fullws && find . -type f | sort | xargs sha256sum",
+    );
+    let mut expect = String::new();
+    for (k, v) in &want {
+        use sha2::Digest;
+        let name = k.strip_prefix("survive/").unwrap();
+        expect.push_str(&format!(
+            "{}  ./{name}\n",
+            hex::encode(sha2::Sha256::digest(v))
+        ));
+    }
+    assert_eq!(fresh, expect);
+}

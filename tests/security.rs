@@ -62,9 +62,9 @@ fn the_agent_socket_is_private_and_other_users_are_refused() {
              echo \"nobody: $({as_nobody})\"
              # Even with the directory and socket opened up by mistake, the agent checks
              # who is calling.
-             chmod 0711 \"$(dirname \"$S3SHIM_SOCKET\")\"; chmod 0777 \"$S3SHIM_SOCKET\"
+             chmod 0711 \"$S3SHIM_CACHE\" \"$(dirname \"$S3SHIM_SOCKET\")\"; chmod 0777 \"$S3SHIM_SOCKET\"
              echo \"nobody, opened up: $({as_nobody})\"
-             chmod 0700 \"$(dirname \"$S3SHIM_SOCKET\")\"; chmod 0600 \"$S3SHIM_SOCKET\"",
+             chmod 0700 \"$S3SHIM_CACHE\" \"$(dirname \"$S3SHIM_SOCKET\")\"; chmod 0600 \"$S3SHIM_SOCKET\"",
             probe = probe.display()
         )
     } else {
@@ -298,4 +298,111 @@ fn plain_http_off_loopback_is_refused_unless_allowed() {
     assert_success(&out, "loopback http");
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// What `nobody` gets trying to list and read a cache: one line per attempt, `ok` or the
+/// error.
+fn probe_cache_as_nobody(cache: &Path) -> String {
+    let script = format!(
+        "c={c}
+         for what in \"ls $c\" \"ls $c/tree\" \"ls $c/tree/d\" \"cat $c/tree/.env\" \"cat $c/tree/d/f\" \"stat $c/tree/.env\" \"ls $c/.s3shim\" \"cat $c/.s3shim/agent.log\"; do
+           if out=$($what 2>&1 >/dev/null); then echo \"$what: ok\"; else echo \"$what: ${{out##*: }}\"; fi
+         done",
+        c = cache.display()
+    );
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_success(&out, "the probe as nobody");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A workspace with a secret in it, written through `run`; prints the modes the program
+/// sees (its own, as it set them).
+const SECRET_TREE: &str =
+    "echo 'TOKEN=hunter2' > /priv/.env && mkdir /priv/d && echo x > /priv/d/f && \
+     chmod 644 /priv/.env && stat -c %a /priv /priv/.env /priv/d";
+
+#[test]
+fn no_other_user_can_list_or_read_a_cache() {
+    assert!(
+        is_root(),
+        "this test needs root: it reads the cache as another user (nobody) and writes under /var/cache"
+    );
+    let s3 = S3Server::start();
+    // The home a cache lives in is usually open to others (0755), as is /var/cache: only
+    // the cache's own mode can keep them out.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let xdg = tmp.path().join("xdg-cache");
+    std::fs::create_dir(&xdg).unwrap();
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let var = Path::new("/var/cache").join(format!("s3shim-test-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&var).unwrap();
+    std::fs::set_permissions(&var, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let given = var.join("ws");
+    // A --cache made by hand, open to everyone.
+    std::fs::create_dir(&given).unwrap();
+    std::fs::set_permissions(&given, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |prefix: &str, cache: Option<&Path>| {
+        let mut c = Command::new(bin());
+        c.args(["run", "--bucket", BUCKET, "--endpoint", &s3.endpoint])
+            .args(["--key-prefix", prefix, "--mount", "/priv"]);
+        if let Some(cache) = cache {
+            c.arg("--cache").arg(cache);
+        }
+        c.args(["--", "bash", "-c", SECRET_TREE]);
+        env_for_tests(&mut c, tmp.path());
+        c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        let out = timed_output(c, 120);
+        assert_success(&out, "run");
+        // Programs see the modes they set, not the cache's.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "755\n644\n755\n");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said_default = run("default/", None);
+    let said_given = run("given/", Some(&given));
+    let default = std::fs::read_dir(xdg.join("s3shim"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(said_default, "", "a fresh cache needs no word");
+    assert_eq!(
+        said_given.trim(),
+        format!(
+            "s3shim: the cache {} was open to other users (mode 0755); made it 0700 so only you can read the workspace through it",
+            given.display()
+        )
+    );
+    for cache in [&default, &given] {
+        let mode = std::fs::metadata(cache).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{}", cache.display());
+        // The files are there, readable by their owner.
+        assert_eq!(
+            std::fs::read_to_string(cache.join("tree/.env")).unwrap(),
+            "TOKEN=hunter2\n"
+        );
+        let probe = probe_cache_as_nobody(cache);
+        let lines: Vec<&str> = probe.lines().collect();
+        assert_eq!(lines.len(), 8, "{probe}");
+        for l in lines {
+            assert!(
+                l.ends_with(": Permission denied"),
+                "{}: {probe}",
+                cache.display()
+            );
+        }
+    }
+    std::fs::remove_dir_all(&var).unwrap();
 }

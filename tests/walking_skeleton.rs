@@ -390,9 +390,15 @@ fn renaming_a_directory_never_fully_listed_keeps_every_byte() {
     let ws = Workspace::new(&s3, "r/", "/ren");
     seed_tree(&ws, "/ren");
     let before = ws.bash("check", &snapshot("/ren/a", true));
-    // A fresh cache sees `a` listed at the top only: its files are placeholders and its
-    // sub-directories unlisted when it is renamed.
-    ws.bash("lazy", "ls /ren/a >/dev/null && mv /ren/a /ren/b");
+    // A fresh cache sees `a` listed at the top only: its files are placeholders (small
+    // files not fetched with the listing) and its sub-directories unlisted when it is
+    // renamed.
+    let mut lazy = ws.command(
+        "lazy",
+        &["bash", "-c", "ls /ren/a >/dev/null && mv /ren/a /ren/b"],
+    );
+    lazy.env("S3SHIM_EAGER_GET_MAX", "0");
+    assert_success(&timed_output(lazy, 300), "the rename");
     let tree = ws.cache("lazy").join("tree");
     assert_eq!(std::fs::metadata(tree.join("b/one")).unwrap().blocks(), 0);
     assert!(!tree.join("b/sub/two").exists(), "b/sub was never listed");

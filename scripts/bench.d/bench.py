@@ -160,6 +160,58 @@ def drop_caches():
         return False
 
 
+# --------------------------------------------------------------------------- the distance
+
+# S3 Standard request prices (us-east-1 price list), dollars per 1,000 requests: PUT, COPY,
+# POST and LIST are billed at the first tier, GET, HEAD and the rest at the second,
+# DELETE is free.
+PRICE_PER_1000 = {"PUT": 0.005, "COPY": 0.005, "POST": 0.005, "LIST": 0.005,
+                  "GET": 0.0004, "HEAD": 0.0004, "OTHER": 0.0004, "DELETE": 0.0}
+
+
+def request_cost(counts):
+    """Dollars the requests would cost on S3."""
+    return sum(PRICE_PER_1000.get(k, 0) * n / 1000 for k, n in counts.items())
+
+
+class DelayProxy:
+    """`delay-proxy` (crates/delay-proxy) in front of the S3 server for one client: adds
+    the one-way delay each way, and counts the client's requests by kind."""
+
+    def __init__(self, exe, upstream, delay_ms, mbit, name):
+        args = [exe, "--upstream", upstream, "--delay-ms", str(delay_ms), "--stats-listen", "127.0.0.1:0"]
+        if mbit:
+            args += ["--mbit", str(mbit)]
+        self.proc, _ = spawn(args, stdout=subprocess.PIPE, name="delay-proxy " + name)
+        lines = [self.proc.stdout.readline().decode().split() for _ in range(2)]
+        info = {l[0]: l[1] for l in lines if len(l) == 2}
+        if "endpoint" not in info or "stats" not in info:
+            raise RuntimeError("delay-proxy did not start: %r" % lines)
+        self.endpoint = info["endpoint"]
+        host, port = info["stats"].rsplit(":", 1)
+        self.stats_addr = (host, int(port))
+
+    def counts(self):
+        """{kind: requests so far}."""
+        with socket.create_connection(self.stats_addr) as c:
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        out = {}
+        for line in data.decode().splitlines():
+            k, v = line.split()
+            out[k] = int(v)
+        return out
+
+
+def requests_between(before, after):
+    """Requests of each billed kind between two `counts()` snapshots (kinds with none left out)."""
+    return {k: after[k] - before.get(k, 0) for k in PRICE_PER_1000 if after.get(k, 0) - before.get(k, 0)}
+
+
 # --------------------------------------------------------------------------- S3 access
 
 class S3:
@@ -241,9 +293,9 @@ class Shim(Target):
         self.gen = 0
         self.proc = None
 
-    def start(self):
+    def start(self, cache=None):
         self.gen += 1
-        self.cache = os.path.join(self.base, "shim-cache-%d" % self.gen)
+        self.cache = cache or os.path.join(self.base, "shim-cache-%d" % self.gen)
         envfile = os.path.join(self.base, "shim-%d.env" % self.gen)
         self.pidfile = os.path.join(self.base, "shim-%d.pid" % self.gen)
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
@@ -268,16 +320,27 @@ class Shim(Target):
     def stop(self):
         if not self.proc:
             return
+        self.end_session(self.proc, self.pidfile, self.idx, self.log)
+        self.proc = None
+
+    @staticmethod
+    def end_session(proc, pidfile, idx, logf):
         # Ending the holder ends the session; `run` then waits until everything is in S3.
         try:
-            with open(self.pidfile) as f:
+            with open(pidfile) as f:
                 os.kill(int(f.read()), signal.SIGTERM)
-            self.proc.wait(300)
+            proc.wait(300)
         except (OSError, ValueError, subprocess.TimeoutExpired) as e:
             log("shim stop: %s" % e)
-        CLEANUP.run_one(self.idx)
-        self.log.close()
-        self.proc = None
+        CLEANUP.run_one(idx)
+        logf.close()
+
+    def rejoin(self):
+        """A new `s3shim run` on the same cache joins the running agent; then the old
+        session ends (the agent stays: the new session holds it)."""
+        old = (self.proc, self.pidfile, self.idx, self.log)
+        self.start(cache=self.cache)
+        self.end_session(*old)
 
     def agent_pid(self):
         """The pid of the agent serving this cache, or None."""
@@ -388,9 +451,14 @@ class Rclone(Fuse):
 # --------------------------------------------------------------------------- workloads
 
 class Bench:
-    def __init__(self, args, base, exe, tool, tree_tgz, endpoint, server_pid=None):
+    def __init__(self, args, base, exe, tool, tree_tgz, endpoint, server_pid=None, aws_endpoint=None,
+                 aws_bucket=BUCKETS["aws"], aws_proxy=None):
         self.args, self.base, self.exe, self.tool, self.tgz = args, base, exe, tool, tree_tgz
+        # The server itself (the bench's own checks), and where aws-cli goes (the proxy).
         self.endpoint = endpoint
+        self.aws_endpoint = aws_endpoint or endpoint
+        self.aws_bucket = aws_bucket
+        self.aws_proxy = aws_proxy
         self.server_pid = server_pid
         self.s3 = S3(endpoint)
         self.quick = args.quick
@@ -448,6 +516,8 @@ class Bench:
             """CPU seconds each busy process used between two `busy()` snapshots."""
             return {k: now[k] - v for k, v in since.items() if v is not None and now.get(k) is not None}
 
+        proxy = getattr(target, "proxy", None)
+        req0 = proxy.counts() if proxy else None
         busy0 = busy()
         t0 = time.perf_counter()
         dt, cpu = sh_cpu(cmd, env)
@@ -461,6 +531,12 @@ class Bench:
             # What uploading cost the agent and the server, from the step's start until in S3.
             for k, v in used(busy0, busy()).items():
                 self.record(label, target.name, k + "_until_s3", v)
+        if proxy:
+            # Until in S3 for a step that writes (uploads are requests of the step too).
+            counts = requests_between(req0, proxy.counts())
+            self.record(label, target.name, "requests", sum(counts.values()))
+            for k, v in counts.items():
+                self.record(label, target.name, "req:" + k, v)
         log("%-8s %-7s %.3f s (cpu %.3f s, %s)" % (label, target.name, dt, cpu, ", ".join(
             "%s %.3f s" % kv for kv in during.items())))
 
@@ -490,6 +566,7 @@ class Bench:
                     if write and not setup:
                         # Files the step wrote: each is at least one PUT to the server.
                         self.record(label or w, "native", "files", len(exp[0]))
+                        self.record(label or w, "native", "bytes", sum(exp[0].values()))
                 elif setup:
                     sh(cmd, dict(t.env, **GIT_ENV))
                     self.durable(t, exp, time.perf_counter())
@@ -504,6 +581,18 @@ class Bench:
         if "w3" in only:
             each("w3", lambda t: "cd %s && for i in 1 2 3 4 5; do git status --porcelain >/dev/null; done"
                  % tree[t.name], write=False)
+        if "open" in only and "w2" in only:
+            # A fresh container opens a repository that is in S3: nothing cached, then
+            # `git status` (git reads every file of the work tree and its index).
+            for t in targets:
+                t.restart_cold()
+            if self.can_drop:
+                drop_caches()
+            each("open", lambda t: "cd %s && git status --porcelain > /dev/null" % tree[t.name], write=False,
+                 label="open-cold")
+            m = manifest(tree["native"], "")
+            self.record("open-cold", "native", "files", len(m))
+            self.record("open-cold", "native", "bytes", sum(m.values()))
         if "w4" in only:
             read = "cd %s && find . -type f -print0 | xargs -0 cat > /dev/null"
             for t in targets:
@@ -515,14 +604,23 @@ class Bench:
                 drop_caches()
             each("w4", lambda t: read % tree[t.name], write=False, label="w4-cold")
             # Files read: each is at least one GET from the server on a cold cache.
-            self.record("w4-cold", "native", "files", len(manifest(tree["native"], "")))
+            m = manifest(tree["native"], "")
+            self.record("w4-cold", "native", "files", len(m))
+            self.record("w4-cold", "native", "bytes", sum(m.values()))
         if "w5" in only:
             each("w5", lambda t: "dd if=%s of=%s/big.bin bs=1M conv=fsync status=none" % (self.big, W[t.name]),
                  label="w5-write")
             each("w5", lambda t: "cat %s/big.bin > /dev/null" % W[t.name], write=False, label="w5-read")
+            # The same file from a new session (a new `run` joining the agent; a new mount
+            # for the peers): it is local already, nothing should come from S3.
+            for t in targets:
+                if isinstance(t, Shim):
+                    t.rejoin()
+            each("w5", lambda t: "cat %s/big.bin > /dev/null" % W[t.name], write=False, label="w5-reread")
             each("w5", lambda t: "rm -f %s/big.bin" % W[t.name], setup=True)
         if "w6" in only:
             each("w6", lambda t: "%s save 200 %s/edit.txt 16384" % (self.tool, tree[t.name]))
+            self.record("w6", "native", "saves", 200)
             self.put_floor(200, 16384)
         if "w7" in only:
             each("w7", lambda t: "%s create 1000 %s/new && mv %s/new %s/renamed"
@@ -540,13 +638,13 @@ class Bench:
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
         creds = Credentials(ACCESS_KEY, SECRET_KEY)
-        u = urllib.parse.urlparse(self.endpoint)
+        u = urllib.parse.urlparse(self.aws_endpoint)
         conn = http.client.HTTPConnection(u.hostname, u.port)
         body = os.urandom(size)
-        path = "/%s/floor/edit.txt" % BUCKETS["aws"]
+        path = "/%s/floor/edit.txt" % self.aws_bucket
 
         def put():
-            req = AWSRequest(method="PUT", url=self.endpoint + path, data=body)
+            req = AWSRequest(method="PUT", url=self.aws_endpoint + path, data=body)
             S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
             conn.request("PUT", path, body=body, headers=dict(req.headers.items()))
             r = conn.getresponse()
@@ -560,34 +658,45 @@ class Bench:
         dt = time.perf_counter() - t0
         conn.close()
         self.record("w6-put-floor", "aws", "local", dt)
-        self.s3.client.delete_object(Bucket=BUCKETS["aws"], Key="floor/edit.txt")
+        self.s3.client.delete_object(Bucket=self.aws_bucket, Key="floor/edit.txt")
         log("w6 floor: %d PUTs of %d bytes in %.3f s" % (n, size, dt))
 
     # ------------------------------------------------------------------ baselines
+
+    def aws_counted(self, name, args):
+        """An aws-cli baseline: its time and its requests through the proxy."""
+        c0 = self.aws_proxy.counts() if self.aws_proxy else None
+        dt = self.aws(args)
+        self.record(name, "aws", "local", dt)
+        if c0 is not None:
+            counts = requests_between(c0, self.aws_proxy.counts())
+            self.record(name, "aws", "requests", sum(counts.values()))
+            for k, v in counts.items():
+                self.record(name, "aws", "req:" + k, v)
+        return dt
 
     def aws(self, args, env=None):
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                    AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
         env.pop("AWS_CA_BUNDLE", None)
-        return sh("aws --endpoint-url %s %s" % (self.endpoint, args), env)[0]
+        return sh("aws --endpoint-url %s %s" % (self.aws_endpoint, args), env)[0]
 
     def baselines(self, native):
         """aws-cli transfers of the same data to the same server."""
-        b = BUCKETS["aws"]
+        b = self.aws_bucket
         src = os.path.join(self.base, "baseline-src")
         shutil.rmtree(src, ignore_errors=True)
         os.makedirs(src)
         sh("tar xzf %s -C %s" % (self.tgz, src), None)
-        self.record("aws-sync-upload", "aws", "local", self.aws("s3 sync --quiet %s s3://%s/tree/" % (src, b)))
+        self.aws_counted("aws-sync-upload", "s3 sync --quiet %s s3://%s/tree/" % (src, b))
         sh("cd %s && git init -q && git add -A && git commit -q -m import" % src,
            dict(os.environ, **GIT_ENV))
-        self.record("aws-sync-upload-git", "aws", "local",
-                    self.aws("s3 sync --quiet %s/.git s3://%s/tree/.git/" % (src, b)))
+        self.aws_counted("aws-sync-upload-git", "s3 sync --quiet %s/.git s3://%s/tree/.git/" % (src, b))
         dl = os.path.join(self.base, "baseline-dl")
         shutil.rmtree(dl, ignore_errors=True)
         if self.can_drop:
             drop_caches()
-        self.record("aws-cp-download", "aws", "local", self.aws("s3 cp --quiet --recursive s3://%s/tree/ %s" % (b, dl)))
+        self.aws_counted("aws-cp-download", "s3 cp --quiet --recursive s3://%s/tree/ %s" % (b, dl))
         dt = self.aws("s3 cp --quiet %s s3://%s/big.bin" % (self.big, b))
         self.record("aws-cp-multipart-put", "aws", "local", dt)
         self.record("aws-cp-multipart-put", "aws", "MiB/s", os.path.getsize(self.big) / (1 << 20) / dt)
@@ -720,8 +829,9 @@ def fmt(s, unit="s"):
     return "%.3f (%.3f–%.3f)%s" % (s["median"], s["min"], s["max"], failed)
 
 
-def report(bench, targets, args, started, out_dir, machine=None):
-    """Writes the results (`machine` given: re-rendered from an earlier run's JSON)."""
+def report(bench, targets, args, started, out_dir, machine=None, write=True):
+    """Writes the results (`machine` given: re-rendered from an earlier run's JSON);
+    `write=False`: returns (lines, data) instead."""
     host = machine["host"] if machine else socket.gethostname()
     res = {}
     for w, per in bench.results.items():
@@ -759,8 +869,10 @@ def report(bench, targets, args, started, out_dir, machine=None):
              "- tree: %s" % started["tree"],
              "- %s, %d rep(s); every cell is the median in seconds with min–max" % (
                  "--quick (small sizes)" if args.quick else "full sizes", args.reps),
-             "- S3 server: `s3shim server` (crates/s3server) on loopback, one bucket per target; "
-             "%s build of s3shim and libs3shim.so" % args.profile,
+             "- S3 server: %s on loopback, one bucket per target; "
+             "%s build of s3shim and libs3shim.so" % (
+                 "moto_server" if getattr(bench, "config", {}).get("server") == "moto"
+                 else "`s3shim server` (crates/s3server)", args.profile),
              "- `in S3` = from the start of the step until a listing of the bucket shows every file the "
              "step created or changed, with its size, and none it deleted (the listing covers only the "
              "longest key prefix those files share)", ""]
@@ -931,6 +1043,8 @@ def report(bench, targets, args, started, out_dir, machine=None):
                   "- then a fresh cache listing all %d cold: %s KiB" % (r["listed_cold"], r["after_cold_listing_kib"])]
     if bench.notes:
         lines += ["", "## Notes", ""] + ["- " + n for n in bench.notes]
+    if not write:
+        return lines, data
     os.makedirs(out_dir, exist_ok=True)
     stamp = started["date"].replace(":", "")[:15]  # 2026-01-01T1200
     stem = os.path.join(out_dir, "%s-%s%s" % (stamp, host, "-quick" if args.quick else ""))
@@ -955,12 +1069,154 @@ def render(path):
     report(bench, targets, args, started, os.path.dirname(os.path.abspath(path)), machine=d["machine"])
 
 
+# Which aws-cli baseline does the work of a workload (what an init container would run).
+AWS_FOR = {"open-cold": "aws-cp-download", "w4-cold": "aws-cp-download", "w1": "aws-sync-upload",
+           "w2": "aws-sync-upload-git", "w5-write": "aws-cp-multipart-put"}
+# Workloads that move objects: reads of a cold cache (GET each), writes (PUT each).
+READS = {"open-cold", "w4-cold"}
+WRITES = {"w1", "w2", "w5-write", "w7"}
+
+
+def distance_lines(runs, args):
+    """The side-by-side tables: every configuration (server, one-way delay), every target,
+    end to end, against the physical limit; then the requests and what they cost."""
+    lines = ["## At a distance: end to end against the physical limit", "",
+             "End to end = until in S3 for a step that writes, the local time otherwise (median, s). "
+             "`limit` = objects ÷ %d requests in flight × round trip + bytes ÷ bandwidth: what any "
+             "client could do over this round trip (bandwidth: %s); `+server` adds the server's CPU for "
+             "one GET (reads) or PUT (writes) per object, over every core. w6: 200 saves, each in S3 "
+             "before the next (one round trip each at best). Peers and aws-cli go through the same "
+             "proxy (aws-cli: the baseline doing the same transfer)." % (
+                 args.in_flight, "%g Mbit/s" % args.mbit if args.mbit else "not limited, the bytes term left out"),
+             "", "| workload | server, one way | limit | +server | shim | s3fs | rclone | aws-cli | shim/limit "
+             "| s3fs/shim | rclone/shim |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    req_lines = ["", "## Requests per workload and their S3 price", "",
+                 "Requests counted by the delay proxy from the start of the step until in S3 "
+                 "(G=GET, H=HEAD, L=LIST, P=PUT, C=COPY, M=POST (multipart), D=DELETE), and what they "
+                 "would cost on S3's price list (PUT/COPY/POST/LIST $0.005, GET/HEAD $0.0004 per 1,000; "
+                 "DELETE free), per run (median of the reps).", "",
+                 "| workload | server, one way | shim | s3fs | rclone | aws-cli |", "|---|---|---|---|---|---|"]
+    order = ["w1", "w2", "w3", "open-cold", "w4-warm", "w4-cold", "w5-write", "w5-read", "w5-reread", "w6", "w7",
+             "w8"]
+    for w in order:
+        for name, bench, targets in runs:
+            r = bench.results
+            if w not in r:
+                continue
+            cfg = bench.config
+            rtt = 2 * cfg["one_way_ms"] / 1000
+
+            def med(t, k, wl=w):
+                v = [x for x in r.get(wl, {}).get(t, {}).get(k, []) if x is not None]
+                return statistics.median(v) if v else None
+
+            def e2e(t, wl=w):
+                if wl in AWS_FOR.values():
+                    return med("aws", "local", wl)
+                return med(t, "durable", wl) if r.get(wl, {}).get(t, {}).get("durable") else med(t, "local", wl)
+            n = med("native", "files")
+            nbytes = med("native", "bytes") or 0
+            limit = plus = None
+            if w == "w6":
+                limit = 200 * rtt
+            elif n is not None and (w in READS or w in WRITES):
+                limit = -(-int(n) // args.in_flight) * rtt
+                if cfg.get("mbit"):
+                    limit += nbytes / (cfg["mbit"] * 1e6 / 8)
+                cost = {op: med(op, "ms", "server-cpu-per-request") for op in ("GET", "PUT")}
+                op = "GET" if w in READS else "PUT"
+                if cost.get(op) is not None:
+                    plus = limit + n * cost[op] / 1000 / (os.cpu_count() or 1)
+            shim = e2e("shim")
+            aws = e2e("aws", AWS_FOR[w]) if w in AWS_FOR else None
+
+            def f(x):
+                return "%.3f" % x if x is not None else "–"
+
+            def rt(a, b):
+                return "%.2f×" % (a / b) if a is not None and b else "–"
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                w, name, f(limit), f(plus), f(shim), f(e2e("s3fs")), f(e2e("rclone")), f(aws),
+                rt(shim, limit), rt(e2e("s3fs"), shim), rt(e2e("rclone"), shim)))
+
+            def reqs(t, wl=w):
+                per = r.get(wl, {}).get(t, {})
+                counts = {k[4:]: med(t, k, wl) for k in per if k.startswith("req:")}
+                counts = {k: v for k, v in counts.items() if v}
+                if not counts:
+                    return "0" if per.get("requests") else "–"
+                abbrev = {"GET": "G", "HEAD": "H", "LIST": "L", "PUT": "P", "COPY": "C", "POST": "M",
+                          "DELETE": "D", "OTHER": "O"}
+                parts = " ".join("%s%d" % (abbrev.get(k, k), v) for k, v in sorted(counts.items()))
+                return "%d (%s) $%.4f" % (sum(counts.values()), parts, request_cost(counts))
+            req_lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                w, name, reqs("shim"), reqs("s3fs"), reqs("rclone"),
+                reqs("aws", AWS_FOR[w]) if w in AWS_FOR else "–"))
+    return lines + req_lines
+
+
+def report_all(runs, args, started, out_dir):
+    """One results file for every configuration of the run: the side-by-side tables, then
+    each configuration's own tables."""
+    host = socket.gethostname()
+    machine = {"host": host, "cpus": os.cpu_count(), "kernel": platform.release(),
+               "loadavg_at_start": started["load"], "loadavg_at_end": os.getloadavg()}
+    lines = ["# Benchmark %s on %s" % (started["date"], host), "",
+             "- machine: %d CPUs, kernel %s, load average %.2f at start, %.2f at end (a shared machine "
+             "makes absolute times noisy: compare the ratios)" % (
+                 machine["cpus"], machine["kernel"], machine["loadavg_at_start"][0],
+                 machine["loadavg_at_end"][0]),
+             "- tree: %s" % started["tree"],
+             "- configurations: %s; every client (the shim, the peers, aws-cli) reaches the server "
+             "through its own `delay-proxy` (crates/delay-proxy), which adds the one-way delay each way "
+             "and counts its requests" % "; ".join(n for n, _, _ in runs), ""]
+    lines += distance_lines(runs, args)
+    data = {"date": started["date"], "machine": machine, "quick": args.quick, "reps": args.reps,
+            "build": args.profile, "tree": started["tree"], "configs": []}
+    for name, bench, targets in runs:
+        sub, d = report(bench, targets, args, started, out_dir, write=False)
+        d["config"] = bench.config
+        d["name"] = name
+        data["configs"].append(d)
+        body = sub[sub.index("") + 1:] if "" in sub else sub
+        # The configuration's own tables, one heading level down.
+        body = [l for l in body if not l.startswith("- machine:") and not l.startswith("- tree:")]
+        lines += ["", "# %s" % name, ""] + [("#" + l) if l.startswith("#") else l for l in body]
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = started["date"].replace(":", "")[:15]
+    tag = "-".join("%s%g" % (b.config["server"], b.config["one_way_ms"]) for _, b, _ in runs)
+    stem = os.path.join(out_dir, "%s-%s-%s%s" % (stamp, host, tag, "-quick" if args.quick else ""))
+    with open(stem + ".json", "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log("results: %s.md and .json" % stem)
+    print("\n".join(lines))
+
+
+def render_all(path, args):
+    """Rebuilds a multi-configuration results file from its JSON."""
+    from types import SimpleNamespace as NS
+    with open(path) as f:
+        d = json.load(f)
+    runs = []
+    for c in d["configs"]:
+        bench = NS(results=c["raw"], notes=c["notes"], rss=c.get("agent_rss"), config=c["config"],
+                   big_mib=c.get("big_mib", 16 if d["quick"] else 256))
+        runs.append((c["name"], bench, [NS(name=n) for n in c["targets"]]))
+    args.quick, args.reps, args.profile = d["quick"], d["reps"], d.get("build", "release")
+    args.in_flight = d["configs"][0]["config"].get("in_flight", 64)
+    args.mbit = d["configs"][0]["config"].get("mbit")
+    started = {"date": d["date"], "load": d["machine"]["loadavg_at_start"], "tree": d["tree"]}
+    report_all(runs, args, started, os.path.dirname(os.path.abspath(path)))
+
+
 # --------------------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated: w1..w8, micro, rss, baselines")
+    ap.add_argument("--only", default="", help="comma-separated: w1..w8, open, micro, rss, baselines")
     ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers, or none")
     ap.add_argument("--render", metavar="JSON",
                     help="only rewrite the .md (and .json) of an earlier run from its JSON")
@@ -973,15 +1229,25 @@ def main():
     ap.add_argument("--tree", help="the source tree tarball")
     ap.add_argument("--tree-desc", default="")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--delay-ms", default="0",
+                    help="one-way delays to add between every client and the server, e.g. 0,10")
+    ap.add_argument("--server", default="ours", help="S3 servers: ours, moto (comma-separated)")
+    ap.add_argument("--mbit", type=float, default=None, help="bandwidth cap of the delay proxy, each way")
+    ap.add_argument("--in-flight", type=int, default=64,
+                    help="requests in flight assumed by the physical limit row")
+    ap.add_argument("--proxy", help="the delay-proxy binary")
+    ap.add_argument("--moto", default="moto_server", help="the moto_server program")
     args = ap.parse_args()
     if args.render:
-        render(args.render)
+        with open(args.render) as f:
+            multi = "configs" in json.load(f)
+        render_all(args.render, args) if multi else render(args.render)
         return
     if not (args.exe and args.tool and args.tree):
         ap.error("--exe, --tool and --tree are required (scripts/bench passes them)")
     if args.reps is None:
         args.reps = 1 if args.quick else 5
-    only = set(x for x in args.only.split(",") if x) or set(WORKLOADS) | {"micro", "rss", "baselines"}
+    only = set(x for x in args.only.split(",") if x) or set(WORKLOADS) | {"open", "micro", "rss", "baselines"}
     peers = [p for p in args.peers.split(",") if p and p != "none"]
     started = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
                "load": os.getloadavg(), "tree": args.tree_desc}
@@ -994,47 +1260,108 @@ def main():
     base = tempfile.mkdtemp(prefix="s3shim-bench.")
     CLEANUP.add("remove " + base, lambda: shutil.rmtree(base, ignore_errors=True))
     CLEANUP.add("stray processes", lambda: kill_strays(base))
+    servers = [x for x in args.server.split(",") if x]
+    delays = [float(x) for x in args.delay_ms.split(",") if x]
+    configs = [(srv_kind, d) for srv_kind in servers for d in delays]
+    suffix = {c: "%s-%s" % (c[0], ("%g" % c[1]).replace(".", "p")) for c in configs}
+    runs = []  # (config name, Bench, targets)
     try:
         os.makedirs(os.path.join(base, "home"))
-        srv_out = open(os.path.join(base, "server.out"), "w+")
+        for srv_kind in servers:
+            buckets = ["%s-%s" % (b, suffix[c]) for c in configs if c[0] == srv_kind for b in BUCKETS.values()]
+            srv, ep = start_server(srv_kind, args, base, buckets)
+            log("S3 server (%s)" % srv_kind, ep, "work dir", base)
+            for c in configs:
+                if c[0] != srv_kind:
+                    continue
+                name = "%s, %g ms one way" % (srv_kind, c[1])
+                cbase = os.path.join(base, suffix[c])
+                os.makedirs(cbase)
+                log("== configuration:", name)
+
+                def proxied(who):
+                    return DelayProxy(args.proxy, ep, c[1], args.mbit, who)
+                aws_proxy = proxied("aws")
+                bench = Bench(args, cbase, args.exe, args.tool, args.tree, ep, srv.pid,
+                              aws_endpoint=aws_proxy.endpoint, aws_bucket="%s-%s" % (BUCKETS["aws"], suffix[c]),
+                              aws_proxy=aws_proxy)
+                bench.config = {"server": srv_kind, "one_way_ms": c[1], "mbit": args.mbit,
+                                "in_flight": args.in_flight}
+                targets = [Native(cbase)]
+                p = proxied("shim")
+                targets.append(Shim(cbase, args.exe, p.endpoint))
+                targets[-1].proxy = p
+                for peer in peers:
+                    p = proxied(peer)
+                    t = {"s3fs": S3fs, "rclone": Rclone}[peer](cbase, p.endpoint)
+                    t.proxy = p
+                    targets.append(t)
+                for t in targets[1:]:
+                    t.bucket = "%s-%s" % (BUCKETS[t.name], suffix[c])
+                for t in targets:
+                    t.start()
+                wl = [w for w in WORKLOADS if w in only]
+                for rep in range(args.reps):
+                    if wl:
+                        log("rep %d/%d" % (rep + 1, args.reps))
+                        bench.one_rep(targets, set(wl) | ({"open"} if "open" in only else set()))
+                    if "baselines" in only:
+                        bench.baselines(targets[0])
+                if "micro" in only:
+                    bench.micro(targets[1], args.reps if not args.quick else 3)
+                if "rss" in only:
+                    bench.agent_rss(targets[1])
+                for t in reversed(targets):
+                    t.stop()
+                runs.append((name, bench, targets))
+            stop_process(srv)
+        report_all(runs, args, started, args.out)
+    finally:
+        CLEANUP.run_all()
+
+
+def start_server(kind, args, base, buckets):
+    """Starts `s3shim server` or moto on loopback with these buckets: (process, endpoint)."""
+    out = open(os.path.join(base, "server-%s.out" % kind), "w+")
+    if kind == "ours":
         srv, _ = spawn([args.exe, "server", "--data", os.path.join(base, "s3data"),
                         "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]
-                       + sum((["--bucket", b] for b in BUCKETS.values()), []),
-                       stdout=srv_out, stderr=subprocess.STDOUT, name="s3shim server")
+                       + sum((["--bucket", b] for b in buckets), []),
+                       stdout=out, stderr=subprocess.STDOUT, name="s3shim server")
 
         def endpoint():
-            srv_out.seek(0)
-            for line in srv_out.read().splitlines():
+            out.seek(0)
+            for line in out.read().splitlines():
                 if line.startswith("endpoint "):
                     return line.split()[1]
             return None
         wait_for(lambda: endpoint() or srv.poll() is not None, 60, "s3shim server")
         ep = endpoint()
         if not ep:
-            raise RuntimeError("s3shim server did not start: " + srv_out.name)
-        log("S3 server", ep, "work dir", base)
-        bench = Bench(args, base, args.exe, args.tool, args.tree, ep, srv.pid)
-        targets = [Native(base), Shim(base, args.exe, ep)]
-        for p in peers:
-            targets.append({"s3fs": S3fs, "rclone": Rclone}[p](base, ep))
-        for t in targets:
-            t.start()
-        wl = [w for w in WORKLOADS if w in only]
-        for rep in range(args.reps):
-            if wl:
-                log("rep %d/%d" % (rep + 1, args.reps))
-                bench.one_rep(targets, set(wl))
-            if "baselines" in only:
-                bench.baselines(targets[0])
-        if "micro" in only:
-            bench.micro(targets[1], args.reps if not args.quick else 3)
-        if "rss" in only:
-            bench.agent_rss(targets[1])
-        for t in reversed(targets):
-            t.stop()
-        report(bench, targets, args, started, args.out)
-    finally:
-        CLEANUP.run_all()
+            raise RuntimeError("s3shim server did not start: " + out.name)
+        return srv, ep
+    if kind != "moto":
+        raise RuntimeError("unknown --server %s (ours, moto)" % kind)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    srv, _ = spawn([args.moto, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                   name="moto_server")
+    ep = "http://127.0.0.1:%d" % port
+    s3 = S3(ep)
+
+    def up():
+        try:
+            s3.client.list_buckets()
+            return True
+        except Exception:  # noqa: BLE001 - not listening yet
+            return srv.poll() is not None
+    wait_for(up, 60, "moto_server")
+    if srv.poll() is not None:
+        raise RuntimeError("moto_server exited: " + out.name)
+    for b in buckets:
+        s3.client.create_bucket(Bucket=b)
+    return srv, ep
 
 
 if __name__ == "__main__":

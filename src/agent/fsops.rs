@@ -137,6 +137,22 @@ pub fn fset_mtime(f: &File, secs: i64, nanos: u32) -> io::Result<()> {
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
+/// Sets atime and mtime (seconds, nanoseconds) of an open file.
+pub fn fset_times(f: &File, atime: (i64, u32), mtime: (i64, u32)) -> io::Result<()> {
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1 as _,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1 as _,
+        },
+    ];
+    // SAFETY: open fd and two timespecs.
+    check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
+}
+
 /// Moves an entry finished in the staging directory to `path` in the tree, failing with
 /// `AlreadyExists` if anything is there (local wins).
 fn publish(staged: &Path, path: &Path) -> io::Result<()> {

@@ -9,27 +9,109 @@ use super::error::{other, Context, Result};
 use super::fsops::{self, marker_of, OwnedMarker};
 use super::ignore::IGNORE_FILE;
 use super::index::{Fingerprint, Kind, Row};
+use super::s3::Listing;
 use super::Ctx;
 use futures::{stream, StreamExt};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::meta;
 use s3shim_protocol::names::{self, Rejected};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// HEAD requests in flight while listing one directory.
-const HEAD_CONCURRENCY: usize = 32;
-/// Directories listed at once while listing a subtree.
-const TREE_CONCURRENCY: usize = 8;
+/// Requests for the entries of one directory (HEAD, or GET of a small file) in flight at
+/// once: at a distance each is a round trip, so a directory of N entries takes about
+/// N ÷ this many round trips.
+const ENTRY_CONCURRENCY: usize = 64;
+/// Directories listed (or files fetched) at once while making a subtree local.
+const TREE_CONCURRENCY: usize = 32;
+/// At most this many bytes of one directory are fetched that way; the rest are HEADed and
+/// become placeholders.
+const EAGER_DIR_BYTES_MAX: u64 = 8 << 20;
+/// Pages (1,000 keys each) of a flat listing read when a directory is first listed: a
+/// subtree this small is listed whole in one go, and its directories then need no LIST of
+/// their own when a walker enters them (`S3SHIM_FLAT_LIST_PAGES`; 0: one LIST per
+/// directory).
+const FLAT_PAGES_DEFAULT: usize = 5;
+/// How long a listing learnt that way is used (a walker enters the directories within
+/// seconds; the remote-change poll keeps listed directories current after that).
+const LISTING_TTL: Duration = Duration::from_secs(30);
 
-/// The fields a metadata change (not only a ctime bump) would move.
-pub fn same_content_and_meta(a: &Fingerprint, b: &Fingerprint) -> bool {
-    a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode
+/// Listings of directories (by their key prefix) taken from a flat listing of a subtree
+/// above them, waiting for the directory to be listed. Each is used once.
+#[derive(Default)]
+pub struct Listings {
+    map: parking_lot::Mutex<HashMap<String, (Instant, Listing)>>,
+}
+
+impl Listings {
+    fn take(&self, source: &str) -> Option<Listing> {
+        let mut m = self.map.lock();
+        let (at, l) = m.remove(source)?;
+        (at.elapsed() < LISTING_TTL).then_some(l)
+    }
+
+    fn put_all(&self, listings: impl IntoIterator<Item = (String, Listing)>) {
+        let now = Instant::now();
+        let mut m = self.map.lock();
+        m.retain(|_, (at, _)| at.elapsed() < LISTING_TTL);
+        for (k, l) in listings {
+            m.insert(k, (now, l));
+        }
+    }
+}
+
+fn flat_pages() -> usize {
+    std::env::var("S3SHIM_FLAT_LIST_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FLAT_PAGES_DEFAULT)
+}
+
+/// The delimiter listings of every directory a flat listing of `source` covers whole:
+/// all of it when `complete`, else each directory whose keys all sort before the last key
+/// read. Keyed by the directory's prefix (`source` included).
+pub(super) fn split_flat(
+    source: &str,
+    objects: Vec<super::s3::RemoteObject>,
+    complete: bool,
+) -> HashMap<String, Listing> {
+    let last = objects.last().map(|o| o.key.clone()).unwrap_or_default();
+    let mut dirs: HashMap<String, (Listing, HashSet<String>)> = HashMap::new();
+    dirs.entry(source.to_string()).or_default();
+    for o in objects {
+        let Some(rest) = o.key.strip_prefix(source) else {
+            continue;
+        };
+        // Every directory on the way is a prefix of its parent's listing.
+        let mut parent = source.len();
+        for (i, _) in rest.match_indices('/') {
+            let dir = &o.key[..source.len() + i + 1];
+            let (_, seen) = dirs.entry(o.key[..parent].to_string()).or_default();
+            if seen.insert(dir.to_string()) {
+                let l = &mut dirs.get_mut(&o.key[..parent]).unwrap().0;
+                l.prefixes.push(dir.to_string());
+            }
+            dirs.entry(dir.to_string()).or_default();
+            parent = source.len() + i + 1;
+        }
+        // The object is an entry of the deepest directory (a `dir/` marker: its own).
+        let (l, _) = dirs.get_mut(&o.key[..parent]).unwrap();
+        l.objects.push(super::s3::ListedObject {
+            key: o.key,
+            etag: o.etag,
+            size: o.size,
+        });
+    }
+    dirs.into_iter()
+        .filter(|(d, _)| complete || (last.as_str() > d.as_str() && !last.starts_with(d.as_str())))
+        .map(|(d, (l, _))| (d, l))
+        .collect()
 }
 
 impl Ctx {
@@ -74,11 +156,19 @@ impl Ctx {
                 return Err(e).with_context(|| format!("reading the marker of {}", dir.display()))
             }
         };
-        let listing = self.s3.list_dir(&source).await?;
+        let listing = match self.listings.take(&source) {
+            Some(l) => l,
+            None => self.list_for_walk(&source).await?,
+        };
         let (dirs, files) = local_names(&source, &listing, rel);
-        let files: Vec<(String, String)> = files.into_iter().map(|(n, o)| (n, o.key)).collect();
+        let files: Vec<(String, String, u64)> =
+            files.into_iter().map(|(n, o)| (n, o.key, o.size)).collect();
         if rel.is_empty() {
-            self.take_ignore_file_first(&dir, &files).await?;
+            let pairs: Vec<(String, String)> = files
+                .iter()
+                .map(|(n, k, _)| (n.clone(), k.clone()))
+                .collect();
+            self.take_ignore_file_first(&dir, &pairs).await?;
         }
         let mut kept_dirs = Vec::new();
         for n in dirs {
@@ -88,42 +178,69 @@ impl Ctx {
         }
         let dirs = kept_dirs;
         let mut kept_files = Vec::new();
-        for (n, k) in files {
+        for (n, k, size) in files {
             if !self.local_only(&names::join_rel(rel, &n), false).await {
-                kept_files.push((n, k));
+                kept_files.push((n, k, size));
             }
         }
         let files = kept_files;
 
-        // HEAD every entry for its POSIX metadata; directory markers may be absent
-        // (a prefix with objects but no `dir/` object), which means default metadata.
-        let jobs: Vec<(String, String, bool)> = dirs
+        // Each entry's POSIX metadata: a small file's GET brings it with the bytes, a
+        // larger file's HEAD without them. Directory markers may be absent (a prefix with
+        // objects but no `dir/` object), which means default metadata.
+        let mut eager_budget = EAGER_DIR_BYTES_MAX;
+        let jobs: Vec<(String, String, Job)> = dirs
             .iter()
-            .map(|n| (n.clone(), format!("{source}{n}/"), true))
-            .chain(files.iter().map(|(n, k)| (n.clone(), k.clone(), false)))
+            .map(|n| (n.clone(), format!("{source}{n}/"), Job::Dir))
+            .chain(files.iter().map(|(n, k, size)| {
+                // Fetched whole in the one GET that would otherwise have been a HEAD for
+                // its metadata (the GET carries the same headers): a program that lists
+                // a directory reads its small files next.
+                let eager = self.downloads.eager_max > 0
+                    && *size <= self.downloads.eager_max
+                    && *size <= eager_budget;
+                if eager {
+                    eager_budget -= size;
+                }
+                (
+                    n.clone(),
+                    k.clone(),
+                    if eager { Job::SmallFile } else { Job::File },
+                )
+            }))
             .collect();
         let heads: Vec<_> = stream::iter(jobs)
-            .map(|(name, key, is_dir)| async move {
-                let h = self.s3.head(&key).await;
-                (name, key, is_dir, h)
+            .map(|(name, key, job)| async move {
+                let h = match job {
+                    Job::SmallFile => self
+                        .s3
+                        .get_small(&key)
+                        .await
+                        .map(|o| o.map(|(h, b)| (h, Some(b)))),
+                    _ => self.s3.head(&key).await.map(|o| o.map(|h| (h, None))),
+                };
+                (name, key, job, h)
             })
-            .buffer_unordered(HEAD_CONCURRENCY)
+            .buffer_unordered(ENTRY_CONCURRENCY)
             .collect()
             .await;
 
         let mut rows = Vec::new();
-        for (name, key, is_dir, head) in heads {
+        for (name, key, job, head) in heads {
             let child_rel = names::join_rel(rel, &name);
             let path = dir.join(&name);
             let head = head?;
-            let made = if is_dir {
-                self.make_dir(&path, &key, head.as_ref())
+            let made = if job == Job::Dir {
+                self.make_dir(&path, &key, head.as_ref().map(|(h, _)| h))
             } else {
-                let Some(head) = head else {
+                let Some((head, bytes)) = head else {
                     debug!("{key:?} vanished while listing");
                     continue;
                 };
-                self.make_entry(&path, &key, &head).await
+                match bytes {
+                    Some(b) => self.make_complete(&path, &key, &head, b).await,
+                    None => self.make_entry(&path, &key, &head).await,
+                }
             };
             match made {
                 Ok(Some(row)) => rows.push((child_rel, row)),
@@ -138,6 +255,76 @@ impl Ctx {
         fsops::remove_marker(&dir).with_context(|| format!("marking {} listed", dir.display()))?;
         info!("listed {rel:?}: {} entries from {source:?}", rows.len());
         Ok(())
+    }
+
+    /// The listing of the directory at `source` for a first visit: read as a flat listing
+    /// of the whole subtree when it is small ([`flat_pages`] pages at most), whose other
+    /// directories' listings are kept for when they are entered; else (or when that does
+    /// not cover this directory) one delimiter listing.
+    async fn list_for_walk(&self, source: &str) -> Result<Listing> {
+        let pages = flat_pages();
+        if pages == 0 {
+            return self.s3.list_dir(source).await;
+        }
+        let mut flat = self.s3.list_flat(source);
+        let mut objects = Vec::new();
+        for _ in 0..pages {
+            match flat.next_page().await? {
+                Some(page) => objects.extend(page),
+                None => break,
+            }
+            if flat.is_done() {
+                break;
+            }
+        }
+        let complete = flat.is_done();
+        let mut listings = split_flat(source, objects, complete);
+        let own = listings.remove(source);
+        self.listings.put_all(listings);
+        match own {
+            Some(l) => Ok(l),
+            None => self.s3.list_dir(source).await,
+        }
+    }
+
+    /// Creates a complete file (or a symlink) from a small object fetched whole.
+    pub(super) async fn make_complete(
+        &self,
+        path: &Path,
+        key: &str,
+        head: &super::s3::ObjectHead,
+        bytes: Vec<u8>,
+    ) -> io::Result<Option<Row>> {
+        if meta::kind_of(key, head.mode) != meta::Kind::File {
+            // A symlink (its target is the body) or a stray directory object: as listed.
+            return self.make_entry(path, key, head).await;
+        }
+        if bytes.len() as u64 != head.size {
+            return Err(io::Error::other(format!(
+                "downloading {key}: got {} bytes, expected {}",
+                bytes.len(),
+                head.size
+            )));
+        }
+        let mode = head.mode.unwrap_or(meta::DEFAULT_FILE_MODE);
+        let f = fsops::make_published(&self.tmp_path(), path, |p| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)?;
+            f.write_all(&bytes)?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+            fsops::fset_mtime(&f, head.mtime.0, head.mtime.1)?;
+            Ok(f)
+        })?;
+        // After the rename, which changed the ctime the index fingerprints.
+        Ok(Some(Row::new(
+            Kind::File,
+            head.etag.clone(),
+            Fingerprint::of(&f.metadata()?),
+        )))
     }
 
     /// Brings the root's `.s3shimignore` in, bytes and all, before anything else of the
@@ -288,6 +475,8 @@ impl Ctx {
 
     /// Makes a whole subtree local, bytes included.
     pub async fn fetch_tree(self: &Arc<Self>, rel: &str) -> Result<()> {
+        // Static binaries read it without the shim: it must stay whole.
+        self.budget.pin(rel);
         self.list_tree(rel).await?;
         let mut files = Vec::new();
         let mut dirs = vec![rel.to_string()];
@@ -345,6 +534,7 @@ impl Ctx {
             Err(e) => return Err(e.into()),
         };
         let before = std::fs::symlink_metadata(&path)?;
+        let _room = self.make_room(rel, before.len()).await?;
         let tmp = self.tmp_path();
         let result = self.download(&path, &tmp, &source, &etag, &before).await;
         let installed = match result {
@@ -356,6 +546,7 @@ impl Ctx {
             Some(row) => {
                 debug!("fetched {rel:?} ({} bytes)", row.fp.size);
                 self.index.put(rel, &row)?;
+                self.budget.note_fetched(rel);
             }
             None => info!("{rel:?} changed locally while downloading; keeping the local version"),
         }
@@ -474,6 +665,17 @@ impl Ctx {
     }
 }
 
+/// What one entry of a listing needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// A sub-directory: HEAD of its `dir/` marker.
+    Dir,
+    /// A file fetched whole (GET).
+    SmallFile,
+    /// A file HEADed (a placeholder).
+    File,
+}
+
 /// The local names a listing of `source` gives: sub-directories, and files with their
 /// objects. Keys that cannot be local names are skipped with a log line; with both `x`
 /// and `x/`, the directory wins.
@@ -527,8 +729,97 @@ fn subdirs(dir: &Path, rel: &str) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
+    use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS};
     use super::*;
+    use s3shim_protocol::meta;
+
+    fn obj(key: &str) -> super::super::s3::RemoteObject {
+        super::super::s3::RemoteObject {
+            key: key.into(),
+            etag: "e".into(),
+            size: 1,
+        }
+    }
+
+    fn names(l: &Listing) -> (Vec<&str>, Vec<&str>) {
+        (
+            l.prefixes.iter().map(String::as_str).collect(),
+            l.objects.iter().map(|o| o.key.as_str()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_flat_listing_splits_into_the_listings_of_every_directory() {
+        let keys = ["p/a/", "p/a/b/c/f", "p/a/g", "p/a/h/", "p/top"];
+        let all = split_flat("p/", keys.iter().map(|k| obj(k)).collect(), true);
+        let mut dirs: Vec<&str> = all.keys().map(String::as_str).collect();
+        dirs.sort();
+        assert_eq!(dirs, ["p/", "p/a/", "p/a/b/", "p/a/b/c/", "p/a/h/"]);
+        assert_eq!(names(&all["p/"]), (vec!["p/a/"], vec!["p/top"]));
+        // `a/` is its own marker (skipped as a name later); `h/` an empty directory.
+        assert_eq!(
+            names(&all["p/a/"]),
+            (vec!["p/a/b/", "p/a/h/"], vec!["p/a/", "p/a/g"])
+        );
+        assert_eq!(names(&all["p/a/b/"]), (vec!["p/a/b/c/"], vec![]));
+        assert_eq!(names(&all["p/a/b/c/"]), (vec![], vec!["p/a/b/c/f"]));
+        assert_eq!(names(&all["p/a/h/"]), (vec![], vec!["p/a/h/"]));
+
+        // Cut after `p/a/g`: only directories whose keys all came before it are whole.
+        let part = split_flat("p/", keys[..3].iter().map(|k| obj(k)).collect(), false);
+        let mut dirs: Vec<&str> = part.keys().map(String::as_str).collect();
+        dirs.sort();
+        assert_eq!(dirs, ["p/a/b/", "p/a/b/c/"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_walk_of_a_cold_subtree_lists_it_once_and_gets_small_files_with_it() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        let mut files = Vec::new();
+        for d in ["src", "src/a", "src/a/deep", "src/b", "docs"] {
+            for i in 0..3 {
+                files.push(format!("{d}/f{i}.txt"));
+            }
+        }
+        for f in &files {
+            put(ctx, &format!("p/{f}"), f.as_bytes()).await;
+        }
+        let big = vec![7u8; (DEFAULT_DOWNLOADS.eager_max + 1) as usize];
+        put(ctx, "p/src/big.bin", &big).await;
+        let before = k.server.stats();
+        // What a walker does: each directory as it enters it.
+        for d in ["", "src", "src/a", "src/a/deep", "src/b", "docs"] {
+            ctx.list_dir(d).await.unwrap();
+        }
+        let cost = k.server.stats() - before;
+        assert_eq!(cost.list, 1, "one flat listing for the whole walk");
+        assert_eq!(cost.get, files.len() as u64, "one GET per small file");
+        // A HEAD for the large file and for each directory's (absent) marker.
+        assert_eq!(cost.head, 1 + 5);
+        for f in &files {
+            assert!(!is_placeholder(ctx, f), "{f} came whole with its listing");
+            assert_eq!(std::fs::read(ctx.local(f)).unwrap(), f.as_bytes());
+            let md = std::fs::metadata(ctx.local(f)).unwrap();
+            assert_eq!(md.mode() & 0o7777, meta::DEFAULT_FILE_MODE & 0o7777);
+            assert_eq!(
+                md.mtime(),
+                1_700_000_000,
+                "mtime from the object's metadata"
+            );
+        }
+        assert!(
+            is_placeholder(ctx, "src/big.bin"),
+            "large: fetched when read"
+        );
+        // Reading them costs nothing more.
+        let before = k.server.stats();
+        for f in &files {
+            ctx.fetch(f).await.unwrap();
+        }
+        assert_eq!((k.server.stats() - before).get, 0);
+        k.server.shutdown().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nothing_is_listed_or_fetched_through_a_symlink() {

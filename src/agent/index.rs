@@ -119,6 +119,26 @@ impl Index {
         )?)
     }
 
+    /// The workspace this cache serves (`Settings::workspace_desc`), if recorded.
+    pub fn workspace(&self) -> Result<Option<String>> {
+        let db = self.db.lock();
+        Ok(db
+            .query_row(
+                "SELECT value FROM settings WHERE name = 'workspace'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_workspace(&self, desc: &str) -> Result<()> {
+        self.db.lock().execute(
+            "INSERT OR REPLACE INTO settings (name, value) VALUES ('workspace', ?1)",
+            params![desc],
+        )?;
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> Result<Option<Row>> {
         let db = self.db.lock();
         let row = db
@@ -242,6 +262,11 @@ fn subtree_bounds(path: &str) -> (String, String) {
 
 fn parse_i128(s: &str) -> i128 {
     s.parse().unwrap_or(0)
+}
+
+/// The fields a metadata change (not only a ctime bump) would move.
+pub fn same_content_and_meta(a: &Fingerprint, b: &Fingerprint) -> bool {
+    a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! SIGTERM/SIGINT), after draining every pending upload.
 
 pub mod error;
+pub mod evict;
 pub(crate) mod fsops;
 pub(crate) mod hydrate;
 pub(crate) mod ignore;
@@ -20,6 +21,7 @@ mod requests;
 pub(crate) mod revalidate;
 pub(crate) mod s3;
 mod status;
+pub mod supervise;
 pub(crate) mod sync;
 pub(crate) mod watch;
 
@@ -36,7 +38,7 @@ use s3shim_protocol::wire::{self, Op};
 use s3shim_protocol::{layout, names};
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,6 +65,10 @@ pub(crate) struct Ctx {
     local_only: ignore::LocalOnly,
     /// Sibling prefetch (`S3SHIM_PREFETCH=0` turns it off).
     prefetch: Option<prefetch::Prefetch>,
+    /// Directory listings learnt from a flat listing of a subtree, not used yet.
+    listings: hydrate::Listings,
+    /// The cache's size limit and eviction state.
+    budget: evict::Budget,
 }
 
 impl Ctx {
@@ -152,6 +158,22 @@ impl PathLocks {
     }
 }
 
+impl PathLocks {
+    /// The lock of `key` if nobody holds it now.
+    fn try_lock(&self, key: &str) -> Option<PathGuard<'_>> {
+        let m = self.map.lock().entry(key.to_string()).or_default().clone();
+        let guard = m.try_lock_owned().ok();
+        let got = guard.is_some();
+        let g = PathGuard {
+            locks: self,
+            key: key.to_string(),
+            guard,
+        };
+        // Dropped at once when not taken, which also cleans the map entry.
+        got.then_some(g)
+    }
+}
+
 impl Drop for PathGuard<'_> {
     fn drop(&mut self) {
         self.guard.take();
@@ -188,7 +210,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let (endpoint, keys, info, server) = match &settings.remote {
+    let (endpoint, keys, mut info, server) = match &settings.remote {
         Remote::External { endpoint, .. } => (endpoint.clone(), options.keys, String::new(), None),
         Remote::Embedded { data_dir } => {
             let (server, keys) = start_embedded(data_dir).await?;
@@ -205,6 +227,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -
     // After the check: with no credentials at all, the chain is not walked twice.
     redact::add_secrets(s3.credential_secrets().await);
     let index = index::Index::open(&settings.state_dir().join(layout::INDEX_NAME))?;
+    let adopted = claim_cache(settings, tree, &index)?;
     s3.set_writer(index.writer_id()?);
     if !tree.exists() {
         std::fs::create_dir(tree).with_context(|| format!("creating {}", tree.display()))?;
@@ -214,6 +237,13 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -
                 source_prefix: &settings.key_prefix,
             },
         )?;
+    }
+    if let Some(sentence) = adopted {
+        info!("{sentence}");
+        if !info.is_empty() {
+            info.push_str("; ");
+        }
+        info.push_str(&sentence);
     }
     let queue = Arc::new(queue::Queue::default());
     let ctx = Arc::new(Ctx {
@@ -229,6 +259,8 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -
         downloads: settings.downloads,
         local_only: ignore::LocalOnly::new(tree),
         prefetch: options.sibling_prefetch.then(prefetch::Prefetch::default),
+        listings: Default::default(),
+        budget: evict::Budget::new(settings.cache_max_size, evict::DEFAULT_FREE_PERCENT),
     });
     // A warm cache from an earlier agent is brought up to date before anything watches
     // or uses it.
@@ -251,10 +283,56 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -
     Ok((ctx, watch, listener, info, server))
 }
 
+/// Makes sure the cache serves this workspace, so nothing of one workspace is ever
+/// uploaded to another: a cache records the workspace it was made for, and one made for
+/// another is refused, unless `--adopt-cache` takes it over, setting its tree aside (kept
+/// in the cache directory, never uploaded) and forgetting its index. `Ok(Some(sentence))`
+/// says where an adopted tree went.
+fn claim_cache(settings: &Settings, tree: &Path, index: &index::Index) -> Result<Option<String>> {
+    let desc = settings.workspace_desc();
+    let recorded = match index.workspace()? {
+        // A new cache (or one older than this record): it is this workspace's from now on.
+        None => {
+            index.set_workspace(&desc)?;
+            return Ok(None);
+        }
+        Some(w) if w == desc => return Ok(None),
+        Some(w) => w,
+    };
+    if !settings.adopt_cache {
+        anyhow::bail!(
+            "the cache {} belongs to {recorded}, not to {desc}; run with that workspace's settings to upload what it holds, or pass another --cache, or --adopt-cache to set its tree aside (never uploaded) and use it for {desc}",
+            settings.cache.display()
+        );
+    }
+    let mut sentence = None;
+    if tree.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = settings.cache.join(format!("adopted-from-{secs}"));
+        std::fs::rename(tree, &aside)
+            .with_context(|| format!("setting {} aside as {}", tree.display(), aside.display()))?;
+        sentence = Some(format!(
+            "adopted the cache for {desc}: the tree it held for {recorded} is in {}, not uploaded anywhere",
+            aside.display()
+        ));
+    }
+    // Every row describes the old workspace's objects.
+    index.delete_subtree("")?;
+    index.set_workspace(&desc)?;
+    Ok(sentence)
+}
+
 pub(crate) async fn start_embedded(
     data_dir: &Path,
 ) -> Result<(s3shim_s3server::Server, s3::StaticKeys)> {
-    std::fs::create_dir_all(data_dir).with_context(|| {
+    // The objects of the workspace: as private as the cache.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| {
         format!(
             "cannot create the embedded server's data directory {}; pass a writable --embedded-data",
             data_dir.display()
@@ -280,7 +358,10 @@ fn prepare_dirs(cache: &Path, state: &Path, tmp: &Path) -> std::result::Result<(
             p.display()
         )
     };
-    std::fs::create_dir_all(cache).map_err(|e| fix(cache, e))?;
+    // `run` did this already (and said so); an agent started by hand must not open it.
+    if let Some(sentence) = crate::config::make_private(cache).map_err(|e| format!("{e:#}"))? {
+        eprintln!("{sentence}");
+    }
     std::fs::create_dir_all(tmp).map_err(|e| fix(tmp, e))?;
     // The socket and the index are the user's alone.
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
@@ -524,6 +605,15 @@ impl Server {
                 self.session(stream).await;
                 return;
             }
+            // issue 15: the listener fd of a program to supervise follows the frame.
+            if op == Op::Supervise {
+                let errno = supervise::accept(self.ctx.clone(), &stream).await;
+                self.requests.answered(op);
+                if reply(&mut stream, errno, b"").await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let (errno, payload) = self.handle(op, &rel).await;
             self.requests.answered(op);
             if reply(&mut stream, errno, payload.as_bytes()).await.is_err() {
@@ -573,7 +663,7 @@ impl Server {
                 };
             }
             Op::Status => return (0, self.status(rel).await),
-            Op::Session => unreachable!("sessions are handled by the caller"),
+            Op::Session | Op::Supervise => unreachable!("handled by the caller"),
         };
         match r {
             Ok(()) => (0, String::new()),
@@ -642,6 +732,8 @@ pub(crate) mod testkit {
             tmp_seq: AtomicU64::new(0),
             downloads,
             prefetch: Some(prefetch::Prefetch::default()),
+            listings: Default::default(),
+            budget: evict::Budget::default(),
         });
         Kit {
             ctx,
@@ -670,5 +762,11 @@ pub(crate) mod testkit {
     pub const DEFAULT_DOWNLOADS: Downloads = Downloads {
         ranged_threshold: 32 << 20,
         part_size: 8 << 20,
+        eager_max: 64 << 10,
+    };
+    /// Every listed file a placeholder until read (tests of what placeholders do).
+    pub const LAZY_DOWNLOADS: Downloads = Downloads {
+        eager_max: 0,
+        ..DEFAULT_DOWNLOADS
     };
 }

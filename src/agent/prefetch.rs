@@ -123,12 +123,13 @@ impl Ctx {
 mod tests {
     use super::super::fsops;
     use super::super::ignore::IGNORE_FILE;
-    use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS};
+    use super::super::testkit::{is_placeholder, kit, put, LAZY_DOWNLOADS};
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reading_one_file_fetches_its_small_siblings_only() {
-        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        // Placeholders: small files are not fetched with their listing.
+        let k = kit("p/", LAZY_DOWNLOADS).await;
         let ctx = &k.ctx;
         put(ctx, "p/d/a.txt", b"alpha").await;
         put(ctx, "p/d/b.txt", b"bravo").await;

@@ -671,7 +671,7 @@ mod tests {
         assert!(!t.has("c"));
     }
 
-    use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS};
+    use super::super::testkit::{is_placeholder, kit, put, DEFAULT_DOWNLOADS, LAZY_DOWNLOADS};
     use std::io::Write;
 
     fn read(ctx: &Ctx, rel: &str) -> String {
@@ -767,7 +767,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_poll_over_several_listing_pages_sees_every_object() {
         use futures::StreamExt;
-        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let k = kit("p/", LAZY_DOWNLOADS).await;
         let ctx = &k.ctx;
         let n = 1_010;
         futures::stream::iter(0..n)

@@ -18,6 +18,7 @@ pub struct Requests {
     pub session: u64,
     pub status: u64,
     pub discard: u64,
+    pub supervise: u64,
 }
 
 impl Requests {
@@ -33,6 +34,7 @@ impl Requests {
             Op::Session => &mut self.session,
             Op::Status => &mut self.status,
             Op::Discard => &mut self.discard,
+            Op::Supervise => &mut self.supervise,
         }
     }
 }
@@ -52,6 +54,7 @@ impl std::ops::Sub for Requests {
             session: self.session - o.session,
             status: self.status - o.status,
             discard: self.discard - o.discard,
+            supervise: self.supervise - o.supervise,
         }
     }
 }

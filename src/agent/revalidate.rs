@@ -7,8 +7,8 @@
 
 use super::error::{Context, Result};
 use super::fsops::{marker_of, OwnedMarker};
-use super::hydrate::{local_names, same_content_and_meta};
-use super::index::Fingerprint;
+use super::hydrate::local_names;
+use super::index::{same_content_and_meta, Fingerprint};
 use super::Ctx;
 use futures::{stream, StreamExt};
 use s3shim_protocol::names;

@@ -2,6 +2,7 @@
 
 use super::fsops::{marker_of, OwnedMarker};
 use super::{Ctx, Server};
+use s3shim_protocol::layout;
 use s3shim_protocol::status::{self as st, field};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -59,6 +60,13 @@ fn report(ctx: &Arc<Ctx>, sessions: usize, whole: bool) -> String {
             .unwrap_or(0)
             .to_string()
     };
+    // Written by the `run` that restarted an agent of this cache: count, when, cause.
+    if let Some(state) = ctx.tmp.parent() {
+        if let Ok(text) = std::fs::read_to_string(state.join(layout::RESTARTS_NAME)) {
+            let v: Vec<&str> = text.trim_end().splitn(3, '\t').collect();
+            out += &field(st::RESTARTS, &v);
+        }
+    }
     match ctx.queue.paused() {
         Some((since, why)) => out += &field(st::UPLOADS, &["paused", &unix(since), &why]),
         None => out += &field(st::UPLOADS, &["running"]),

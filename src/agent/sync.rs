@@ -13,8 +13,7 @@
 
 use super::error::{other, Context, Error, Result};
 use super::fsops::{marker_of, OwnedMarker};
-use super::hydrate::same_content_and_meta;
-use super::index::{Fingerprint, Kind, Row};
+use super::index::{same_content_and_meta, Fingerprint, Kind, Row};
 use super::queue::{Batch, Conflict};
 use super::s3::{Cond, PosixMeta};
 use super::watch::NOT_UTF8;

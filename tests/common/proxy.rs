@@ -100,6 +100,24 @@ impl Proxy {
             .unwrap_or(0)
     }
 
+    /// Requests seen with `method` whose path (without the query) starts with `prefix`.
+    pub fn count_under(&self, method: &str, prefix: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.counts
+            .iter()
+            .filter(|((m, p), _)| m == method && p.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every (method, path) seen with its count, sorted (for failure messages).
+    pub fn seen(&self) -> Vec<((String, String), usize)> {
+        let s = self.state.lock().unwrap();
+        let mut v: Vec<_> = s.counts.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+
     /// Requests seen in all.
     pub fn total(&self) -> usize {
         self.state.lock().unwrap().counts.values().sum()

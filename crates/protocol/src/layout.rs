@@ -8,6 +8,9 @@
 //!     agent.lock         held (flock) by the running agent
 //!     index.db           the agent's index (SQLite)
 //!     agent.log          the agent's log
+//!     run.lock           held shared (flock) by every `s3shim run` supervising the agent:
+//!                        while it is held, the shim waits for a restarted agent
+//!     restarts           agent restarts by `run`: count, unix seconds, last cause
 //!     tmp/               downloads in progress (same filesystem as tree/, for rename)
 //! ```
 
@@ -28,6 +31,10 @@ pub const ENV_DISABLE: &str = "S3SHIM_DISABLE";
 /// Every variable the shim re-injects into exec'd programs (besides `LD_PRELOAD`).
 pub const SHIM_ENV: [&str; 3] = [ENV_MOUNT, ENV_CACHE, ENV_SOCKET];
 
+/// Seconds a request of the shim waits for an agent being restarted (while a `run` holds
+/// the session) before it fails with `EIO`.
+pub const ENV_AGENT_WAIT: &str = "S3SHIM_AGENT_WAIT_SECS";
+
 /// File name of the preload library.
 pub const LIB_NAME: &str = "libs3shim.so";
 
@@ -37,6 +44,8 @@ pub const SOCKET_NAME: &str = "agent.sock";
 pub const LOCK_NAME: &str = "agent.lock";
 pub const INDEX_NAME: &str = "index.db";
 pub const LOG_NAME: &str = "agent.log";
+pub const RUN_LOCK_NAME: &str = "run.lock";
+pub const RESTARTS_NAME: &str = "restarts";
 pub const TMP_DIR: &str = "tmp";
 
 /// Longest path a `sockaddr_un` holds (108 bytes including the NUL on Linux).

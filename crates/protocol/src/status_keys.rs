@@ -25,6 +25,9 @@ pub const HYDRATED: &str = "hydrated";
 /// Objects downloaded since the agent started: count, bytes.
 pub const DOWNLOADED: &str = "downloaded";
 
+/// Agent restarts by the supervising `run`: count, unix seconds of the last, its cause.
+pub const RESTARTS: &str = "restarts";
+
 /// Uploads: `running`, or `paused`, unix seconds since, the error that paused them.
 pub const UPLOADS: &str = "uploads";
 /// A conflict kept both versions: path, the name the local version was saved as, unix

@@ -44,6 +44,10 @@ pub enum Op {
     /// `O_TRUNC`, `truncate(0)`): drop the marker without downloading, after any fetch of
     /// the same path in progress, so the fetch cannot write into the new content.
     Discard = 10,
+    /// Supervise a program that bypasses libc (issue 15): after the request frame, one
+    /// byte carrying a seccomp user-notification listener fd (SCM_RIGHTS). The agent
+    /// answers once it serves the listener.
+    Supervise = 11,
 }
 
 impl Op {
@@ -59,6 +63,7 @@ impl Op {
             8 => Op::Session,
             9 => Op::Status,
             10 => Op::Discard,
+            11 => Op::Supervise,
             _ => return None,
         })
     }

@@ -91,6 +91,7 @@ pub mod errno;
 pub mod fdtable;
 pub mod hooks;
 pub mod hydrate;
+pub mod intercept;
 pub mod loc;
 pub mod marker;
 pub mod owner;
@@ -117,6 +118,10 @@ unsafe extern "C" fn init(_argc: c_int, _argv: *const *const c_char, envp: *cons
     // first use (see `cwd::state`, `fdtable::is_marked`, `owner`): most programs never
     // need them.
     config::init(envp);
+    agent::set_wait(config::env_value(
+        envp,
+        s3shim_protocol::layout::ENV_AGENT_WAIT,
+    ));
 }
 
 /// ELF constructor: glibc calls `.init_array` entries with `(argc, argv, envp)`.

@@ -136,7 +136,14 @@ fn walk(
                 return Ok(copy(out, &[c, remaining])?);
             }
         };
-        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink || (is_last && !follow_last) {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if !is_last && ft != FileType::Directory && ft != FileType::Symlink {
+            // `file/..`, `file/x`: the kernel must see the non-directory to say ENOTDIR
+            // (popping it lexically would make `file/../file` name the file).
+            let c = cand.get(..cand_len).unwrap_or(&[]);
+            return Ok(copy(out, &[c, remaining])?);
+        }
+        if ft != FileType::Symlink || (is_last && !follow_last) {
             cur_len = copy(&mut cur, &[cand.get(..cand_len).unwrap_or(&[])])?;
             if is_last {
                 break;

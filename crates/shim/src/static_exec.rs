@@ -9,6 +9,7 @@ use crate::buf::PATH_MAX;
 use crate::config;
 use crate::cwd;
 use crate::hydrate;
+use crate::intercept;
 use crate::loc::Loc;
 use crate::sys;
 use core::ffi::{c_char, c_int, CStr};
@@ -74,19 +75,66 @@ unsafe fn touches_tree(argv: *const *const c_char) -> bool {
     })
 }
 
-/// Before exec'ing the program at `real` (already mapped): if it is static and its cwd
-/// or an argument is in the tree, make those subtrees local. Errors are the agent's
-/// (the exec fails with them rather than letting the program see placeholders).
+/// Before exec'ing the program at `real` (already mapped), in the process that execs it:
+/// a program that bypasses libc (static, Go) gets the agent as its supervisor (see
+/// [`crate::intercept`]); where that is not possible, and its cwd or an argument is in
+/// the tree, those subtrees are made local and a one-line warning names the program.
+/// Errors are the agent's (the exec fails with them rather than letting the program
+/// see placeholders).
 ///
 /// # Safety
 /// `real` is a valid C string, `argv` a NULL-terminated array of C strings.
 pub unsafe fn prepare(real: *const c_char, argv: *const *const c_char) -> Result<(), c_int> {
-    if !config::active() || crate::cstr::cbytes(real).is_none() || !touches_tree(argv) {
+    prepare_as(real, argv, true)
+}
+
+/// [`prepare`] for `posix_spawn`, which runs in the parent: a filter installed here
+/// would trap the parent, so only the fallback applies.
+///
+/// # Safety
+/// As [`prepare`].
+pub unsafe fn prepare_in_parent(
+    real: *const c_char,
+    argv: *const *const c_char,
+) -> Result<(), c_int> {
+    prepare_as(real, argv, false)
+}
+
+unsafe fn prepare_as(
+    real: *const c_char,
+    argv: *const *const c_char,
+    in_child: bool,
+) -> Result<(), c_int> {
+    if !config::active() || crate::cstr::cbytes(real).is_none() {
         return Ok(());
     }
-    if !is_static_elf(CStr::from_ptr(real)) {
+    let Some(kind) = intercept::bypass_kind(CStr::from_ptr(real)) else {
+        return Ok(());
+    };
+    let why = if in_child {
+        match intercept::supervise()? {
+            intercept::Supervised::Yes => return Ok(()),
+            intercept::Supervised::No(why) => why,
+        }
+    } else {
+        "it is started with posix_spawn"
+    };
+    if !touches_tree(argv) {
         return Ok(());
     }
+    let what: &[u8] = match kind {
+        intercept::Bypass::Go => b"a Go program",
+        intercept::Bypass::Static => b"a static program",
+    };
+    intercept::warn(&[
+        b"s3shim: ",
+        crate::cstr::cbytes(real).unwrap_or(b"?"),
+        b" is ",
+        what,
+        b" the shim cannot enter and cannot be supervised (",
+        why.as_bytes(),
+        b"): the folder it uses is made local before it starts",
+    ]);
     if cwd::state().0 == cwd::INSIDE {
         let mut here = [0u8; PATH_MAX];
         let n = sys::getcwd(&mut here)?;

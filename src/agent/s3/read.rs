@@ -13,7 +13,8 @@ use std::sync::Arc;
 use tracing::info;
 
 /// Ranged GETs in flight for one object. Memory held is about this many write buffers.
-const PART_CONCURRENCY: usize = 4;
+/// At a distance each part is a round trip: more in flight keeps the link full.
+const PART_CONCURRENCY: usize = 8;
 /// Bytes gathered from a response body before one positioned write.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -35,6 +36,11 @@ pub struct FlatListing<'a> {
 }
 
 impl FlatListing<'_> {
+    /// Whether every page has been read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// The next page in key order, `None` after the last.
     pub async fn next_page(&mut self) -> Result<Option<Vec<RemoteObject>>> {
         if self.done {
@@ -145,6 +151,40 @@ impl S3 {
         Ok(head)
     }
 
+    /// A whole small object in one GET: what a HEAD would say (the GET carries the same
+    /// headers) and its bytes; `None` when it does not exist.
+    pub async fn get_small(&self, key: &str) -> Result<Option<(ObjectHead, Vec<u8>)>> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(aws_sdk_s3::error::SdkError::ServiceError(se))
+                if se.raw().status().as_u16() == 404 =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.err("downloading", key, e)),
+        };
+        let (head, out) = Part { out }.head_owned();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| other!("downloading {key}: {e}"))?
+            .into_bytes()
+            .to_vec();
+        self.downloaded_objects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.downloaded_bytes
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some((head, bytes)))
+    }
+
     async fn download_whole(&self, key: &str, file: &File) -> Result<ObjectHead> {
         let o = self.get(key).await?;
         let got = Part { out: o };
@@ -200,6 +240,16 @@ struct Part {
 impl Part {
     fn etag(&self) -> &str {
         self.out.e_tag().unwrap_or_default()
+    }
+
+    /// What the response says, and the response (for its body).
+    fn head_owned(
+        self,
+    ) -> (
+        ObjectHead,
+        aws_sdk_s3::operation::get_object::GetObjectOutput,
+    ) {
+        (self.head(), self.out)
     }
 
     fn head(&self) -> ObjectHead {
@@ -279,6 +329,7 @@ mod tests {
         let dl = Downloads {
             ranged_threshold: 1 << 20,
             part_size: 300 << 10,
+            eager_max: 0,
         };
         let k = kit("", dl).await;
         let body: Vec<u8> = (0..(3 << 20) + 12345u32)

@@ -32,7 +32,7 @@ unsafe fn spawn_at(
         return e;
     }
     if !loc.in_tree {
-        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+        if let Err(e) = static_exec::prepare_in_parent(loc.ptr(), argv) {
             return e;
         }
         return call(loc.ptr(), argv);
@@ -47,7 +47,7 @@ unsafe fn spawn_at(
                 return spawn_at(interp, new_argv, rest, depth + 1, call);
             }
         }
-        if let Err(e) = static_exec::prepare(loc.ptr(), argv) {
+        if let Err(e) = static_exec::prepare_in_parent(loc.ptr(), argv) {
             return e;
         }
         call(loc.ptr(), argv)

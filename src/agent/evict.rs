@@ -1,0 +1,434 @@
+//! A bounded cache: before a fetch, clean fetched files go back to placeholders, least
+//! recently fetched or read first, until the fetched bytes fit under the limit
+//! (`--cache-max-size`) and the cache's file system keeps its free share (5 %, at most
+//! 4 GiB). Recency is the agent's own fetch time and the file's atime (reads update it
+//! as the file system's atime policy allows: with `relatime`, about once a day).
+//!
+//! A file goes back to a placeholder in place: same inode, size, mode and times, its bytes
+//! dropped (truncated to 0 and back, so it is sparse) and its marker restored (marker
+//! first: a crash in between leaves a marked file that is fetched again, never a file of
+//! zeros taken for complete). Never evicted: a file with changes not in S3 (its index row
+//! does not match it), a file any process has open (a write lease is refused; while it is
+//! held an `open` waits), the `.s3shimignore` file and local-only paths (no row), and
+//! whatever a `FetchTree` made local (static binaries read it without the shim).
+//! Writes by programs are never refused for the limit: it bounds fetched copies only.
+
+use super::error::{other, Error, Result};
+use super::fsops::marker_of;
+use super::ignore::IGNORE_FILE;
+use super::index::{same_content_and_meta, Fingerprint, Kind, Row};
+use super::{fsops, Ctx};
+use parking_lot::Mutex;
+use s3shim_protocol::marker::Marker;
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+use tracing::{info, warn};
+
+/// Share of the cache's file system kept free (percent), at most `FREE_CAP` bytes: on a
+/// large disk a few GiB are room enough, and a disk already fuller than that because of
+/// other files must not empty the cache at every fetch.
+pub const DEFAULT_FREE_PERCENT: u64 = 5;
+const FREE_CAP: u64 = 4 << 30;
+
+/// The cache's budget and what eviction needs to know.
+pub struct Budget {
+    /// Bytes of fetched files the cache may hold (`u64::MAX`: only the free share counts).
+    max: AtomicU64,
+    /// Percent of the file system kept free.
+    pub free_percent: u64,
+    /// When each file was last fetched by this agent (its atime says when it was read).
+    fetched_at: Mutex<HashMap<String, SystemTime>>,
+    /// Subtrees a `FetchTree` made local: never evicted.
+    pinned: Mutex<Vec<String>>,
+    /// One room-making at a time, so two fetches do not both count the same room.
+    making_room: tokio::sync::Mutex<()>,
+    /// Bytes of fetches under way (room made, bytes not in place yet).
+    reserved: AtomicU64,
+}
+
+/// Room made for one fetch, counted until the fetch is over (then its file counts).
+pub struct Reservation<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+impl Default for Budget {
+    /// No limit and no free share: nothing is ever evicted.
+    fn default() -> Budget {
+        Budget {
+            max: AtomicU64::new(u64::MAX),
+            free_percent: 0,
+            fetched_at: Mutex::default(),
+            pinned: Mutex::default(),
+            making_room: tokio::sync::Mutex::default(),
+            reserved: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Budget {
+    pub fn new(max: Option<u64>, free_percent: u64) -> Budget {
+        let b = Budget {
+            free_percent,
+            ..Default::default()
+        };
+        b.set_max(max);
+        b
+    }
+
+    pub fn set_max(&self, max: Option<u64>) {
+        self.max.store(max.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    fn max(&self) -> Option<u64> {
+        Some(self.max.load(Ordering::SeqCst)).filter(|&m| m != u64::MAX)
+    }
+
+    pub fn note_fetched(&self, rel: &str) {
+        self.fetched_at
+            .lock()
+            .insert(rel.to_string(), SystemTime::now());
+    }
+
+    pub fn pin(&self, rel: &str) {
+        self.pinned.lock().push(rel.to_string());
+    }
+
+    fn is_pinned(&self, rel: &str) -> bool {
+        self.pinned.lock().iter().any(|p| {
+            p.is_empty()
+                || rel == p
+                || rel
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+    }
+}
+
+/// A clean fetched file that could go back to a placeholder.
+struct Candidate {
+    rel: String,
+    row: Row,
+    size: u64,
+    used: SystemTime,
+}
+
+impl Ctx {
+    /// Makes room for `need` bytes about to be fetched for `rel` (whose path lock the
+    /// caller holds): evicts until the fetched bytes plus `need` fit under the limit and
+    /// the file system keeps its free share. `ENOSPC` when eviction cannot make room.
+    pub(super) async fn make_room(&self, rel: &str, need: u64) -> Result<Reservation<'_>> {
+        let budget = &self.budget;
+        let _one = budget.making_room.lock().await;
+        self.make_room_locked(rel, need)?;
+        budget.reserved.fetch_add(need, Ordering::SeqCst);
+        Ok(Reservation {
+            budget,
+            bytes: need,
+        })
+    }
+
+    fn make_room_locked(&self, rel: &str, need: u64) -> Result<()> {
+        let budget = &self.budget;
+        let max = budget.max();
+        if max.is_none() && budget.free_percent == 0 {
+            return Ok(());
+        }
+        let (avail, total) = fs_space(&self.tree)?;
+        let free_target = (total / 100 * budget.free_percent).min(FREE_CAP);
+        let short_of_free = (free_target + need).saturating_sub(avail);
+        if max.is_none() && short_of_free == 0 {
+            return Ok(());
+        }
+        let mut cands = self.eviction_candidates(rel)?;
+        let fetched: u64 =
+            cands.iter().map(|c| c.size).sum::<u64>() + budget.reserved.load(Ordering::SeqCst);
+        let over_limit = max.map_or(0, |max| (fetched + need).saturating_sub(max));
+        // The free share is a target: short of it, clean files are evicted, but a fetch
+        // fails only when the file really does not fit (or the limit is exceeded).
+        let really_short = need.saturating_sub(avail);
+        let mut to_free = over_limit.max(short_of_free);
+        if to_free == 0 {
+            return Ok(());
+        }
+        cands.sort_by_key(|c| c.used);
+        let mut freed = (0u64, 0usize);
+        for c in cands {
+            if to_free == 0 {
+                break;
+            }
+            match self.evict_one(&c) {
+                Ok(true) => {
+                    to_free = to_free.saturating_sub(c.size);
+                    freed.0 += c.size;
+                    freed.1 += 1;
+                }
+                Ok(false) => {}
+                Err(e) => warn!("cannot evict {:?}: {e}", c.rel),
+            }
+        }
+        if freed.1 > 0 {
+            info!(
+                "evicted {} file(s), {} bytes, to fetch {rel:?} ({need} bytes)",
+                freed.1, freed.0
+            );
+        }
+        let _ = to_free;
+        if freed.0 < over_limit || freed.0 < really_short {
+            return Err(Error::Io {
+                context: format!(
+                    "fetching {rel} ({need} bytes): the cache is full and nothing more can be evicted (the rest is open, changed locally, or pinned): "
+                ),
+                source: io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every file whose bytes are here and match S3 (its index row matches it), with its
+    /// last use, except `rel` itself, the ignore file and pinned subtrees.
+    fn eviction_candidates(&self, rel: &str) -> Result<Vec<Candidate>> {
+        let fetched_at = self.budget.fetched_at.lock().clone();
+        let mut out = Vec::new();
+        for (path, _) in self.index.files()? {
+            if path == rel || path == IGNORE_FILE || self.budget.is_pinned(&path) {
+                continue;
+            }
+            let local = self.local(&path);
+            let Ok(md) = std::fs::symlink_metadata(&local) else {
+                continue;
+            };
+            if !md.is_file() || md.len() == 0 {
+                continue;
+            }
+            if !matches!(marker_of(&local), Ok(None)) {
+                continue;
+            }
+            let Some(row) = self.index.get(&path)? else {
+                continue;
+            };
+            if row.kind != Kind::File || row.is_intent() || row.fp != Fingerprint::of(&md) {
+                continue;
+            }
+            let atime = SystemTime::UNIX_EPOCH
+                + std::time::Duration::new(md.atime().max(0) as u64, md.atime_nsec() as u32);
+            let used = fetched_at.get(&path).map_or(atime, |f| (*f).max(atime));
+            out.push(Candidate {
+                size: md.blocks() * 512,
+                rel: path,
+                row,
+                used,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Turns one clean file back into a placeholder; `false` when it is busy (its path
+    /// locked, open by a process) or no longer clean.
+    fn evict_one(&self, c: &Candidate) -> Result<bool> {
+        let Some(_guard) = self.path_locks.try_lock(&c.rel) else {
+            return Ok(false);
+        };
+        let path = self.local(&c.rel);
+        let before = std::fs::symlink_metadata(&path)?;
+        if !before.is_file()
+            || Fingerprint::of(&before) != c.row.fp
+            || !matches!(marker_of(&path), Ok(None))
+        {
+            return Ok(false);
+        }
+        let Some(f) = open_for_eviction(&path, &before)? else {
+            return Ok(false);
+        };
+        // SAFETY: fcntl on an open fd. Granted only when no other open file description
+        // of the file exists; while held, an `open` by anyone else waits for us.
+        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
+            return Ok(false);
+        }
+        let result = (|| -> Result<Row> {
+            let now = f.metadata()?;
+            if !same_content_and_meta(&Fingerprint::of(&now), &c.row.fp) {
+                return Err(other!("changed while being evicted"));
+            }
+            let key = self.key(&c.rel);
+            fsops::fwrite_marker(
+                &f,
+                &Marker::Placeholder {
+                    etag: &c.row.etag,
+                    source_key: &key,
+                },
+            )?;
+            f.set_len(0)?;
+            f.set_len(now.len())?;
+            fsops::fset_times(
+                &f,
+                (now.atime(), now.atime_nsec() as u32),
+                (now.mtime(), now.mtime_nsec() as u32),
+            )?;
+            Ok(Row::new(
+                Kind::File,
+                c.row.etag.clone(),
+                Fingerprint::of(&f.metadata()?),
+            ))
+        })();
+        // SAFETY: fcntl on an open fd.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        match result {
+            Ok(row) => {
+                self.index.put(&c.rel, &row)?;
+                self.budget.fetched_at.lock().remove(&c.rel);
+                Ok(true)
+            }
+            Err(e) => {
+                warn!("not evicting {:?}: {e}", c.rel);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Opens `path` for writing, never through a symlink. A read-only file (git's objects
+/// are 0444) is opened by making it writable for the moment; its mode is restored.
+fn open_for_eviction(path: &Path, md: &std::fs::Metadata) -> Result<Option<std::fs::File>> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    match open() {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mode = md.mode() & 0o7777;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o200))?;
+            let f = open();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            Ok(f.ok())
+        }
+        // Open elsewhere with a lease, or gone.
+        Err(_) => Ok(None),
+    }
+}
+
+/// (available, total) bytes of the file system holding `dir`.
+fn fs_space(dir: &Path) -> Result<(u64, u64)> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+        .map_err(|_| other!("a NUL in {}", dir.display()))?;
+    // SAFETY: statvfs is plain data; all zeroes is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let unit = st.f_frsize as u64;
+    Ok((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+}
+
+/// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024; a
+/// trailing `B` or `iB` is allowed).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; pass bytes or e.g. 10G"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{kit, put, DEFAULT_DOWNLOADS};
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_clean_closed_files_are_evicted_and_no_room_is_enospc() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        for n in ["clean", "open", "dirty", "next"] {
+            put(ctx, &format!("p/{n}"), &vec![b'x'; 64 << 10]).await;
+        }
+        ctx.list_dir("").await.unwrap();
+        for n in ["clean", "open", "dirty"] {
+            ctx.fetch(n).await.unwrap();
+        }
+        let before = std::fs::metadata(ctx.local("clean")).unwrap();
+        let _open = std::fs::File::open(ctx.local("open")).unwrap();
+        std::fs::write(ctx.local("dirty"), b"changed here, not in S3").unwrap();
+        // Two fetched files (`dirty` is the user's now, not a fetched copy) and one more to
+        // fetch, under a limit of two: one must go, and only `clean` may.
+        ctx.budget.set_max(Some(2 * (64 << 10)));
+        let room = ctx.make_room("next", 64 << 10).await.unwrap();
+        drop(room);
+        assert!(super::super::testkit::is_placeholder(ctx, "clean"));
+        let after = std::fs::metadata(ctx.local("clean")).unwrap();
+        assert_eq!(
+            (
+                after.ino(),
+                after.len(),
+                after.mode(),
+                after.mtime(),
+                after.mtime_nsec()
+            ),
+            (
+                before.ino(),
+                before.len(),
+                before.mode(),
+                before.mtime(),
+                before.mtime_nsec()
+            ),
+            "same inode, size, mode and mtime"
+        );
+        assert_eq!(after.blocks(), 0, "its bytes are dropped");
+        assert!(!super::super::testkit::is_placeholder(ctx, "open"));
+        assert_eq!(
+            std::fs::read(ctx.local("dirty")).unwrap(),
+            b"changed here, not in S3"
+        );
+        // Nothing else can go: a fetch that needs room is ENOSPC.
+        ctx.budget.set_max(Some(64 << 10));
+        let e = ctx.make_room("next", 64 << 10).await.err().unwrap();
+        assert_eq!(super::super::error::errno(&e), libc::ENOSPC, "{e}");
+        // Fetched again when read.
+        ctx.budget.set_max(None);
+        ctx.fetch("clean").await.unwrap();
+        assert_eq!(
+            std::fs::read(ctx.local("clean")).unwrap(),
+            vec![b'x'; 64 << 10]
+        );
+        k.server.shutdown().await;
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2 GB"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+}
