@@ -14,9 +14,9 @@
 //! Writes by programs are never refused for the limit: it bounds fetched copies only.
 
 use super::error::{other, Error, Result};
-use super::hydrate::{marker_of, same_content_and_meta};
+use super::fsops::marker_of;
 use super::ignore::IGNORE_FILE;
-use super::index::{Fingerprint, Kind, Row};
+use super::index::{same_content_and_meta, Fingerprint, Kind, Row};
 use super::{fsops, Ctx};
 use parking_lot::Mutex;
 use s3shim_protocol::marker::Marker;

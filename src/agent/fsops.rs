@@ -27,6 +27,29 @@ fn xattr_name() -> *const libc::c_char {
     XATTR_NAME.as_ptr().cast()
 }
 
+fn parse_marker(raw: Option<Vec<u8>>) -> Option<OwnedMarker> {
+    let raw = raw?;
+    Some(match Marker::parse(&raw)? {
+        Marker::Unlisted { source_prefix } => OwnedMarker::Unlisted(source_prefix.to_string()),
+        Marker::Placeholder { etag, source_key } => {
+            OwnedMarker::Placeholder(etag.to_string(), source_key.to_string())
+        }
+    })
+}
+
+/// A marker value owned, so it can be held across awaits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedMarker {
+    Unlisted(String),
+    /// (etag, source key)
+    Placeholder(String, String),
+}
+
+/// The marker of `path`, parsed (`None`: complete, or not a marker we know).
+pub fn marker_of(path: &Path) -> io::Result<Option<OwnedMarker>> {
+    Ok(parse_marker(read_marker(path)?))
+}
+
 /// The raw marker value of `path` (not following a final symlink), `None` if unmarked.
 pub fn read_marker(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let c = cpath(path)?;

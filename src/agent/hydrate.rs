@@ -6,7 +6,7 @@
 //! local change (the download is discarded).
 
 use super::error::{other, Context, Result};
-use super::fsops;
+use super::fsops::{self, marker_of, OwnedMarker};
 use super::ignore::IGNORE_FILE;
 use super::index::{Fingerprint, Kind, Row};
 use super::s3::Listing;
@@ -112,33 +112,6 @@ pub(super) fn split_flat(
         .filter(|(d, _)| complete || (last.as_str() > d.as_str() && !last.starts_with(d.as_str())))
         .map(|(d, (l, _))| (d, l))
         .collect()
-}
-
-fn parse_marker(raw: Option<Vec<u8>>) -> Option<OwnedMarker> {
-    let raw = raw?;
-    Some(match Marker::parse(&raw)? {
-        Marker::Unlisted { source_prefix } => OwnedMarker::Unlisted(source_prefix.to_string()),
-        Marker::Placeholder { etag, source_key } => {
-            OwnedMarker::Placeholder(etag.to_string(), source_key.to_string())
-        }
-    })
-}
-
-/// A marker value owned, so it can be held across awaits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedMarker {
-    Unlisted(String),
-    /// (etag, source key)
-    Placeholder(String, String),
-}
-
-pub fn marker_of(path: &Path) -> io::Result<Option<OwnedMarker>> {
-    Ok(parse_marker(fsops::read_marker(path)?))
-}
-
-/// The fields a metadata change (not only a ctime bump) would move.
-pub fn same_content_and_meta(a: &Fingerprint, b: &Fingerprint) -> bool {
-    a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode
 }
 
 impl Ctx {
@@ -681,6 +654,23 @@ impl Ctx {
             (head.mode.unwrap_or(placeholder.mode()), head.mtime)
         };
         Ok((head, mode, mtime))
+    }
+}
+
+// Here, not in `ignore`: deciding needs the rules file's bytes, which hydration fetches.
+impl Ctx {
+    /// Whether `rel` is local-only (`.s3shimignore`). The rules file is fetched first
+    /// when only its placeholder is here (its bytes decide what else is uploaded).
+    pub async fn local_only(self: &Arc<Self>, rel: &str, is_dir: bool) -> bool {
+        if matches!(
+            marker_of(&self.local(IGNORE_FILE)),
+            Ok(Some(OwnedMarker::Placeholder(..)))
+        ) {
+            if let Err(e) = self.fetch(IGNORE_FILE).await {
+                warn!("cannot fetch {IGNORE_FILE}: {e:#}; its rules do not apply yet");
+            }
+        }
+        self.local_only.matches(rel, is_dir)
     }
 }
 

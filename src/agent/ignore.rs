@@ -8,8 +8,6 @@
 //! agent's own, not shared: `code-server-s3` keeps code-server's logs, caches and SQLite
 //! journals local this way in its stateless mode.
 
-use super::hydrate::{marker_of, OwnedMarker};
-use super::Ctx;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use parking_lot::Mutex;
 use std::os::unix::fs::MetadataExt;
@@ -114,22 +112,6 @@ impl LocalOnly {
         self.rules()
             .matched_path_or_any_parents(rel, is_dir)
             .is_ignore()
-    }
-}
-
-impl Ctx {
-    /// Whether `rel` is local-only. The rules file is fetched first when only its
-    /// placeholder is here (its bytes decide what else is uploaded).
-    pub async fn local_only(self: &Arc<Self>, rel: &str, is_dir: bool) -> bool {
-        if matches!(
-            marker_of(&self.local(IGNORE_FILE)),
-            Ok(Some(OwnedMarker::Placeholder(..)))
-        ) {
-            if let Err(e) = self.fetch(IGNORE_FILE).await {
-                warn!("cannot fetch {IGNORE_FILE}: {e:#}; its rules do not apply yet");
-            }
-        }
-        self.local_only.matches(rel, is_dir)
     }
 }
 

@@ -264,6 +264,11 @@ fn parse_i128(s: &str) -> i128 {
     s.parse().unwrap_or(0)
 }
 
+/// The fields a metadata change (not only a ctime bump) would move.
+pub fn same_content_and_meta(a: &Fingerprint, b: &Fingerprint) -> bool {
+    a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,16 +12,21 @@ pub(crate) mod fsops;
 pub(crate) mod hydrate;
 pub(crate) mod ignore;
 pub(crate) mod index;
+mod lifecycle;
 pub(crate) mod prefetch;
 pub(crate) mod queue;
 pub(crate) mod redact;
 pub(crate) mod remote;
+mod requests;
 pub(crate) mod revalidate;
 pub(crate) mod s3;
 mod status;
 pub mod supervise;
 pub(crate) mod sync;
 pub(crate) mod watch;
+
+pub use lifecycle::{Agent, Handle, StartError};
+pub use requests::Requests;
 
 use crate::config::{Downloads, Remote, Settings, EMBEDDED_BUCKET};
 // Start-up is an edge: its failures are sentences for `run`, not errnos.
@@ -33,7 +38,6 @@ use s3shim_protocol::wire::{self, Op};
 use s3shim_protocol::{layout, names};
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,17 +47,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
-
-/// How long a freshly started agent waits for its first session before giving up (the
-/// `run` that started it died before connecting). `S3SHIM_FIRST_SESSION_TIMEOUT`
-/// (seconds) overrides it, for tests.
-fn first_session_timeout() -> Duration {
-    std::env::var("S3SHIM_FIRST_SESSION_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(30))
-}
 
 /// Shared state of the running agent.
 pub(crate) struct Ctx {
@@ -194,91 +187,11 @@ impl Drop for PathGuard<'_> {
     }
 }
 
-/// Entry point of `s3shim agent`; returns the process exit code.
-pub fn main(settings: Settings) -> i32 {
-    // glibc gives each thread that allocates its own arena (up to 8 per core), and a
-    // large batch leaves every one of them holding freed memory: two arenas keep the
-    // agent's footprint near what it uses (issue 6: ≤ 100 MiB with 100,000 files).
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            report(&format!("ERROR\tcannot start the agent's runtime: {e}"));
-            return 1;
-        }
-    };
-    rt.block_on(run(settings))
-}
-
-/// Writes the start-up line for `run`.
-fn report(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-async fn run(settings: Settings) -> i32 {
-    let state = settings.state_dir();
-    let tree = settings.tree();
-    let tmp = state.join(layout::TMP_DIR);
-    if let Err(sentence) = prepare_dirs(&settings.cache, &state, &tmp) {
-        report(&format!("ERROR\t{sentence}"));
-        return 1;
-    }
-    init_logging(&state.join(layout::LOG_NAME));
-    redact::add_secrets(redact::env_secrets());
-    // Same-user processes (everything the shim runs) must not read our memory or
-    // /proc/PID/environ, where the credentials are.
-    // SAFETY: prctl and signal with these arguments only set flags on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        // A file lease held while the remote-change check edits a file signals us when
-        // another process opens it; the open just waits, nothing to do here.
-        libc::signal(libc::SIGIO, libc::SIG_IGN);
-    }
-    // A panicking task would leave the agent half alive (a dead sync worker makes every
-    // flush wait forever): log it and stop, so `run` reports a dead agent instead.
-    std::panic::set_hook(Box::new(|info| {
-        error!("agent bug, stopping: {info}");
-        std::process::abort();
-    }));
-    let _lock = match take_lock(&state.join(layout::LOCK_NAME)) {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            report("BUSY");
-            return 0;
-        }
-        Err(e) => {
-            report(&format!(
-                "ERROR\tcannot lock the cache {}: {e}",
-                settings.cache.display()
-            ));
-            return 1;
-        }
-    };
-    match start(&settings, &tree, &tmp).await {
-        Ok((ctx, watch, listener, info, server)) => {
-            report(&format!("READY\t{info}"));
-            detach_stdout();
-            let code = serve(ctx, watch, listener, &settings.socket()).await;
-            if let Some(s) = server {
-                s.shutdown().await;
-            }
-            info!("agent stopped");
-            code
-        }
-        Err(e) => {
-            let sentence = format!("{e:#}");
-            error!("start-up failed: {sentence}");
-            report(&format!("ERROR\t{sentence}"));
-            1
-        }
-    }
+/// What [`lifecycle::Agent`] sets beyond the settings.
+struct Options {
+    /// Static credentials instead of the AWS chain (external endpoints only).
+    keys: Option<s3::StaticKeys>,
+    sibling_prefetch: bool,
 }
 
 type Started = (
@@ -289,7 +202,7 @@ type Started = (
     Option<s3shim_s3server::Server>,
 );
 
-async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> {
+async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -> Result<Started> {
     fsops::check_cache_fs(tmp).map_err(anyhow::Error::msg)?;
     // Leftover downloads of a previous agent (we hold the lock, so they are dead).
     if let Ok(rd) = std::fs::read_dir(tmp) {
@@ -298,7 +211,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         }
     }
     let (endpoint, keys, mut info, server) = match &settings.remote {
-        Remote::External { endpoint, .. } => (endpoint.clone(), None, String::new(), None),
+        Remote::External { endpoint, .. } => (endpoint.clone(), options.keys, String::new(), None),
         Remote::Embedded { data_dir } => {
             let (server, keys) = start_embedded(data_dir).await?;
             let ep = server.endpoint();
@@ -345,7 +258,7 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path) -> Result<Started> 
         tmp_seq: AtomicU64::new(0),
         downloads: settings.downloads,
         local_only: ignore::LocalOnly::new(tree),
-        prefetch: prefetch::Prefetch::from_env(),
+        prefetch: options.sibling_prefetch.then(prefetch::Prefetch::default),
         listings: Default::default(),
         budget: evict::Budget::new(settings.cache_max_size, evict::DEFAULT_FREE_PERCENT),
     });
@@ -456,6 +369,16 @@ fn prepare_dirs(cache: &Path, state: &Path, tmp: &Path) -> std::result::Result<(
     Ok(())
 }
 
+/// Sends the agent's log (secrets redacted) to `CACHE/.s3shim/agent.log` for the rest of
+/// the process: the global tracing subscriber, so only a process that is the agent
+/// (`s3shim agent`) calls this. Credentials in the environment are redacted from then on.
+pub fn log_to_cache(settings: &Settings) {
+    redact::add_secrets(redact::env_secrets());
+    let state = settings.state_dir();
+    let _ = std::fs::create_dir_all(&state);
+    init_logging(&state.join(layout::LOG_NAME));
+}
+
 fn init_logging(path: &Path) {
     let Ok(file) = std::fs::OpenOptions::new()
         .create(true)
@@ -511,28 +434,26 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Points stdout at /dev/null so `run` sees end-of-file after the start-up line.
-fn detach_stdout() {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: both fds are valid.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
-    }
-}
-
 struct Server {
     ctx: Arc<Ctx>,
     watch: watch::WatchHandle,
     sessions: AtomicUsize,
     had_session: AtomicBool,
     last_session_closed: Notify,
+    requests: Arc<requests::RequestLog>,
 }
 
+/// Serves the socket until `stop` turns true or, with `sessions` (the first session's
+/// timeout), the last session closes; then drains. The exit code: 0 when everything is
+/// in S3.
 async fn serve(
     ctx: Arc<Ctx>,
     watch: watch::WatchHandle,
     listener: UnixListener,
     socket: &Path,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    sessions: Option<Duration>,
+    requests: Arc<requests::RequestLog>,
 ) -> i32 {
     let server = Arc::new(Server {
         ctx,
@@ -540,18 +461,10 @@ async fn serve(
         sessions: AtomicUsize::new(0),
         had_session: AtomicBool::new(false),
         last_session_closed: Notify::new(),
+        requests,
     });
-    let (mut term, mut int) = match (
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            error!("cannot install signal handlers");
-            return 1;
-        }
-    };
-    let wait_first = first_session_timeout();
+    let by_sessions = sessions.is_some();
+    let wait_first = sessions.unwrap_or(Duration::MAX);
     let first_session = tokio::time::sleep(wait_first);
     tokio::pin!(first_session);
     loop {
@@ -563,15 +476,14 @@ async fn serve(
                 }
                 Err(e) => warn!("accept failed: {e}"),
             },
-            _ = term.recv() => { info!("SIGTERM: draining"); break; }
-            _ = int.recv() => { info!("SIGINT: draining"); break; }
-            _ = server.last_session_closed.notified() => {
+            _ = stop.wait_for(|s| *s) => { info!("asked to stop"); break; }
+            _ = server.last_session_closed.notified(), if by_sessions => {
                 if server.sessions.load(Ordering::SeqCst) == 0 {
                     info!("last session closed: draining");
                     break;
                 }
             }
-            _ = &mut first_session, if !server.had_session.load(Ordering::SeqCst) => {
+            _ = &mut first_session, if by_sessions && !server.had_session.load(Ordering::SeqCst) => {
                 // The guard was read when this select began: a session may have started
                 // since.
                 if server.had_session.load(Ordering::SeqCst) {
@@ -689,18 +601,21 @@ impl Server {
                 }
             };
             if op == Op::Session {
+                self.requests.answered(op);
                 self.session(stream).await;
                 return;
             }
             // issue 15: the listener fd of a program to supervise follows the frame.
             if op == Op::Supervise {
                 let errno = supervise::accept(self.ctx.clone(), &stream).await;
+                self.requests.answered(op);
                 if reply(&mut stream, errno, b"").await.is_err() {
                     return;
                 }
                 continue;
             }
             let (errno, payload) = self.handle(op, &rel).await;
+            self.requests.answered(op);
             if reply(&mut stream, errno, payload.as_bytes()).await.is_err() {
                 return;
             }
@@ -772,7 +687,7 @@ async fn reply(stream: &mut UnixStream, errno: i32, payload: &[u8]) -> std::io::
 /// watcher and the sync worker, for tests of hydration and remote changes.
 #[cfg(test)]
 pub(crate) mod testkit {
-    use super::hydrate::{marker_of, OwnedMarker};
+    use super::fsops::{marker_of, OwnedMarker};
     use super::*;
 
     /// Whether `rel` in the cache is still a placeholder (its bytes not fetched).

@@ -6,7 +6,7 @@
 //! prefetch slot). Fetching is the ordinary one: a placeholder changed locally is never
 //! overwritten, and paths in `.s3shimignore` are skipped.
 
-use super::hydrate::{marker_of, OwnedMarker};
+use super::fsops::{marker_of, OwnedMarker};
 use super::Ctx;
 use futures::{stream, StreamExt};
 use parking_lot::Mutex;

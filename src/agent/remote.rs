@@ -13,7 +13,7 @@
 //! background; a reader through the shim waits for that fetch as for any placeholder.
 
 use super::error::{Context, Result};
-use super::hydrate::{marker_of, OwnedMarker};
+use super::fsops::{marker_of, OwnedMarker};
 use super::index::{Fingerprint, Kind, Row};
 use super::s3::{same_etag, RemoteObject};
 use super::{fsops, Ctx};

@@ -6,8 +6,9 @@
 //! Local changes not in S3 yet always win: such entries are left for the upload scan.
 
 use super::error::{Context, Result};
-use super::hydrate::{local_names, marker_of, same_content_and_meta, OwnedMarker};
-use super::index::Fingerprint;
+use super::fsops::{marker_of, OwnedMarker};
+use super::hydrate::local_names;
+use super::index::{same_content_and_meta, Fingerprint};
 use super::Ctx;
 use futures::{stream, StreamExt};
 use s3shim_protocol::names;

@@ -1,6 +1,6 @@
 //! The agent's answer to `Status` (fields in [`s3shim_protocol::status`]).
 
-use super::hydrate::{marker_of, OwnedMarker};
+use super::fsops::{marker_of, OwnedMarker};
 use super::{Ctx, Server};
 use s3shim_protocol::layout;
 use s3shim_protocol::status::{self as st, field};

@@ -12,8 +12,8 @@
 //! old keys are the only copy of a placeholder's bytes until the new key exists.
 
 use super::error::{other, Context, Error, Result};
-use super::hydrate::{marker_of, same_content_and_meta, OwnedMarker};
-use super::index::{Fingerprint, Kind, Row};
+use super::fsops::{marker_of, OwnedMarker};
+use super::index::{same_content_and_meta, Fingerprint, Kind, Row};
 use super::queue::{Batch, Conflict};
 use super::s3::{Cond, PosixMeta};
 use super::watch::NOT_UTF8;

@@ -61,6 +61,9 @@ pub struct Config {
     /// while HEAD and listings work, as S3 does for an SSE-KMS object the caller may not
     /// decrypt. Empty: every signed request may read.
     pub deny_read: Vec<String>,
+    /// Key prefixes (in every bucket) where PUT, copy, multipart upload and delete are
+    /// refused with 403 AccessDenied, as a bucket policy denying writes there would.
+    pub deny_write: Vec<String>,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             buckets: Vec::new(),
             fsync: true,
             deny_read: Vec::new(),
+            deny_write: Vec::new(),
         }
     }
 
@@ -100,6 +104,7 @@ impl fmt::Debug for Config {
             .field("buckets", &self.buckets)
             .field("fsync", &self.fsync)
             .field("deny_read", &self.deny_read)
+            .field("deny_write", &self.deny_write)
             .finish()
     }
 }
@@ -265,9 +270,10 @@ impl Server {
             access_key: cfg.access_key.clone(),
             secret_key: SecretKey::from(cfg.secret_key.clone()),
         });
-        if !cfg.deny_read.is_empty() {
-            builder.set_access(policy::ReadPolicy {
-                denied_prefixes: cfg.deny_read.clone(),
+        if !cfg.deny_read.is_empty() || !cfg.deny_write.is_empty() {
+            builder.set_access(policy::Policy {
+                deny_read: cfg.deny_read.clone(),
+                deny_write: cfg.deny_write.clone(),
             });
         }
         let service = builder.build();

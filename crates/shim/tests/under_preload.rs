@@ -1,13 +1,13 @@
 //! NEEDS THE BUILT .so: real programs (bash, coreutils, python3, git, node) run with
-//! `LD_PRELOAD=libs3shim.so` against a cache hydrated on demand by a fake agent (see
-//! `support/mod.rs`). Build first: `cargo build -p s3shim-shim` (cargo test builds it too).
+//! `LD_PRELOAD=libs3shim.so` against a cache hydrated on demand by the real agent over
+//! our S3 server (see `support/mod.rs`). Build first: `cargo build -p s3shim-shim`.
 //!
-//! Each test compares what programs see at `/workspace` with what "S3" (the remote
-//! directory) holds, and checks which agent requests were made.
+//! Each test compares what programs see at `/workspace` with what S3 holds, and checks
+//! which requests the agent answered and what reached S3.
 
 mod support;
 
-use s3shim_protocol::wire::Op;
+use s3shim_agent::agent::Requests;
 use std::fs;
 use support::{marker, Ws, MOUNT};
 
@@ -38,26 +38,38 @@ fn coreutils_see_the_remote_tree_lazily() {
     assert!(marker(&ws.tree.join("a.txt")).unwrap().starts_with(b"F"));
     assert!(marker(&ws.tree.join("sub")).unwrap().starts_with(b"D"));
     assert_eq!(fs::metadata(ws.tree.join("a.txt")).unwrap().len(), 9);
-    assert!(ws.requests().iter().all(|(op, _)| *op == Op::ListDir));
+    let listed = ws.requests();
+    assert!(listed.list_dir > 0, "{listed:?}");
+    assert_eq!(
+        listed,
+        Requests {
+            list_dir: listed.list_dir,
+            ..Requests::default()
+        },
+        "listing only"
+    );
+    assert_eq!(ws.s3_stats().get, 0, "nothing downloaded");
 
     // A placeholder read through cat returns the remote bytes.
     assert_eq!(ws.ok("cat /workspace/a.txt"), "remote-a\n");
-    // Also when the agent replaces the placeholder by a new inode (the shim reopens).
-    ws.fetch_by_rename(true);
     assert_eq!(ws.ok("cat /workspace/sub/b.txt"), "remote-b\n");
-    ws.fetch_by_rename(false);
     assert_eq!(marker(&ws.tree.join("a.txt")), None, "fetched: marker gone");
     assert_eq!(fs::read(ws.tree.join("a.txt")).unwrap(), b"remote-a\n");
-    assert!(ws.requests().contains(&(Op::Fetch, "a.txt".into())));
+    let fetched = ws.requests() - listed;
+    assert_eq!(fetched.fetch, 2, "{fetched:?}");
+    assert_eq!(ws.s3_stats().get, 2, "one download per file read");
 
     // A path two levels down in unlisted directories: ENOENT -> Lookup -> retry.
+    let before = ws.requests();
     assert_eq!(
         ws.ok("stat -c '%s %a' /workspace/sub/deep/c.txt"),
         "9 600\n"
     );
-    assert!(ws
-        .requests()
-        .contains(&(Op::Lookup, "sub/deep/c.txt".into())));
+    assert!((ws.requests() - before).lookup > 0);
+    assert!(
+        marker(&ws.tree.join("sub/deep")).is_none(),
+        "listed by the lookup"
+    );
     assert_eq!(ws.ok("cat /workspace/sub/deep/c.txt"), "remote-c\n");
 
     // mkdir -p, mv, rm -r, inside the tree.
@@ -87,9 +99,11 @@ fn an_inherited_dirfd_into_the_tree_is_known_to_the_child() {
          fd = os.open(\"deep/c.txt\", os.O_RDONLY, dir_fd=3)\n\
          print(os.read(fd, 100).decode(), end=\"\")'");
     assert_eq!(out, "remote-c\n");
-    assert!(ws
-        .requests()
-        .contains(&(Op::Lookup, "sub/deep/c.txt".into())));
+    assert!(ws.requests().lookup > 0);
+    assert!(
+        marker(&ws.tree.join("sub/deep")).is_none(),
+        "listed by a lookup"
+    );
 }
 
 #[test]
@@ -213,19 +227,27 @@ print(os.stat('/workspace/full/x.txt').st_size)
 fn negative_lookup_in_a_listed_directory_costs_no_round_trip() {
     let ws = populated("negative");
     ws.ok("ls /workspace >/dev/null");
-    ws.clear_requests();
+    let before = ws.requests();
     let o = ws.sh("stat /workspace/nope");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("No such file or directory"));
     assert_eq!(
-        ws.requests(),
-        vec![],
+        ws.requests() - before,
+        Requests::default(),
         "listed parent: ENOENT is authoritative"
     );
-    // Missing in an unlisted directory: one Lookup, then the truth.
+    // Missing in an unlisted directory: one Lookup (which lists it), then the truth.
+    let before = ws.requests();
     let o = ws.sh("stat /workspace/sub/nope");
     assert!(!o.status.success());
-    assert_eq!(ws.requests(), vec![(Op::Lookup, "sub/nope".to_string())]);
+    assert_eq!(
+        ws.requests() - before,
+        Requests {
+            lookup: 1,
+            ..Requests::default()
+        }
+    );
+    assert!(marker(&ws.tree.join("sub")).is_none(), "sub was listed");
 }
 
 #[test]
@@ -236,6 +258,7 @@ fn rmdir_of_an_unlisted_non_empty_dir_fails_like_native() {
         marker(&ws.tree.join("full")).is_some(),
         "full/ is still unlisted"
     );
+    let before = ws.requests();
     let out = ws.py_ok(
         r#"
 import errno, os
@@ -251,7 +274,8 @@ print('empty removed')
     assert_eq!(out, "ENOTEMPTY\nempty removed\n");
     assert!(ws.tree.join("full/x.txt").exists());
     assert!(!ws.tree.join("empty").exists());
-    assert!(ws.requests().contains(&(Op::ListDir, "full".into())));
+    assert!((ws.requests() - before).list_dir > 0);
+    assert!(marker(&ws.tree.join("full")).is_none(), "full/ was listed");
 }
 
 #[test]
@@ -336,11 +360,14 @@ fn exec_of_placeholders_and_path_search() {
         "hello from /workspace/bin/hello.sh -x /workspace/bin/venvpy arg\n"
     );
     // env(1) uses execvp: the PATH search maps the in-tree candidate (and fetches it).
+    assert!(marker(&ws.tree.join("bin/second.sh")).is_some());
+    let before = ws.requests();
     assert_eq!(
         ws.ok("PATH=/nonexistent:/workspace/bin:/usr/bin env second.sh"),
         "second\n"
     );
-    assert!(ws.requests().contains(&(Op::Fetch, "bin/second.sh".into())));
+    assert!((ws.requests() - before).fetch > 0);
+    assert_eq!(marker(&ws.tree.join("bin/second.sh")), None, "fetched");
     // A relative PATH element while the cwd is in the tree.
     assert_eq!(
         ws.ok("cd /workspace && PATH=bin:/usr/bin env third.sh"),
@@ -380,18 +407,33 @@ print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 #[test]
 fn writes_truncations_and_appends() {
     let ws = populated("writes");
+    // In S3 before the root is listed: `later` is an unlisted directory below.
+    ws.remote_file("later/existing.txt", b"old\n", 0o644);
     ws.ok("ls /workspace /workspace/sub >/dev/null");
-    ws.clear_requests();
+    let (before, s3_before) = (ws.requests(), ws.s3_stats());
     // O_TRUNC: the content is replaced, nothing is downloaded; the agent drops the
     // placeholder (serialised with any fetch of it) before the truncating open.
     ws.ok("echo replaced > /workspace/a.txt");
-    assert_eq!(ws.requests(), vec![(Op::Discard, "a.txt".to_string())]);
-    ws.clear_requests();
+    assert_eq!(
+        ws.requests() - before,
+        Requests {
+            discard: 1,
+            ..Requests::default()
+        }
+    );
+    assert_eq!(ws.s3_stats().get, s3_before.get, "nothing downloaded");
     assert_eq!(marker(&ws.tree.join("a.txt")), None);
     assert_eq!(ws.ok("cat /workspace/a.txt"), "replaced\n");
     // Append: the existing bytes are needed first.
+    let before = ws.requests();
     ws.ok("echo more >> /workspace/sub/b.txt");
-    assert_eq!(ws.requests(), vec![(Op::Fetch, "sub/b.txt".to_string())]);
+    assert_eq!(
+        ws.requests() - before,
+        Requests {
+            fetch: 1,
+            ..Requests::default()
+        }
+    );
     assert_eq!(
         fs::read(ws.tree.join("sub/b.txt")).unwrap(),
         b"remote-b\nmore\n"
@@ -406,19 +448,15 @@ print(repr(open('/workspace/full/x.txt').read()))
     );
     assert_eq!(out, "'x'\n");
     ws.ok("ls /workspace/sub/deep > /dev/null");
+    let (before, s3_before) = (ws.requests(), ws.s3_stats());
     ws.py_ok("import os; os.truncate('/workspace/sub/deep/c.txt', 0)");
     assert_eq!(marker(&ws.tree.join("sub/deep/c.txt")), None);
-    assert!(!ws
-        .requests()
-        .contains(&(Op::Fetch, "sub/deep/c.txt".into())));
-    assert!(ws
-        .requests()
-        .contains(&(Op::Discard, "sub/deep/c.txt".into())));
+    let truncated = ws.requests() - before;
+    assert_eq!(truncated.fetch, 0, "{truncated:?}");
+    assert_eq!(truncated.discard, 1, "{truncated:?}");
+    assert_eq!(ws.s3_stats().get, s3_before.get, "nothing downloaded");
     // Creating a file in an unlisted directory lists it first (no shadowing).
-    ws.remote_file("later/existing.txt", b"old\n", 0o644);
-    ws.remote_dir("later");
-    fs::create_dir(ws.tree.join("later")).unwrap();
-    support::set_marker(&ws.tree.join("later"), b"Dlater/");
+    assert!(marker(&ws.tree.join("later")).unwrap().starts_with(b"D"));
     ws.ok("echo fresh > /workspace/later/new.txt");
     assert_eq!(ws.ok("ls /workspace/later"), "existing.txt\nnew.txt\n");
     // The marker is invisible to programs.
@@ -544,5 +582,5 @@ print(sorted(seen))
         "{:?}",
         ws.requests()
     );
-    assert!(ws.requests().contains(&(Op::ListTree, "sub".into())));
+    assert!(ws.requests().list_tree > 0);
 }

@@ -1,26 +1,27 @@
 //! Shared by the tests that run real programs under the built `libs3shim.so`: a
-//! workspace (cache tree + a "remote" directory standing in for S3) and a FAKE AGENT, a
-//! Unix socket server thread in the test process that speaks the wire protocol and
-//! hydrates the cache from the remote directory exactly as `marker.rs` describes.
+//! workspace served by the REAL agent (`s3shim_agent::agent::Agent`, started in the test
+//! process) over our S3 server (`s3shim_s3server`, in the test process too, on loopback).
+//! "Remote" files are objects put into that server with an S3 client, with POSIX metadata
+//! as other writers store it. Tests observe the agent through the requests it answered
+//! (`Ws::requests`), the server through its request counts (`Ws::s3_stats`), and S3's
+//! contents (`Ws::object`).
 //!
 //! The .so is the one cargo built for this test run (`target/<profile>/libs3shim.so`,
 //! next to `deps/` where this test binary lives); `S3SHIM_TEST_SO` overrides it.
 
 #![allow(dead_code)]
 
-use s3shim_protocol::marker::{Marker, XATTR_NAME};
-use s3shim_protocol::wire::{self, Op};
+use s3shim_agent::agent::{Agent, Handle, Requests};
+use s3shim_agent::config::{Settings, WorkspaceArgs};
+use s3shim_protocol::marker::XATTR_NAME;
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const MOUNT: &str = "/workspace";
 
@@ -124,207 +125,35 @@ pub fn marker(p: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn remove_marker(p: &Path) {
-    let c = cpath(p);
-    // SAFETY: `c` and the name are NUL-terminated C strings.
-    unsafe { libc::lremovexattr(c.as_ptr(), xattr_name().as_ptr()) };
+const ACCESS_KEY: &str = "shimtest";
+const SECRET_KEY: &str = "shimtest-secret-0a1b2c3d";
+const BUCKET: &str = "shimtest";
+/// `st_mode` file-type bits, as object metadata carries them.
+const S_IFREG: u32 = 0o100000;
+const S_IFDIR: u32 = 0o040000;
+
+/// The runtime of the S3 servers and the test's S3 client (each agent has its own).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
-fn rel_join(base: &Path, rel: &str) -> PathBuf {
-    if rel.is_empty() {
-        base.to_path_buf()
-    } else {
-        base.join(rel)
-    }
-}
-
-/// The fake agent's state.
-struct Agent {
-    tree: PathBuf,
-    remote: PathBuf,
-    tmp: PathBuf,
-    log: Mutex<Vec<(Op, String)>>,
-    /// Serialises hydration (the real agent does its own locking).
-    work: Mutex<()>,
-    tmp_seq: AtomicUsize,
-    fetch_by_rename: AtomicBool,
-    /// What Sync and Flush answer (0: "in S3").
-    sync_errno: std::sync::atomic::AtomicI32,
-}
-
-impl Agent {
-    fn staging_path(&self) -> PathBuf {
-        self.tmp.join(format!(
-            "st{}",
-            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
-    /// Lists `rel` if it is unlisted: one placeholder per remote entry that is not in the
-    /// cache yet, then the `D` marker goes.
-    fn list_dir(&self, rel: &str) -> i32 {
-        let local = rel_join(&self.tree, rel);
-        let Some(m) = marker(&local) else {
-            return 0;
-        };
-        if !matches!(Marker::parse(&m), Some(Marker::Unlisted { .. })) {
-            return 0;
-        }
-        let remote = rel_join(&self.remote, rel);
-        if let Ok(entries) = fs::read_dir(&remote) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let child_rel = if rel.is_empty() {
-                    name.to_string_lossy().into_owned()
-                } else {
-                    format!("{rel}/{}", name.to_string_lossy())
-                };
-                let dst = local.join(&name);
-                if fs::symlink_metadata(&dst).is_ok() {
-                    continue;
-                }
-                let md = fs::symlink_metadata(e.path()).unwrap();
-                // Made whole in staging and renamed in, as the real agent does: a
-                // directory seen before its marker would look listed and empty.
-                let staged = self.staging_path();
-                if md.file_type().is_symlink() {
-                    let target = fs::read_link(e.path()).unwrap();
-                    std::os::unix::fs::symlink(target, &staged).unwrap();
-                } else if md.is_dir() {
-                    fs::create_dir(&staged).unwrap();
-                    fs::set_permissions(&staged, md.permissions()).unwrap();
-                    set_marker(&staged, format!("D{child_rel}/").as_bytes());
-                } else {
-                    let f = fs::File::create(&staged).unwrap();
-                    f.set_len(md.len()).unwrap();
-                    f.set_modified(md.modified().unwrap()).unwrap();
-                    drop(f);
-                    fs::set_permissions(&staged, md.permissions()).unwrap();
-                    let mut v = format!("F\"{}\"", md.len()).into_bytes();
-                    v.push(0);
-                    v.extend_from_slice(child_rel.as_bytes());
-                    set_marker(&staged, &v);
-                }
-                fs::rename(&staged, &dst).unwrap();
-            }
-        }
-        remove_marker(&local);
-        0
-    }
-
-    /// Lists every unlisted ancestor of `rel`, from the root down.
-    fn lookup(&self, rel: &str) -> i32 {
-        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        for depth in 0..comps.len() {
-            let anc = comps[..depth].join("/");
-            if fs::symlink_metadata(rel_join(&self.tree, &anc)).is_err() {
-                break;
-            }
-            self.list_dir(&anc);
-        }
-        0
-    }
-
-    fn list_tree(&self, rel: &str) -> i32 {
-        self.list_dir(rel);
-        let local = rel_join(&self.tree, rel);
-        if let Ok(entries) = fs::read_dir(&local) {
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    let child = if rel.is_empty() {
-                        e.file_name().to_string_lossy().into_owned()
-                    } else {
-                        format!("{rel}/{}", e.file_name().to_string_lossy())
-                    };
-                    self.list_tree(&child);
-                }
-            }
-        }
-        0
-    }
-
-    /// Downloads the bytes into the placeholder itself (same inode, as programs that
-    /// compare `st_ino` before and after open need), or, with `fetch_by_rename`, into a
-    /// new file renamed over it (a new inode: the shim must reopen).
-    fn fetch(&self, rel: &str) -> i32 {
-        let local = rel_join(&self.tree, rel);
-        let Some(m) = marker(&local) else {
-            return 0;
-        };
-        let Some(Marker::Placeholder { source_key, .. }) = Marker::parse(&m) else {
-            return 0;
-        };
-        let src = self.remote.join(source_key);
-        let Ok(bytes) = fs::read(&src) else {
-            return libc::EIO;
-        };
-        let md = fs::metadata(&src).unwrap();
-        if self.fetch_by_rename.load(Ordering::Relaxed) {
-            let tmp = self.staging_path();
-            let mut f = fs::File::create(&tmp).unwrap();
-            f.write_all(&bytes).unwrap();
-            f.set_modified(md.modified().unwrap()).unwrap();
-            drop(f);
-            fs::set_permissions(&tmp, md.permissions()).unwrap();
-            fs::rename(&tmp, &local).unwrap();
-        } else {
-            let mut f = fs::OpenOptions::new().write(true).open(&local).unwrap();
-            f.write_all(&bytes).unwrap();
-            f.set_len(bytes.len() as u64).unwrap();
-            f.set_modified(md.modified().unwrap()).unwrap();
-            drop(f);
-            remove_marker(&local);
-        }
-        0
-    }
-
-    fn handle(&self, mut s: UnixStream) {
-        let mut len = [0u8; 4];
-        if s.read_exact(&mut len).is_err() {
-            return;
-        }
-        let mut body = vec![0u8; wire::body_len(len)];
-        if s.read_exact(&mut body).is_err() {
-            return;
-        }
-        let errno = match wire::decode_request(&body) {
-            Some((op, path)) => {
-                let rel = String::from_utf8_lossy(path).into_owned();
-                self.log.lock().unwrap().push((op, rel.clone()));
-                let _g = self.work.lock().unwrap();
-                match op {
-                    Op::ListDir => self.list_dir(&rel),
-                    Op::Lookup => self.lookup(&rel),
-                    Op::ListTree => self.list_tree(&rel),
-                    Op::Fetch => self.fetch(&rel),
-                    Op::Discard => {
-                        let local = self.tree.join(&rel);
-                        if marker(&local).is_some_and(|m| m.starts_with(b"F")) {
-                            remove_marker(&local);
-                        }
-                        0
-                    }
-                    Op::Sync | Op::Flush => self.sync_errno.load(Ordering::Relaxed),
-                    _ => libc::ENOSYS,
-                }
-            }
-            None => libc::EINVAL,
-        };
-        let _ = s.write_all(&wire::response_header(errno, 0));
-    }
-}
-
-/// A workspace: `root/cache/tree` (the cache tree), `root/remote` (what "S3" holds), the
-/// agent socket, and the fake agent serving it.
+/// A workspace: `root/cache` (the agent's cache, `tree` in it) served by a real agent,
+/// whose bucket is on an S3 server of its own.
 pub struct Ws {
     pub root: PathBuf,
     pub cache: PathBuf,
     pub tree: PathBuf,
-    pub remote: PathBuf,
     pub socket: PathBuf,
-    agent: Arc<Agent>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    agent: Option<Handle>,
+    server: Option<s3shim_s3server::Server>,
+    client: aws_sdk_s3::Client,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -332,6 +161,12 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 impl Ws {
     /// A fresh workspace whose tree root is unlisted (`D`), as after `s3shim run` starts.
     pub fn new(name: &str) -> Ws {
+        Ws::with_policy(name, &[])
+    }
+
+    /// [`Ws::new`] on a server that refuses writes (PUT, copy, delete) of keys under
+    /// `deny_write` with 403, as a bucket policy would: uploads there fail for real.
+    pub fn with_policy(name: &str, deny_write: &[&str]) -> Ws {
         let root = std::env::temp_dir().join(format!(
             "s3shim-it-{}-{}-{}",
             std::process::id(),
@@ -340,79 +175,124 @@ impl Ws {
         ));
         let _ = fs::remove_dir_all(&root);
         let cache = root.join("cache");
-        let tree = cache.join("tree");
-        let remote = root.join("remote");
-        let tmp = cache.join(".s3shim").join("tmp");
-        fs::create_dir_all(&tree).unwrap();
-        fs::create_dir_all(&remote).unwrap();
-        fs::create_dir_all(&tmp).unwrap();
-        set_marker(&tree, b"D");
-        let socket = cache.join(".s3shim").join("agent.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let agent = Arc::new(Agent {
-            tree: tree.clone(),
-            remote: remote.clone(),
-            tmp,
-            log: Mutex::new(Vec::new()),
-            work: Mutex::new(()),
-            tmp_seq: AtomicUsize::new(0),
-            fetch_by_rename: AtomicBool::new(false),
-            sync_errno: std::sync::atomic::AtomicI32::new(0),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, st) = (agent.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let a = a.clone();
-                    std::thread::spawn(move || a.handle(c));
-                }
-            }
-        });
+        fs::create_dir_all(&root).unwrap();
+        let mut cfg = s3shim_s3server::Config::new(root.join("s3"), ACCESS_KEY, SECRET_KEY)
+            .with_bucket(BUCKET);
+        // A test's objects need not survive power loss.
+        cfg.fsync = false;
+        cfg.deny_write = deny_write.iter().map(|p| p.to_string()).collect();
+        let server = rt().block_on(s3shim_s3server::Server::start(cfg)).unwrap();
+        let settings = Settings::resolve(&WorkspaceArgs {
+            bucket: Some(BUCKET.into()),
+            endpoint: Some(server.endpoint()),
+            mount: MOUNT.into(),
+            cache: Some(cache.clone()),
+            // Only what the programs here do changes the tree.
+            poll_interval: 0.0,
+            ranged_get_threshold: 32 << 20,
+            ranged_get_part: 8 << 20,
+            ..WorkspaceArgs::default()
+        })
+        .unwrap();
+        let tree = settings.tree();
+        // Off: a read must fetch exactly the file read, so tests can count fetches.
+        let agent = Agent::new(settings)
+            .credentials(ACCESS_KEY, SECRET_KEY)
+            .sibling_prefetch(false)
+            .start()
+            .unwrap_or_else(|e| panic!("the agent did not start: {e}"));
+        let socket = agent.socket().to_path_buf();
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .endpoint_url(server.endpoint())
+                .force_path_style(true)
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    ACCESS_KEY, SECRET_KEY, None, None, "test",
+                ))
+                .build(),
+        );
         Ws {
             root,
             cache,
             tree,
-            remote,
             socket,
-            agent,
-            stop,
-            thread: Some(thread),
+            agent: Some(agent),
+            server: Some(server),
+            client,
         }
     }
 
-    /// Puts a file into "S3".
+    /// Puts a file into S3 as another writer would: its mode and mtime in the object's
+    /// metadata (the s3fs convention the agent reads).
     pub fn remote_file(&self, rel: &str, content: &[u8], mode: u32) {
-        let p = self.remote.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        self.put(rel, content.to_vec(), S_IFREG | mode);
     }
 
+    /// Puts a directory object (`rel/`) into S3.
     pub fn remote_dir(&self, rel: &str) {
-        fs::create_dir_all(self.remote.join(rel)).unwrap();
+        self.put(&format!("{rel}/"), Vec::new(), S_IFDIR | 0o755);
     }
 
-    /// Every request the agent got so far.
-    pub fn requests(&self) -> Vec<(Op, String)> {
-        self.agent.log.lock().unwrap().clone()
+    fn put(&self, key: &str, body: Vec<u8>, mode: u32) {
+        let mtime = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        rt().block_on(
+            self.client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into())
+                .metadata("mode", mode.to_string())
+                .metadata("mtime", mtime.to_string())
+                .send(),
+        )
+        .unwrap();
     }
 
-    /// Makes Fetch replace the placeholder with a new inode instead of filling it.
-    pub fn fetch_by_rename(&self, on: bool) {
-        self.agent.fetch_by_rename.store(on, Ordering::Relaxed);
+    /// The bytes of the object at `key`, `None` if S3 has no such object (one GET).
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        rt().block_on(async {
+            match self
+                .client
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+                Err(e) => panic!("GET {key}: {e:?}"),
+            }
+        })
     }
 
-    /// Makes Sync and Flush answer `errno` (0: success).
-    pub fn sync_answer(&self, errno: i32) {
-        self.agent.sync_errno.store(errno, Ordering::Relaxed);
+    /// The requests the agent answered so far, by kind.
+    pub fn requests(&self) -> Requests {
+        self.agent().requests()
     }
 
-    pub fn clear_requests(&self) {
-        self.agent.log.lock().unwrap().clear();
+    /// Waits (at most a minute) until the agent has answered what `done` asks for: for a
+    /// request the program did not wait for; panics if it never does.
+    pub fn wait_for_requests(&self, done: impl Fn(&Requests) -> bool) -> Requests {
+        let (r, ok) = self
+            .agent()
+            .wait_for_requests(Duration::from_secs(60), done);
+        assert!(ok, "the agent never answered the expected requests: {r:?}");
+        r
+    }
+
+    /// The requests the S3 server got so far, by kind.
+    pub fn s3_stats(&self) -> s3shim_s3server::Stats {
+        self.server.as_ref().unwrap().stats()
+    }
+
+    fn agent(&self) -> &Handle {
+        self.agent.as_ref().unwrap()
     }
 
     /// A command under the shim.
@@ -470,10 +350,12 @@ impl Ws {
 
 impl Drop for Ws {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // The agent first: it drains what the programs changed into the server.
+        if let Some(a) = self.agent.take() {
+            a.shutdown();
+        }
+        if let Some(s) = self.server.take() {
+            rt().block_on(s.shutdown());
         }
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.root);
