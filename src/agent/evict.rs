@@ -237,7 +237,7 @@ impl Ctx {
     /// Turns one clean file back into a placeholder; `false` when it is busy (its path
     /// locked, open by a process) or no longer clean.
     fn evict_one(&self, c: &Candidate) -> Result<bool> {
-        let Some(_guard) = self.path_locks.try_lock(&c.rel) else {
+        let Some(_guard) = self.locks.try_lock(&c.rel) else {
             return Ok(false);
         };
         let path = self.local(&c.rel);

@@ -9,8 +9,10 @@ use super::error::{other, Context, Result};
 use super::fsops::{self, marker_of, OwnedMarker};
 use super::ignore::IGNORE_FILE;
 use super::index::{Fingerprint, Kind, Row};
+use super::locks::Inflight;
 use super::s3::Listing;
 use super::Ctx;
+use crate::config::Downloads;
 use futures::{stream, StreamExt};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::meta;
@@ -42,10 +44,30 @@ const FLAT_PAGES_DEFAULT: usize = 5;
 /// seconds; the remote-change poll keeps listed directories current after that).
 const LISTING_TTL: Duration = Duration::from_secs(30);
 
+/// The state hydration keeps between requests: its own, reached through `Ctx`'s methods
+/// in this file only.
+pub struct Hydration {
+    /// One listing or fetch of a path at a time.
+    inflight: Inflight,
+    /// Directory listings learnt from a flat listing of a subtree, not used yet.
+    listings: Listings,
+    downloads: Downloads,
+}
+
+impl Hydration {
+    pub fn new(downloads: Downloads) -> Hydration {
+        Hydration {
+            inflight: Inflight::default(),
+            listings: Listings::default(),
+            downloads,
+        }
+    }
+}
+
 /// Listings of directories (by their key prefix) taken from a flat listing of a subtree
 /// above them, waiting for the directory to be listed. Each is used once.
 #[derive(Default)]
-pub struct Listings {
+struct Listings {
     map: parking_lot::Mutex<HashMap<String, (Instant, Listing)>>,
 }
 
@@ -127,7 +149,8 @@ impl Ctx {
         let me = self.clone();
         let r = rel.to_string();
         // One listing of a directory at a time (a fresh request joins one in flight).
-        self.inflight
+        self.hydration
+            .inflight
             .run(format!("L{rel}"), move || async move {
                 me.list_dir_now(&r, fresh).await
             })
@@ -165,7 +188,7 @@ impl Ctx {
             }
         };
         // Taken either way: a learnt listing is used at most once.
-        let listing = match self.listings.take(&source) {
+        let listing = match self.hydration.listings.take(&source) {
             Some(l) if !fresh => l,
             _ => self.list_for_walk(&source).await?,
         };
@@ -205,8 +228,8 @@ impl Ctx {
                 // Fetched whole in the one GET that would otherwise have been a HEAD for
                 // its metadata (the GET carries the same headers): a program that lists
                 // a directory reads its small files next.
-                let eager = self.downloads.eager_max > 0
-                    && *size <= self.downloads.eager_max
+                let eager = self.hydration.downloads.eager_max > 0
+                    && *size <= self.hydration.downloads.eager_max
                     && *size <= eager_budget;
                 if eager {
                     eager_budget -= size;
@@ -289,7 +312,7 @@ impl Ctx {
         let complete = flat.is_done();
         let mut listings = split_flat(source, objects, complete);
         let own = listings.remove(source);
-        self.listings.put_all(listings);
+        self.hydration.listings.put_all(listings);
         match own {
             Some(l) => Ok(l),
             None => self.s3.list_dir(source).await,
@@ -316,7 +339,7 @@ impl Ctx {
             )));
         }
         let mode = head.mode.unwrap_or(meta::DEFAULT_FILE_MODE);
-        let f = fsops::make_published(&self.tmp_path(), path, |p| {
+        let f = fsops::make_published(&self.staging.path(), path, |p| {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -366,7 +389,7 @@ impl Ctx {
         key: &str,
         head: Option<&super::s3::ObjectHead>,
     ) -> io::Result<Option<Row>> {
-        fsops::make_published(&self.tmp_path(), path, |p| {
+        fsops::make_published(&self.staging.path(), path, |p| {
             std::fs::create_dir(p)?;
             let mode = head.and_then(|h| h.mode).unwrap_or(meta::DEFAULT_DIR_MODE);
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o7777))?;
@@ -408,7 +431,7 @@ impl Ctx {
                     return Ok(None);
                 }
                 let target = std::ffi::OsStr::from_bytes(&target);
-                fsops::make_published(&self.tmp_path(), path, |p| {
+                fsops::make_published(&self.staging.path(), path, |p| {
                     std::os::unix::fs::symlink(target, p)?;
                     fsops::set_mtime(p, head.mtime.0, head.mtime.1)
                 })?;
@@ -427,7 +450,7 @@ impl Ctx {
                 };
                 let marker = (head.size > 0).then_some(&marker);
                 let md = fsops::create_placeholder(
-                    &self.tmp_path(),
+                    &self.staging.path(),
                     path,
                     head.size,
                     mode,
@@ -521,10 +544,11 @@ impl Ctx {
     pub async fn fetch(self: &Arc<Self>, rel: &str) -> Result<()> {
         let me = self.clone();
         let r = rel.to_string();
-        self.inflight
+        self.hydration
+            .inflight
             .run(format!("F{rel}"), move || async move {
                 // Held across download and fill: `Discard` and uploads of this path wait.
-                let _guard = me.path_locks.lock(&r).await;
+                let _guard = me.locks.lock(&r).await;
                 me.fetch_now(&r).await
             })
             .await
@@ -544,7 +568,7 @@ impl Ctx {
         };
         let before = std::fs::symlink_metadata(&path)?;
         let _room = self.make_room(rel, before.len()).await?;
-        let tmp = self.tmp_path();
+        let tmp = self.staging.path();
         let result = self.download(&path, &tmp, &source, &etag, &before).await;
         let installed = match result {
             Ok((head, mode, mtime)) => self.fill(&path, &tmp, &before, &head, mode, mtime),
@@ -612,7 +636,7 @@ impl Ctx {
     /// Drops a placeholder's marker without downloading (its content is being replaced),
     /// after any fetch of the same path.
     pub async fn discard(self: &Arc<Self>, rel: &str) -> Result<()> {
-        let _guard = self.path_locks.lock(rel).await;
+        let _guard = self.locks.lock(rel).await;
         let path = self.local(rel);
         if let Ok(Some(OwnedMarker::Placeholder(..))) = marker_of(&path) {
             fsops::remove_marker(&path)?;
@@ -639,7 +663,7 @@ impl Ctx {
             .with_context(|| format!("creating {}", tmp.display()))?;
         let head = self
             .s3
-            .download(source, &f, placeholder.len(), self.downloads)
+            .download(source, &f, placeholder.len(), self.hydration.downloads)
             .await?;
         let (mode, mtime) = if head.etag == etag {
             (

@@ -13,6 +13,7 @@ pub(crate) mod hydrate;
 pub(crate) mod ignore;
 pub(crate) mod index;
 mod lifecycle;
+pub(crate) mod locks;
 pub(crate) mod prefetch;
 pub(crate) mod queue;
 pub(crate) mod redact;
@@ -28,19 +29,15 @@ pub(crate) mod watch;
 pub use lifecycle::{Agent, Handle, StartError};
 pub use requests::Requests;
 
-use crate::config::{Downloads, Remote, Settings, EMBEDDED_BUCKET};
+use crate::config::{Remote, Settings, EMBEDDED_BUCKET};
 // Start-up is an edge: its failures are sentences for `run`, not errnos.
 use anyhow::{Context, Result};
-use futures::future::{BoxFuture, FutureExt, Shared};
-use parking_lot::Mutex;
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::wire::{self, Op};
 use s3shim_protocol::{layout, names};
-use std::collections::HashMap;
-use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,21 +51,20 @@ pub(crate) struct Ctx {
     pub index: index::Index,
     pub queue: Arc<queue::Queue>,
     pub tree: PathBuf,
-    pub tmp: PathBuf,
     /// Normalised key prefix (empty or ending in `/`).
     pub prefix: String,
-    inflight: Inflight,
-    path_locks: PathLocks,
-    tmp_seq: AtomicU64,
-    downloads: Downloads,
+    /// Where downloads and uploads stage their files.
+    pub staging: locks::Staging,
+    /// A download and an upload of one path never run at once.
+    pub locks: locks::PathLocks,
     /// `.s3shimignore`: paths that never go to S3 nor come from it.
-    local_only: ignore::LocalOnly,
+    pub local_only: ignore::LocalOnly,
+    /// Hydration's own state (hydrate.rs).
+    pub hydration: hydrate::Hydration,
     /// Sibling prefetch (`S3SHIM_PREFETCH=0` turns it off).
-    prefetch: Option<prefetch::Prefetch>,
-    /// Directory listings learnt from a flat listing of a subtree, not used yet.
-    listings: hydrate::Listings,
+    pub prefetch: Option<prefetch::Prefetch>,
     /// The cache's size limit and eviction state.
-    budget: evict::Budget,
+    pub budget: evict::Budget,
 }
 
 impl Ctx {
@@ -83,107 +79,6 @@ impl Ctx {
     /// The key of the file (or symlink) at `rel`.
     pub fn key(&self, rel: &str) -> String {
         names::key_for(&self.prefix, rel, false)
-    }
-
-    fn tmp_path(&self) -> PathBuf {
-        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        self.tmp.join(format!("dl-{}-{n}", std::process::id()))
-    }
-}
-
-type SharedResult = Shared<BoxFuture<'static, error::Result<()>>>;
-
-/// Runs one hydration per key at a time; concurrent requests for the same key wait for
-/// the same result. The work runs as its own task, so a requester that goes away does
-/// not cancel it half-way.
-#[derive(Default)]
-struct Inflight {
-    map: Mutex<HashMap<String, SharedResult>>,
-}
-
-impl Inflight {
-    async fn run<F, Fut>(&self, key: String, make: F) -> error::Result<()>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = error::Result<()>> + Send + 'static,
-    {
-        let fut = {
-            let mut map = self.map.lock();
-            match map.get(&key) {
-                Some(f) => f.clone(),
-                None => {
-                    let task = tokio::spawn(make());
-                    let f = async move {
-                        match task.await {
-                            Ok(r) => r,
-                            Err(e) => Err(error::other!("hydration task failed: {e}")),
-                        }
-                    }
-                    .boxed()
-                    .shared();
-                    map.insert(key.clone(), f.clone());
-                    f
-                }
-            }
-        };
-        let r = fut.clone().await;
-        let mut map = self.map.lock();
-        if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
-            map.remove(&key);
-        }
-        r
-    }
-}
-
-/// Per-path mutual exclusion between downloads and uploads of the same path.
-#[derive(Default)]
-struct PathLocks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-struct PathGuard<'a> {
-    locks: &'a PathLocks,
-    key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl PathLocks {
-    async fn lock(&self, key: &str) -> PathGuard<'_> {
-        let m = self.map.lock().entry(key.to_string()).or_default().clone();
-        PathGuard {
-            locks: self,
-            key: key.to_string(),
-            guard: Some(m.lock_owned().await),
-        }
-    }
-}
-
-impl PathLocks {
-    /// The lock of `key` if nobody holds it now.
-    fn try_lock(&self, key: &str) -> Option<PathGuard<'_>> {
-        let m = self.map.lock().entry(key.to_string()).or_default().clone();
-        let guard = m.try_lock_owned().ok();
-        let got = guard.is_some();
-        let g = PathGuard {
-            locks: self,
-            key: key.to_string(),
-            guard,
-        };
-        // Dropped at once when not taken, which also cleans the map entry.
-        got.then_some(g)
-    }
-}
-
-impl Drop for PathGuard<'_> {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut map = self.locks.map.lock();
-        if map
-            .get(&self.key)
-            .is_some_and(|a| Arc::strong_count(a) == 1)
-        {
-            map.remove(&self.key);
-        }
     }
 }
 
@@ -251,15 +146,12 @@ async fn start(settings: &Settings, tree: &Path, tmp: &Path, options: Options) -
         index,
         queue: queue.clone(),
         tree: tree.to_path_buf(),
-        tmp: tmp.to_path_buf(),
         prefix: settings.key_prefix.clone(),
-        inflight: Inflight::default(),
-        path_locks: PathLocks::default(),
-        tmp_seq: AtomicU64::new(0),
-        downloads: settings.downloads,
+        staging: locks::Staging::new(tmp),
+        locks: locks::PathLocks::default(),
         local_only: ignore::LocalOnly::new(tree),
+        hydration: hydrate::Hydration::new(settings.downloads),
         prefetch: options.sibling_prefetch.then(prefetch::Prefetch::default),
-        listings: Default::default(),
         budget: evict::Budget::new(settings.cache_max_size, evict::DEFAULT_FREE_PERCENT),
     });
     // A warm cache from an earlier agent is brought up to date before anything watches
@@ -689,6 +581,7 @@ async fn reply(stream: &mut UnixStream, errno: i32, payload: &[u8]) -> std::io::
 pub(crate) mod testkit {
     use super::fsops::{marker_of, OwnedMarker};
     use super::*;
+    use crate::config::Downloads;
 
     /// Whether `rel` in the cache is still a placeholder (its bytes not fetched).
     pub fn is_placeholder(ctx: &Ctx, rel: &str) -> bool {
@@ -725,14 +618,11 @@ pub(crate) mod testkit {
             queue: Arc::new(queue::Queue::default()),
             local_only: ignore::LocalOnly::new(&tree),
             tree,
-            tmp,
+            staging: locks::Staging::new(&tmp),
             prefix: prefix.to_string(),
-            inflight: Inflight::default(),
-            path_locks: PathLocks::default(),
-            tmp_seq: AtomicU64::new(0),
-            downloads,
+            locks: locks::PathLocks::default(),
+            hydration: hydrate::Hydration::new(downloads),
             prefetch: Some(prefetch::Prefetch::default()),
-            listings: Default::default(),
             budget: evict::Budget::default(),
         });
         Kit {

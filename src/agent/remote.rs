@@ -329,7 +329,7 @@ impl Ctx {
                 if self.local_only(rel, false).await {
                     return Ok(());
                 }
-                let _guard = self.path_locks.lock(rel).await;
+                let _guard = self.locks.lock(rel).await;
                 if std::fs::symlink_metadata(&path).is_ok() || self.index.get(rel)?.is_some() {
                     return Ok(());
                 }
@@ -367,7 +367,7 @@ impl Ctx {
 
     /// Makes the cache's `rel` the new version in S3 if nothing local is in the way.
     async fn replace_changed(self: &Arc<Self>, rel: &str, key: &str, seen: &Row) -> Result<()> {
-        let _guard = self.path_locks.lock(rel).await;
+        let _guard = self.locks.lock(rel).await;
         let path = self.local(rel);
         if self.index.get(rel)?.as_ref() != Some(seen) {
             return Ok(()); // uploaded or refreshed meanwhile
@@ -388,7 +388,7 @@ impl Ctx {
         }
         if seen.kind == Kind::Symlink || md.file_type().is_symlink() {
             let target = self.s3.get_bytes(key).await?;
-            let staged = self.tmp_path();
+            let staged = self.staging.path();
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &staged)?;
             fsops::set_mtime(&staged, head.mtime.0, head.mtime.1)?;
             if Fingerprint::of(&std::fs::symlink_metadata(&path)?) != seen.fp {
@@ -465,7 +465,7 @@ impl Ctx {
         {
             return Ok(());
         }
-        let _guard = self.path_locks.lock(rel).await;
+        let _guard = self.locks.lock(rel).await;
         if std::fs::symlink_metadata(&path).is_ok() || self.index.knows_subtree(rel)? {
             return Ok(());
         }
@@ -495,7 +495,7 @@ impl Ctx {
         if self.local_only(rel, seen.kind == Kind::Dir).await {
             return Ok(());
         }
-        let _guard = self.path_locks.lock(rel).await;
+        let _guard = self.locks.lock(rel).await;
         if self.index.get(rel)?.as_ref() != Some(&seen) {
             return Ok(());
         }

@@ -61,7 +61,7 @@ fn report(ctx: &Arc<Ctx>, sessions: usize, whole: bool) -> String {
             .to_string()
     };
     // Written by the `run` that restarted an agent of this cache: count, when, cause.
-    if let Some(state) = ctx.tmp.parent() {
+    if let Some(state) = ctx.staging.dir().parent() {
         if let Ok(text) = std::fs::read_to_string(state.join(layout::RESTARTS_NAME)) {
             let v: Vec<&str> = text.trim_end().splitn(3, '\t').collect();
             out += &field(st::RESTARTS, &v);

@@ -379,7 +379,7 @@ impl Ctx {
     }
 
     async fn upsert(self: &Arc<Self>, rel: &str) -> Result<Outcome> {
-        let _guard = self.path_locks.lock(rel).await;
+        let _guard = self.locks.lock(rel).await;
         let path = self.local(rel);
         let md = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
@@ -550,7 +550,7 @@ impl Ctx {
         let saved = free_conflict_name(&self.tree, rel);
         fsops::rename_noreplace(path, &self.local(&saved))
             .with_context(|| format!("saving the local version of {rel} as {saved}"))?;
-        let staged = self.tmp_path();
+        let staged = self.staging.path();
         let mode = head.mode.unwrap_or(meta::DEFAULT_FILE_MODE);
         match fsops::create_placeholder(
             &staged,
@@ -693,7 +693,7 @@ impl Ctx {
     /// whole prefix goes, including what was never listed: that is what removing a
     /// directory means.
     async fn remove_remote(&self, rel: &str) -> Result<Removed> {
-        let _guard = self.path_locks.lock(rel).await;
+        let _guard = self.locks.lock(rel).await;
         if std::fs::symlink_metadata(self.local(rel)).is_ok() {
             // Re-created since: the upsert of its new events handles it.
             return Ok(Removed::Other);
