@@ -2,13 +2,20 @@
 //! reaches one that reaches it back. Read from the sources as text: an edge is a
 //! `super::name` naming a sibling, or a call of a `Ctx` method defined in a sibling's
 //! `impl Ctx` (`self.m(`, `ctx.m(`, `me.m(`). Unit tests are left out. `mod.rs` (which
-//! holds `Ctx` and the socket server, and so meets every file) is not a node yet.
+//! holds `Ctx` and the socket server, and so meets every file) is not a node yet; a
+//! folder (`s3/`) is one node, and its own files form a DAG too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-fn sources() -> BTreeMap<String, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/agent");
+/// The code (unit tests left out) of each module in `dir` but `mod.rs`; a folder with a
+/// `mod.rs` is one module, all its files together.
+fn sources(dir: &str) -> BTreeMap<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let code = |p: &Path| {
+        let text = std::fs::read_to_string(p).unwrap();
+        text.split("#[cfg(test)]").next().unwrap().to_string()
+    };
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
@@ -16,9 +23,16 @@ fn sources() -> BTreeMap<String, String> {
             continue;
         };
         if p.extension().is_some_and(|x| x == "rs") && name != "mod" {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap().to_string();
-            out.insert(name.to_string(), code);
+            out.insert(name.to_string(), code(&p));
+        } else if p.join("mod.rs").exists() {
+            let mut all = String::new();
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|x| x == "rs") {
+                    all.push_str(&code(&f));
+                }
+            }
+            out.insert(name.to_string(), all);
         }
     }
     out
@@ -29,8 +43,8 @@ fn words(s: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = sources();
+fn graph(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = sources(dir);
     // Ctx method -> the file whose `impl Ctx` defines it.
     let mut defined = BTreeMap::new();
     for (file, code) in &src {
@@ -98,18 +112,36 @@ fn reaches(g: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool
     false
 }
 
+fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<(String, String)> {
+    g.iter()
+        .flat_map(|(a, uses)| uses.iter().map(move |b| (a.clone(), b.clone())))
+        .filter(|(a, b)| reaches(g, b, a))
+        .collect()
+}
+
 #[test]
 fn the_agents_modules_form_a_dag() {
-    let g = graph();
+    let g = graph("src/agent");
     assert!(g.len() > 10, "the sources were read: {g:?}");
     assert!(
-        g["hydrate"].contains("ignore") && g["sync"].contains("hydrate"),
+        g["hydrate"].contains("ignore")
+            && g["sync"].contains("hydrate")
+            && g["hydrate"].contains("locks")
+            && g.contains_key("s3"),
         "edges are seen: {g:?}"
     );
-    let cycles: Vec<(String, String)> = g
-        .iter()
-        .flat_map(|(a, uses)| uses.iter().map(move |b| (a.clone(), b.clone())))
-        .filter(|(a, b)| reaches(&g, b, a))
-        .collect();
+    let cycles = cycles(&g);
+    assert!(cycles.is_empty(), "edges on a cycle: {cycles:?}\n{g:#?}");
+}
+
+/// The S3 client's files (client, classify, read, write, list) too.
+#[test]
+fn the_s3_clients_files_form_a_dag() {
+    let g = graph("src/agent/s3");
+    assert!(
+        g["write"].contains("classify") && g.len() >= 5,
+        "the sources were read: {g:?}"
+    );
+    let cycles = cycles(&g);
     assert!(cycles.is_empty(), "edges on a cycle: {cycles:?}\n{g:#?}");
 }

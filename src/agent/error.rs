@@ -2,7 +2,7 @@
 //! errno a program sees (SEMANTICS.md, "Errors a program sees").
 //!
 //! Local I/O keeps the kernel's errno (a full cache disk is ENOSPC, not EIO); S3's
-//! answers are classified once, where the SDK error is at hand (`s3.rs`), into the
+//! answers are classified once, where the SDK error is at hand (`s3/classify.rs`), into the
 //! variants below. The sync engine decides retries and pauses by matching the variant.
 
 use std::io;

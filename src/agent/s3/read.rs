@@ -1,14 +1,17 @@
-//! The read side of the S3 client beyond a single GET: downloads of large objects as
-//! parallel ranged GETs with bounded memory, the flat listing the remote-change poller
-//! compares against, and the credentials the log must never show.
+//! Reads: HEAD, a whole object in one GET, and downloads of large objects as parallel
+//! ranged GETs with bounded memory, every part from the same version.
 
-use super::{ObjectHead, S3};
+use super::{same_etag, ObjectHead, S3};
 use crate::agent::error::{other, Context, Result};
 use crate::config::Downloads;
-use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use futures::{stream, StreamExt, TryStreamExt};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::info;
 
@@ -18,82 +21,91 @@ const PART_CONCURRENCY: usize = 8;
 /// Bytes gathered from a response body before one positioned write.
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// One object of a flat listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteObject {
-    pub key: String,
-    pub etag: String,
-    pub size: u64,
-}
-
-/// A flat listing read a page at a time: what a caller holds does not grow with the
-/// bucket (a poll of 100,000 objects held them all at once, issue 6).
-pub struct FlatListing<'a> {
-    s3: &'a S3,
-    prefix: &'a str,
-    token: Option<String>,
-    done: bool,
-}
-
-impl FlatListing<'_> {
-    /// Whether every page has been read.
-    pub fn is_done(&self) -> bool {
-        self.done
+impl S3 {
+    /// HEAD; `None` when the object does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(ObjectHead::from_parts(
+                o.content_length(),
+                o.e_tag(),
+                o.metadata(),
+                o.last_modified(),
+            ))),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(None),
+            Err(e) => Err(self.err("reading metadata of", key, e)),
+        }
     }
 
-    /// The next page in key order, `None` after the last.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<RemoteObject>>> {
-        if self.done {
+    /// A GET of `key` (the caller adds a range or a condition).
+    fn get_request(&self, key: &str) -> GetObjectFluentBuilder {
+        self.client.get_object().bucket(&self.bucket).key(key)
+    }
+
+    /// A whole object's GET that succeeded, counted for `status` (its body not read yet).
+    fn counted(&self, o: GetObjectOutput) -> GetObjectOutput {
+        self.downloaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.downloaded_bytes.fetch_add(
+            o.content_length().unwrap_or(0).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        o
+    }
+
+    async fn get(&self, key: &str) -> Result<GetObjectOutput> {
+        let o = self
+            .get_request(key)
+            .send()
+            .await
+            .map_err(|e| self.err("downloading", key, e))?;
+        Ok(self.counted(o))
+    }
+
+    /// Reads a small object whole (symlink targets).
+    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let data = self
+            .get(key)
+            .await?
+            .body
+            .collect()
+            .await
+            .map_err(|e| other!("downloading {key}: {e}"))?;
+        Ok(data.into_bytes().to_vec())
+    }
+
+    /// Whether the object at `key` holds exactly the bytes of the local file (an upload
+    /// whose answer was lost: the agent was killed after the PUT, before recording it).
+    /// Returns its ETag when it does. Streams both sides; memory stays small.
+    pub async fn holds_same_bytes(&self, key: &str, path: &Path) -> Result<Option<String>> {
+        use tokio::io::AsyncReadExt;
+        let Some(head) = self.head(key).await? else {
+            return Ok(None);
+        };
+        let local_size = tokio::fs::metadata(path).await?.len();
+        if head.size != local_size {
             return Ok(None);
         }
-        let (page, next) = self
-            .s3
-            .list_page(self.prefix, None, self.token.take())
-            .await?;
-        self.done = next.is_none();
-        self.token = next;
-        Ok(Some(
-            page.objects
-                .into_iter()
-                .map(|o| RemoteObject {
-                    key: o.key,
-                    etag: o.etag,
-                    size: o.size,
-                })
-                .collect(),
-        ))
-    }
-}
-
-/// ETags compare without their quotes (servers differ on quoting in listings).
-pub fn same_etag(a: &str, b: &str) -> bool {
-    a.trim_matches('"') == b.trim_matches('"')
-}
-
-impl S3 {
-    /// The secret parts of the credentials the client signs with (secret key, session
-    /// token), for the log's redaction list. Empty when none resolve (the bucket check
-    /// reports that).
-    pub async fn credential_secrets(&self) -> Vec<String> {
-        let Some(provider) = &self.credentials else {
-            return Vec::new();
-        };
-        match provider.provide_credentials().await {
-            Ok(c) => std::iter::once(c.secret_access_key().to_string())
-                .chain(c.session_token().map(str::to_string))
-                .collect(),
-            Err(_) => Vec::new(),
+        let mut o = self.get(key).await?;
+        let mut f = tokio::fs::File::open(path).await?;
+        let mut buf = Vec::new();
+        while let Some(chunk) = o
+            .body
+            .try_next()
+            .await
+            .map_err(|e| other!("downloading {key}: {e}"))?
+        {
+            buf.resize(chunk.len(), 0);
+            if f.read_exact(&mut buf).await.is_err() || buf[..] != chunk[..] {
+                return Ok(None);
+            }
         }
-    }
-
-    /// Every object under `prefix` at any depth, with ETag and size, a page at a time.
-    pub fn list_flat<'a>(&'a self, prefix: &'a str) -> FlatListing<'a> {
-        FlatListing {
-            s3: self,
-            prefix,
-            token: None,
-            done: false,
-        }
+        Ok(Some(o.e_tag().unwrap_or(&head.etag).to_string()))
     }
 
     /// Downloads `key` into `file` (empty, created by the caller), as parallel ranged
@@ -144,28 +156,17 @@ impl S3 {
         written += sizes.iter().sum::<u64>();
         expect_bytes(key, written, total)?;
         info!("downloaded {key:?} ({total} bytes) as {n_parts} ranged GETs");
-        self.downloaded_objects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.downloaded_bytes
-            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        self.downloaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.downloaded_bytes.fetch_add(total, Ordering::Relaxed);
         Ok(head)
     }
 
     /// A whole small object in one GET: what a HEAD would say (the GET carries the same
     /// headers) and its bytes; `None` when it does not exist.
     pub async fn get_small(&self, key: &str) -> Result<Option<(ObjectHead, Vec<u8>)>> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(aws_sdk_s3::error::SdkError::ServiceError(se))
-                if se.raw().status().as_u16() == 404 =>
-            {
+        let out = match self.get_request(key).send().await {
+            Ok(o) => self.counted(o),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => {
                 return Ok(None)
             }
             Err(e) => return Err(self.err("downloading", key, e)),
@@ -178,10 +179,6 @@ impl S3 {
             .map_err(|e| other!("downloading {key}: {e}"))?
             .into_bytes()
             .to_vec();
-        self.downloaded_objects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.downloaded_bytes
-            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Some((head, bytes)))
     }
 
@@ -203,10 +200,7 @@ impl S3 {
         if_match: Option<&str>,
     ) -> Result<Part> {
         let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .get_request(key)
             .range(format!("bytes={start}-{}", start + len - 1))
             .set_if_match(if_match.map(str::to_string))
             .send()
@@ -234,7 +228,7 @@ fn expect_bytes(key: &str, written: u64, expected: u64) -> Result<()> {
 
 /// One GET response, whole or ranged.
 struct Part {
-    out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    out: GetObjectOutput,
 }
 
 impl Part {
@@ -243,12 +237,7 @@ impl Part {
     }
 
     /// What the response says, and the response (for its body).
-    fn head_owned(
-        self,
-    ) -> (
-        ObjectHead,
-        aws_sdk_s3::operation::get_object::GetObjectOutput,
-    ) {
+    fn head_owned(self) -> (ObjectHead, GetObjectOutput) {
         (self.head(), self.out)
     }
 
@@ -311,17 +300,9 @@ impl Part {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etags_compare_without_quotes() {
-        assert!(same_etag("\"abc\"", "abc"));
-        assert!(!same_etag("\"abc\"", "\"abd\""));
-    }
-
     use crate::agent::testkit::{kit, put};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
