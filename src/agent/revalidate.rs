@@ -9,6 +9,7 @@ use super::error::{Context, Result};
 use super::fsops::{marker_of, OwnedMarker};
 use super::hydrate::local_names;
 use super::index::{same_content_and_meta, Fingerprint};
+use super::s3::same_etag;
 use super::Ctx;
 use futures::{stream, StreamExt};
 use s3shim_protocol::names;
@@ -124,7 +125,9 @@ impl Ctx {
                     if md.is_dir() || !same_content_and_meta(&row.fp, &Fingerprint::of(&md)) {
                         continue; // a local change wins
                     }
-                    if row.etag == obj.etag {
+                    // Quoted or not: servers differ in listings, and the index keeps
+                    // what the upload's answer said.
+                    if same_etag(&row.etag, &obj.etag) {
                         n.trusted += 1;
                         continue;
                     }
@@ -178,5 +181,34 @@ impl Ctx {
             }
         }
         Ok((n, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{is_placeholder, kit, put, LAZY_DOWNLOADS};
+
+    /// A server may quote an ETag in a listing and not in a HEAD (or the other way
+    /// round): the same object is still trusted, its fetched bytes kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_etag_quoted_otherwise_is_the_same_object() {
+        let k = kit("", LAZY_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "a.txt", b"hello").await;
+        ctx.list_dir("").await.unwrap();
+        ctx.fetch("a.txt").await.unwrap();
+        let mut row = ctx.index.get("a.txt").unwrap().unwrap();
+        assert!(
+            row.etag.starts_with('"'),
+            "our server quotes ETags: {row:?}"
+        );
+        row.etag = row.etag.trim_matches('"').to_string();
+        ctx.index.put("a.txt", &row).unwrap();
+
+        let n = ctx.revalidate().await.unwrap();
+        assert_eq!((n.trusted, n.changed), (1, 0), "{n:?}");
+        assert!(!is_placeholder(ctx, "a.txt"), "the fetched bytes are kept");
+        assert_eq!(std::fs::read(ctx.local("a.txt")).unwrap(), b"hello");
+        k.server.shutdown().await;
     }
 }
