@@ -27,7 +27,9 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ACCESS_KEY, SECRET_KEY = "bench", "bench-secret-key"
-BUCKETS = {"shim": "bench-shim", "s3fs": "bench-s3fs", "rclone": "bench-rclone", "aws": "bench-aws"}
+BUCKETS = {"shim": "bench-shim", "s3fs": "bench-s3fs", "rclone": "bench-rclone", "aws": "bench-aws",
+           # --compare-exe: the other build's workspace (micro rows only).
+           "compare": "bench-compare"}
 WORKLOADS = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"]
 # Workloads whose result is judged by the time until the data is in S3 as well.
 WRITE_WORKLOADS = {"w1", "w2", "w5", "w6", "w7", "w8"}
@@ -725,7 +727,9 @@ class Bench:
 
     # ------------------------------------------------------------------ micro
 
-    def micro(self, shim, reps):
+    def micro(self, shim, reps, compare=None):
+        """`compare`: (label, Shim) of another build, measured in the same reps, each loop
+        right after this build's (before/after of a change in one run)."""
         n_out = 20000 if self.quick else 200000
         n_exec = 200 if self.quick else 2000
         n_files = 500 if self.quick else 5000
@@ -741,8 +745,9 @@ class Bench:
         }
         # Hydrated loop: the same 5,000-file tree natively and in the workspace.
         lists = {}
-        for name, root, env in (("native", os.path.join(self.base, "native"), plain),
-                                ("shim", shim.root, shim.env)):
+        shims = [("shim", shim)] + ([compare] if compare else [])
+        for name, root, env in [("native", os.path.join(self.base, "native"), plain)] + [
+                (label, s.root, s.env) for label, s in shims]:
             d = root + "/hyd"
             sh("mkdir -p %s && for i in $(seq 50); do %s create %d %s/d$i; done" % (d, self.tool, n_files // 50, d), env)
             lst = os.path.join(self.base, "hyd-%s.list" % name)
@@ -751,14 +756,16 @@ class Bench:
                     for j in range(n_files // 50):
                         f.write("%s/d%d/f%06d.txt\n" % (d, i, j))
             lists[name] = lst
-        for name in ("native", "shim"):
-            sh("%s readloop 1 %s" % (self.tool, lists[name]), shim.env if name == "shim" else plain)
-        sh("%s flush" % self.exe, shim.env)  # the uploads of the new files are done
+        envs = dict([("native", plain)] + [(label, s.env) for label, s in shims])
+        for name, env in envs.items():
+            sh("%s readloop 1 %s" % (self.tool, lists[name]), env)
+        for label, s in shims:
+            sh("%s flush" % s.exe, s.env)  # the uploads of the new files are done
         # The preload floor: the same loops with an empty library preloaded (built by
         # scripts/bench), so what the shim itself adds can be told from what preloading
         # anything costs.
         empty = os.path.join(os.path.dirname(self.tool), "empty-preload.so")
-        targets = [("native", plain), ("shim", shim.env)]
+        targets = list(envs.items())
         if os.path.exists(empty):
             targets.append(("floor", dict(plain, LD_PRELOAD=empty)))
         for _ in range(reps):
@@ -767,7 +774,7 @@ class Bench:
                     wall, cpu = sh_cpu(cmd, env)
                     self.record(label, name, "local", wall)
                     self.record(label, name, "cpu", cpu)
-            for name, env in (("native", plain), ("shim", shim.env)):
+            for name, env in envs.items():
                 wall, cpu = sh_cpu("%s readloop 3 %s" % (self.tool, lists[name]), env)
                 self.record("micro-hydrated", name, "local", wall)
                 self.record("micro-hydrated", name, "cpu", cpu)
@@ -786,10 +793,12 @@ class Bench:
             }
             for label, cmd in small.items():
                 self.record(label, "native", "Ir", ir(cmd, plain))
-                scmd = cmd if label != "micro-hydrated" else "%s readloop 1 %s" % (self.tool, lists["shim"])
-                self.record(label, "shim", "Ir", ir(scmd, shim.env))
+                for name, s in shims:
+                    scmd = cmd if label != "micro-hydrated" else "%s readloop 1 %s" % (self.tool, lists[name])
+                    self.record(label, name, "Ir", ir(scmd, s.env))
         sh("rm -rf %s/hyd" % os.path.join(self.base, "native"), plain)
-        sh("rm -rf %s/hyd" % shim.root, shim.env)
+        for _, s in shims:
+            sh("rm -rf %s/hyd" % s.root, s.env)
 
     def agent_rss(self, shim):
         n = 5000 if self.quick else 100000
@@ -1036,6 +1045,21 @@ def report(bench, targets, args, started, out_dir, machine=None, write=True):
             lines.append("| %s | %s | %s | %s |" % (
                 m, fmt(res[m]["floor"].get("cpu"), "s"), ratio(med(m, "floor", "cpu"), med(m, "native", "cpu")),
                 ratio(med(m, "shim", "cpu"), med(m, "floor", "cpu"))))
+    other = getattr(args, "compare_label", None)
+    if other and any(other in res.get(m, {}) for m in ("micro-outside", "micro-exec", "micro-hydrated")):
+        lines += ["", "## Micro: this build against %s (`--compare-exe`)" % other, "",
+                  "Both builds' loops ran in the same reps, one right after the other; the ratio is "
+                  "the median of the per-rep ratios of CPU time (below 1: this build is cheaper).", "",
+                  "| micro | %s CPU s | this CPU s | this / %s (paired) | %s Ir | this Ir |" % (other, other, other),
+                  "|---|---|---|---|---|---|"]
+        for m in ("micro-outside", "micro-exec", "micro-hydrated"):
+            if other not in res.get(m, {}):
+                continue
+            raw = bench.results[m]
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                m, fmt(res[m][other].get("cpu")), fmt(res[m]["shim"].get("cpu")),
+                paired(raw["shim"]["cpu"], raw[other]["cpu"]),
+                fmt(res[m][other].get("Ir"), "Ir"), fmt(res[m]["shim"].get("Ir"), "Ir")))
     if data["agent_rss"]:
         r = data["agent_rss"]
         lines += ["", "## Agent memory", "",
@@ -1237,6 +1261,9 @@ def main():
                     help="requests in flight assumed by the physical limit row")
     ap.add_argument("--proxy", help="the delay-proxy binary")
     ap.add_argument("--moto", default="moto_server", help="the moto_server program")
+    ap.add_argument("--compare-exe", help="another build's s3shim (its libs3shim.so beside it): "
+                    "the micro rows measure it too, interleaved with this build's")
+    ap.add_argument("--compare-label", default="before", help="its name in the tables")
     args = ap.parse_args()
     if args.render:
         with open(args.render) as f:
@@ -1298,6 +1325,14 @@ def main():
                     targets.append(t)
                 for t in targets[1:]:
                     t.bucket = "%s-%s" % (BUCKETS[t.name], suffix[c])
+                compare = None
+                if args.compare_exe and "micro" in only:
+                    os.makedirs(os.path.join(cbase, "compare"))
+                    p = proxied("compare")
+                    cs = Shim(os.path.join(cbase, "compare"), args.compare_exe, p.endpoint)
+                    cs.proxy, cs.bucket = p, "%s-%s" % (BUCKETS["compare"], suffix[c])
+                    compare = (args.compare_label, cs)
+                    cs.start()
                 for t in targets:
                     t.start()
                 wl = [w for w in WORKLOADS if w in only]
@@ -1308,11 +1343,13 @@ def main():
                     if "baselines" in only:
                         bench.baselines(targets[0])
                 if "micro" in only:
-                    bench.micro(targets[1], args.reps if not args.quick else 3)
+                    bench.micro(targets[1], args.reps if not args.quick else 3, compare)
                 if "rss" in only:
                     bench.agent_rss(targets[1])
                 for t in reversed(targets):
                     t.stop()
+                if compare:
+                    compare[1].stop()
                 runs.append((name, bench, targets))
             stop_process(srv)
         report_all(runs, args, started, args.out)
