@@ -68,7 +68,7 @@ pub fn doctor(settings: &Settings) -> i32 {
     // issue 15: how programs that bypass libc (static, Go) see the folder.
     r.line(
         "intercept",
-        match crate::agent::supervise::mode() {
+        match crate::agent::intercept::mode() {
             Ok(t) => Outcome::Pass(t),
             Err(why) => Outcome::Skip(format!(
                 "fallback: {why}; a static or Go program gets the folder it names made local before it starts, with a warning"
@@ -77,7 +77,7 @@ pub fn doctor(settings: &Settings) -> i32 {
     );
     r.line(
         "mount link",
-        match crate::agent::supervise::mount_link_status(&settings.mount, &settings.tree()) {
+        match crate::agent::intercept::mount_link_status(&settings.mount, &settings.tree()) {
             Ok(t) => Outcome::Pass(t),
             Err(t) => Outcome::Skip(t),
         },

@@ -40,11 +40,11 @@ pub fn run(settings: &Settings, command: &[OsString], summary: bool) -> Result<i
     // issue 15: programs the shim cannot enter (static, Go) resolve absolute mount paths
     // through the kernel, so the mount path is made a link to the tree where it can be.
     let tree = settings.tree();
-    let link = crate::agent::supervise::link_mount(&settings.mount, &tree);
+    let link = crate::agent::intercept::link_mount(&settings.mount, &tree);
     let status = run_command(settings, &lib, command);
     wait_for_orphans(ORPHAN_GRACE);
-    if link == crate::agent::supervise::MountLink::Created {
-        crate::agent::supervise::unlink_mount(&settings.mount, &tree);
+    if link == crate::agent::intercept::MountLink::Created {
+        crate::agent::intercept::unlink_mount(&settings.mount, &tree);
     }
     let status = status?;
     let draining = Instant::now();
@@ -255,8 +255,8 @@ fn run_command(settings: &Settings, lib: &Path, command: &[OsString]) -> Result<
     let (prog, args) = command.split_first().context("no command given")?;
     // issue 15: a static or Go command is exec'd by a shell the shim is in, whose exec
     // hook puts it under the agent's supervision (run itself has no shim).
-    let bypassing = crate::agent::supervise::find_program(prog)
-        .is_some_and(|p| crate::agent::supervise::bypasses_libc(&p));
+    let bypassing = crate::agent::intercept::find_program(prog)
+        .is_some_and(|p| crate::agent::intercept::bypasses_libc(&p));
     let mut cmd = if bypassing {
         let mut c = Command::new("/bin/sh");
         c.arg("-c").arg("exec \"$0\" \"$@\"").arg(prog);

@@ -12,6 +12,7 @@ pub(crate) mod fsops;
 pub(crate) mod hydrate;
 pub(crate) mod ignore;
 pub(crate) mod index;
+pub mod intercept;
 mod lifecycle;
 pub(crate) mod locks;
 pub(crate) mod prefetch;
@@ -22,7 +23,6 @@ mod requests;
 pub(crate) mod revalidate;
 pub(crate) mod s3;
 mod status;
-pub mod supervise;
 pub(crate) mod sync;
 pub(crate) mod watch;
 
@@ -499,7 +499,7 @@ impl Server {
             }
             // issue 15: the listener fd of a program to supervise follows the frame.
             if op == Op::Supervise {
-                let errno = supervise::accept(self.ctx.clone(), &stream).await;
+                let errno = intercept::accept(self.ctx.clone(), &stream).await;
                 self.requests.answered(op);
                 if reply(&mut stream, errno, b"").await.is_err() {
                     return;

@@ -15,6 +15,9 @@
 //!
 //! The kernel resolves the path itself after we answer, so absolute mount paths work
 //! only where the mount path exists as a symlink to the tree ([`link_mount`]).
+//!
+//! Named for what it intercepts; `src/run/supervise.rs` is the other supervision, `run`
+//! restarting the agent.
 
 use super::Ctx;
 use s3shim_protocol::marker::Marker;
