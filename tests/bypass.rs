@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::skip::cannot_run;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -175,9 +176,22 @@ fn conform(name: &str, helpers: &Path, shows_cache: bool) -> Run {
             "{name}: output under the shim differs from native\nshim stderr:\n{stderr}"
         );
         assert!(s.status.success(), "{name}: {}\n{stderr}", s.status);
-        (norm(&n.stdout), tree_s.to_string())
+        // What the agent said about deletes, for a failure below to show its cause.
+        let log = std::fs::read_to_string(ws.cache("c").join(".s3shim/agent.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("delet") || l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (norm(&n.stdout), tree_s.to_string(), log)
     };
-    let (out, tree_s) = out;
+    let (out, tree_s, log) = out;
+    let why = |key: &str| {
+        format!(
+            "{name}: {key} in S3 differs from the native file\nkeys in S3: {:?}\nthe agent's deletes and warnings:\n{log}",
+            s3.keys(PREFIX)
+        )
+    };
     // The run has returned: every change is in S3. Compare with the native directory.
     let objects = common::tree::expected_objects(&native, PREFIX);
     // Directory markers: the seed has none (another writer's layout), so none are compared.
@@ -187,17 +201,9 @@ fn conform(name: &str, helpers: &Path, shows_cache: bool) -> Run {
             // Paths the program printed into the file: the cache path for the folder.
             let got = String::from_utf8_lossy(got.as_deref().unwrap_or_default())
                 .replace(&tree_s[1..], "@W@");
-            assert_eq!(
-                got,
-                norm(body),
-                "{name}: {key} in S3 differs from the native file"
-            );
+            assert_eq!(got, norm(body), "{}", why(key));
         } else {
-            assert_eq!(
-                got.as_deref(),
-                Some(body.as_slice()),
-                "{name}: {key} in S3 differs from the native file"
-            );
+            assert_eq!(got.as_deref(), Some(body.as_slice()), "{}", why(key));
         }
     }
     Run {
@@ -272,6 +278,68 @@ fn esbuild_bundles_by_absolute_mount_paths() {
     let helpers = tempfile::tempdir().unwrap();
     let r = conform("esbuild", helpers.path(), true);
     assert!(r.native.contains("return \"hello \" + n;"), "{}", r.native);
+}
+
+/// esbuild through its node API, as Vite and most JS toolchains run it: a node process
+/// whose cwd is outside the folder starts one esbuild service and feeds it absolute
+/// mount paths over its pipe (a context rebuilt, a second build written into the folder,
+/// a missing entry point), on a cold cache. The service is a Go program started by node
+/// (under the shim), so it is supervised; its output matches a local directory's.
+#[test]
+fn esbuild_node_api_from_outside_the_folder() {
+    let node = tool("node");
+    if !runs(&node, "--version") {
+        cannot_run(&format!(
+            "`{node}` cannot run: install Node.js (or set S3SHIM_TEST_NODE)"
+        ));
+        return;
+    }
+    let Some(pkg) = esbuild_package() else {
+        cannot_run(
+            "esbuild's npm package is not found from an `esbuild` on PATH: npm install esbuild",
+        );
+        return;
+    };
+    let helpers = tempfile::tempdir().unwrap();
+    let node_path = which(&node).unwrap_or_else(|| PathBuf::from(&node));
+    std::os::unix::fs::symlink(node_path, helpers.path().join("node")).unwrap();
+    std::os::unix::fs::symlink(&pkg, helpers.path().join("esbuild")).unwrap();
+    let r = conform("esbuild_api", helpers.path(), true);
+    holds(
+        &r.native,
+        &[
+            "inputs @W@/web/src/lib.js @W@/web/src/main.js",
+            "console.log(greet(\"esbuild\"));",
+            "module.exports = __toCommonJS(lib_exports);",
+            "missing: Could not resolve \"@W@/web/src/missing.js\"",
+        ],
+    );
+}
+
+/// Whether `prog arg` runs and succeeds.
+fn runs(prog: &str, arg: &str) -> bool {
+    Command::new(prog)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `name` as PATH finds it (a path is itself).
+fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The directory of the esbuild npm package whose `bin/esbuild` the `esbuild` on PATH is
+/// (npm links `node_modules/.bin/esbuild` to it).
+fn esbuild_package() -> Option<PathBuf> {
+    let bin = std::fs::canonicalize(which("esbuild")?).ok()?;
+    let pkg = bin.parent()?.parent()?.to_path_buf();
+    pkg.join("package.json").is_file().then_some(pkg)
 }
 
 /// A file another writer adds in S3 after a static program started is read by it (the

@@ -272,11 +272,24 @@ impl S3Server {
         })
     }
 
+    /// The object's bytes; `None` only when S3 says there is no such key. Any other
+    /// failure (the server unreachable, a 5xx after the SDK's retries, a cut body) fails
+    /// the test with the SDK's error: it must never read as "the object is missing".
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         runtime().block_on(async {
             let c = self.client().await;
-            let o = c.get_object().bucket(BUCKET).key(key).send().await.ok()?;
-            Some(o.body.collect().await.ok()?.into_bytes().to_vec())
+            let o = match c.get_object().bucket(BUCKET).key(key).send().await {
+                Ok(o) => o,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return None,
+                Err(e) => panic!(
+                    "GET {key} failed (not a missing key): {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ),
+            };
+            match o.body.collect().await {
+                Ok(b) => Some(b.into_bytes().to_vec()),
+                Err(e) => panic!("GET {key}: the body was cut: {e}"),
+            }
         })
     }
 
