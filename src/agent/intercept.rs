@@ -32,6 +32,10 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tracing::{debug, info, warn};
 
+/// fchmodat2 (Linux 6.6) has the same number on every architecture; the libc crate
+/// names it only for some (not for aarch64).
+const SYS_FCHMODAT2: libc::c_long = 452;
+
 /// Receives the listener fd (one byte with SCM_RIGHTS after the request frame) and
 /// starts serving it. Returns the errno for the reply.
 pub(crate) async fn accept(ctx: Arc<Ctx>, stream: &UnixStream) -> i32 {
@@ -254,7 +258,7 @@ fn path_args(nr: i64, a: &[u64; 6], read_u64: impl Fn(u64) -> Option<u64>) -> [O
         | libc::SYS_newfstatat
         | libc::SYS_readlinkat
         | libc::SYS_fchmodat
-        | libc::SYS_fchmodat2
+        | SYS_FCHMODAT2
         | libc::SYS_faccessat
         | libc::SYS_faccessat2
         | libc::SYS_utimensat

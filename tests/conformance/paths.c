@@ -106,11 +106,19 @@ int main(int argc, char **argv) {
   long rn = syscall(SYS_getcwd, raw, sizeof raw);
   printf("raw-getcwd %d %s\n", rn == (long)strlen(raw) + 1, raw);
   struct stat st;
+#ifdef SYS_stat
   rn = syscall(SYS_stat, "seed/deep/a/other.txt", &st);
+#else /* aarch64 has only the *at calls */
+  rn = syscall(SYS_newfstatat, AT_FDCWD, "seed/deep/a/other.txt", &st, 0);
+#endif
   printf("raw-stat %ld %ld\n", rn, (long)st.st_size);
   char target[4200];
   snprintf(target, sizeof target, "%s/src/main.c", abs);
+#ifdef SYS_open
   int rfd = syscall(SYS_open, target, O_RDONLY);
+#else
+  int rfd = syscall(SYS_openat, AT_FDCWD, target, O_RDONLY);
+#endif
   n = read(rfd, raw, 10);
   printf("raw-open %.*s\n", (int)(n > 0 ? n : 0), raw);
   close(rfd);

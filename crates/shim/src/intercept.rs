@@ -21,6 +21,10 @@ use rustix::fs::{Mode, OFlags};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use s3shim_protocol::wire::Op;
 
+/// fchmodat2 (Linux 6.6) has the same number on every architecture; the libc crate
+/// names it only for some (not for aarch64).
+const SYS_FCHMODAT2: libc::c_long = 452;
+
 /// Set to `0` (or `off`) to never install a filter: the fallback applies.
 pub const ENV_INTERCEPT: &CStr = c"S3SHIM_INTERCEPT";
 
@@ -259,7 +263,7 @@ pub const TRAPPED: &[i64] = &[
     libc::SYS_statx,
     libc::SYS_openat2,
     libc::SYS_faccessat2,
-    libc::SYS_fchmodat2,
+    SYS_FCHMODAT2,
     libc::SYS_setxattr,
     libc::SYS_lsetxattr,
     libc::SYS_getxattr,
@@ -294,7 +298,7 @@ pub const TRAPPED: &[i64] = &[
     libc::SYS_statx,
     libc::SYS_openat2,
     libc::SYS_faccessat2,
-    libc::SYS_fchmodat2,
+    SYS_FCHMODAT2,
     libc::SYS_setxattr,
     libc::SYS_lsetxattr,
     libc::SYS_getxattr,
