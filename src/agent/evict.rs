@@ -234,7 +234,10 @@ impl Ctx {
         }
         let (avail, total) = fs_space(&self.tree)?;
         let free_target = (total / 100 * budget.free_percent).min(FREE_CAP);
-        let short_of_free = (free_target + need).saturating_sub(avail);
+        // Short of the free share, a fetch frees at most what it brings: on a disk that
+        // others filled below the share, the cache stays the size it is (least recently
+        // used out, the new file in) instead of emptying itself at every fetch.
+        let short_of_free = (free_target + need).saturating_sub(avail).min(need);
         if max.is_none() && short_of_free == 0 {
             return Ok(());
         }
