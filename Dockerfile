@@ -53,11 +53,16 @@ COPY --from=build /out/s3shim /out/libs3shim.so /out/s3shim-sync-*.vsix /tmp/s3s
 COPY scripts/install-image.sh scripts/code-server-s3 /tmp/s3shim-install/scripts/
 RUN /tmp/s3shim-install/scripts/install-image.sh --from /tmp/s3shim-install --prefix /usr/local \
 	&& rm -rf /tmp/s3shim-install \
-	&& install -d -o coder -g coder /home/coder/.cache /home/coder/.cache/s3shim
+	&& install -d -o coder -g coder /home/coder/.cache /home/coder/.cache/s3shim \
+	&& ln -s /home/coder/.cache/s3shim/ws/tree /workspace
 # (The cache directory exists, owned by coder, so a volume mounted there is coder's.)
+# The mount path is a symlink to the cache's tree, made here as root because coder cannot
+# write to /: programs that bypass libc (Go, static binaries) then resolve absolute
+# /workspace paths through the kernel (SEMANTICS.md, programs that bypass libc). So the
+# cache has a fixed place (deploy/kubernetes mounts its emptyDir there).
 USER coder
 WORKDIR /home/coder
-ENV S3SHIM_MOUNT=/workspace
+ENV S3SHIM_MOUNT=/workspace S3SHIM_CACHE=/home/coder/.cache/s3shim/ws
 EXPOSE 8080
 # `s3shim run` (exec'd by the wrapper) is PID 1: it forwards `docker stop`'s SIGTERM to
 # code-server and exits once every change is in S3 (give it time: docker stop -t 60).

@@ -6,6 +6,7 @@
 
 const vscode = require('vscode');
 const { execFile } = require('child_process');
+const fs = require('fs');
 const path = require('path');
 
 // Poll period while something is on its way to S3 (the status bar must follow within
@@ -15,6 +16,12 @@ const BUSY_MS = 1000;
 const IDLE_MS = 30000;
 // File events come in bursts (a save is several events): one status request per burst.
 const EVENT_DELAY_MS = 200;
+// While the agent does not answer (it is being restarted, say), ask again at the busy
+// pace for this long, so the bar does not show "no agent" for IDLE_MS after it is back.
+const NO_AGENT_RETRY_MS = 60000;
+// Tab changes come in bursts too (opening a file is several events): the open editors are
+// written once things have been still this long, and only when they changed.
+const EDITORS_DELAY_MS = 1000;
 
 let out;
 let item;
@@ -26,6 +33,7 @@ let disposed = false;
 const seenConflicts = new Set();
 const seenFailures = new Map();
 let wasPaused = false;
+let noAgentSince = 0;
 
 function s3shimBin() {
   const configured = vscode.workspace.getConfiguration('s3shim').get('path');
@@ -161,7 +169,9 @@ async function refresh() {
     inFlight = false;
   }
   if (again) { again = false; return refresh(); }
-  const busy = last && (last.pending.changes > 0 || last.uploads.paused);
+  if (last) noAgentSince = 0;
+  else if (!noAgentSince) noAgentSince = Date.now();
+  const busy = last ? last.pending.changes > 0 || last.uploads.paused : Date.now() - noAgentSince < NO_AGENT_RETRY_MS;
   timer = setTimeout(refresh, busy ? BUSY_MS : IDLE_MS);
 }
 
@@ -254,6 +264,94 @@ async function resolveConflict(conflict) {
   soon();
 }
 
+// ---------- open editors in stateless mode ----------
+// code-server keeps the workbench's open editors in the browser (IndexedDB): a new
+// browser, or a new container reached from one, starts with none. In stateless mode the
+// wrapper names S3SHIM_IDE_DIR (<mount>/.code-server, in S3); the open text editors of
+// the workspace are kept in its open-editors.json and opened again when the workbench
+// comes up with no editor open.
+let editorsFile = null;
+let editorsTimer;
+let editorsWritten = null;
+let restoring = false;
+
+// The open text editors under the mount: paths relative to it, in tab order, with their
+// column, and the one that has the focus.
+function openEditorsJson() {
+  const root = mount();
+  const editors = [];
+  let active = null;
+  for (const group of vscode.window.tabGroups.all) {
+    for (const tab of group.tabs) {
+      if (!(tab.input instanceof vscode.TabInputText) || tab.input.uri.scheme !== 'file') continue;
+      const rel = path.relative(root, tab.input.uri.fsPath);
+      if (!rel || rel.startsWith('..') || path.isAbsolute(rel) || rel.split(path.sep)[0] === '.code-server') continue;
+      editors.push({ path: rel, column: group.viewColumn });
+      if (group.isActive && tab.isActive) active = rel;
+    }
+  }
+  return `${JSON.stringify({ version: 1, editors, active }, null, 1)}\n`;
+}
+
+// One write (one PUT once the agent's debounce has passed) per change of the open
+// editors, not per tab event: debounced, and skipped when the file already says the same.
+function writeEditors() {
+  clearTimeout(editorsTimer);
+  editorsTimer = undefined;
+  if (restoring || !editorsFile) return;
+  const text = openEditorsJson();
+  if (text === editorsWritten) return;
+  try {
+    fs.mkdirSync(path.dirname(editorsFile), { recursive: true });
+    fs.writeFileSync(editorsFile, text);
+    editorsWritten = text;
+  } catch (e) {
+    out.appendLine(`could not record the open editors in ${editorsFile}: ${e.message}`);
+  }
+}
+
+function editorsChanged() {
+  if (restoring || !editorsFile) return;
+  clearTimeout(editorsTimer);
+  editorsTimer = setTimeout(writeEditors, EDITORS_DELAY_MS);
+}
+
+async function restoreEditors() {
+  let saved;
+  try {
+    const text = fs.readFileSync(editorsFile, 'utf8');
+    editorsWritten = text;
+    saved = JSON.parse(text);
+  } catch (e) {
+    // None yet (a first start), or torn by a crash in the middle of a write.
+    if (e.code !== 'ENOENT') out.appendLine(`ignoring ${editorsFile}: ${e.message}`);
+    editorsWritten = openEditorsJson();
+    return;
+  }
+  const open = vscode.window.tabGroups.all.some((g) => g.tabs.length > 0);
+  if (open || !Array.isArray(saved.editors) || saved.editors.length === 0) return;
+  restoring = true;
+  try {
+    const uri = (rel) => vscode.Uri.file(path.join(mount(), rel));
+    for (const e of saved.editors) {
+      try {
+        await vscode.window.showTextDocument(uri(e.path), { viewColumn: e.column || 1, preview: false, preserveFocus: true });
+      } catch (err) {
+        out.appendLine(`could not reopen ${e.path}: ${err.message}`);
+      }
+    }
+    const active = saved.editors.find((e) => e.path === saved.active);
+    if (active) {
+      await vscode.window.showTextDocument(uri(active.path), { viewColumn: active.column || 1, preview: false })
+        .then(undefined, (err) => out.appendLine(`could not focus ${active.path}: ${err.message}`));
+    }
+  } finally {
+    restoring = false;
+  }
+  // A file that could not be opened (deleted meanwhile) leaves the list now.
+  editorsChanged();
+}
+
 function activate(context) {
   out = vscode.window.createOutputChannel('S3 sync');
   item = vscode.window.createStatusBarItem('s3shim.status', vscode.StatusBarAlignment.Left, 100);
@@ -272,8 +370,19 @@ function activate(context) {
     { dispose() { disposed = true; clearTimeout(timer); clearTimeout(eventTimer); } },
   );
   refresh();
+  if (process.env.S3SHIM_IDE_DIR) {
+    editorsFile = path.join(process.env.S3SHIM_IDE_DIR, 'open-editors.json');
+    context.subscriptions.push(
+      vscode.window.tabGroups.onDidChangeTabs(editorsChanged),
+      vscode.window.tabGroups.onDidChangeTabGroups(editorsChanged),
+    );
+    restoreEditors().then(undefined, (e) => out.appendLine(`restoring the open editors failed: ${e.message}`));
+  }
 }
 
-function deactivate() {}
+// A change still waiting for its debounce is written now (code-server is stopping).
+function deactivate() {
+  if (editorsTimer) writeEditors();
+}
 
 module.exports = { activate, deactivate };

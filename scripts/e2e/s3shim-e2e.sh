@@ -3,12 +3,15 @@
 # (scripts/install-image.sh into a temp prefix, then code-server-s3, as in the container
 # image) on /workspace, backed by a bucket prefix on a local S3 server, with a cold cache.
 # Chromium opens a file from the Explorer, types and saves with Ctrl+S (twice), then does
-# every IDE action (IDE_ACTIONS in code-server-e2e.mjs): explorer tree, new file, new
-# folder, rename, delete, drag-move, terminal (pwd, ls, git status, git commit), search,
-# Quick Open, page reload, a change by another writer, then the sync extension's steps
-# (SYNC_ACTIONS: status bar, a conflict resolved in the diff editor, flush now), and the
-# restart test of the stateless mode (settings and an extension installed in the UI come
-# back after home and cache are deleted). Each result is read back from S3
+# every IDE action (IDE_ACTIONS in code-server-e2e.mjs): explorer tree, `go build` of a
+# cold Go module in the integrated terminal (compared with the same build in a local
+# directory), new file, new folder, rename, delete, drag-move, terminal (pwd, ls, git
+# status, git commit), search, Quick Open, page reload, a change by another writer, then
+# `kill -9` of the agent with a file open (the editor and the terminal keep working, the
+# restart is counted) and the sync extension's steps (SYNC_ACTIONS: status bar, a
+# conflict resolved in the diff editor, flush now), and the restart test of the stateless
+# mode (settings, an extension installed in the UI and the open editors come back after
+# home and cache are deleted). Each result is read back from S3
 # with boto3 (not with our code), and every node process of code-server must have the
 # shim loaded.
 #
@@ -80,9 +83,39 @@ echo "${endpoint#http://}" >"$work/server.addr"
 export S3_ENDPOINT=$endpoint S3_BUCKET=e2e
 common="--bucket e2e --endpoint $endpoint --key-prefix ws/ --mount /workspace"
 
+# A small Go module (go.mod, main.go reading a data file): the go-build step builds and
+# runs it in the integrated terminal on the cold workspace, and compares with the same
+# build in a plain local directory.
+gosrc=$work/gosrc
+mkdir -p "$gosrc/data"
+printf 'module example.com/hello\n\ngo 1.19\n' >"$gosrc/go.mod"
+cat >"$gosrc/main.go" <<'GO'
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	b, err := os.ReadFile("data/input.txt")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("%d bytes, sha256 %x\n", len(b), sha256.Sum256(b))
+	fmt.Println(strings.ToUpper(strings.SplitN(string(b), "\n", 2)[0]))
+}
+GO
+for i in $(seq 1 200); do printf 'go data line %03d\n' "$i"; done >"$gosrc/data/input.txt"
+chmod -R a+rX "$gosrc"
+
 # Seed the bucket through the product, with another cache, so the test's cache is cold.
 # shellcheck disable=SC2086 # $common is a list of words without spaces
 "$bin" run $common --cache "$work/seed" -- bash -c '
+	cp -r "$1" /workspace/gomod
 	cd /workspace
 	printf "Hello from the code-server e2e test.\n" > hello.txt
 	printf "# notes\n" > notes.md
@@ -94,7 +127,7 @@ common="--bucket e2e --endpoint $endpoint --key-prefix ws/ --mount /workspace"
 	printf "move me\n" > move-me.txt
 	printf "delete me\n" > delete-me.txt
 	printf "keep\n" > folderB/keep.txt
-	printf "base\n" > conflict.txt'
+	printf "base\n" > conflict.txt' seed "$gosrc"
 
 cache=$work/cache
 home=$work/home
@@ -175,6 +208,35 @@ fi
 
 export E2E_HOME WORKSPACE=/workspace
 export LAUNCH_PREFIX="$launch"
+if [[ -z ${E2E_IMAGE:-} && ${E2E_STATELESS_ONLY:-0} != 1 ]]; then
+	# The go-build step (the image has no Go toolchain): the native build of the module, as
+	# the user code-server runs as, with GOCACHE and GOPATH outside the folder; the
+	# terminal's build then uses the same (warm) GOCACHE. -trimpath: the two binaries
+	# must be the same bytes although built in different directories.
+	command -v go >/dev/null || { echo "s3shim-e2e: go missing (Debian's golang-go; scripts/e2e/install.sh)" >&2; exit 2; }
+	gowork=$work/go
+	mkdir -p "$gowork/cache" "$gowork/path"
+	cp -r "$gosrc" "$gowork/native"
+	as_user=()
+	if [[ -n ${E2E_UID:-} ]]; then
+		chown -R "$E2E_UID:$E2E_GID" "$gowork"
+		as_user=(setpriv --reuid="$E2E_UID" --regid="$E2E_GID" --clear-groups)
+	fi
+	export GO_BUILD_ENV="GOCACHE=$gowork/cache GOPATH=$gowork/path GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off GOTELEMETRY=off"
+	# shellcheck disable=SC2086 # GO_BUILD_ENV is a list of words without spaces
+	(cd "$gowork/native" && "${as_user[@]}" env HOME="$gowork" $GO_BUILD_ENV sh -c 'go build -trimpath -o hello . && ./hello > out.txt') ||
+		{ echo "s3shim-e2e: the native go build failed" >&2; exit 1; }
+	export GO_BUILD_EXPECTED=$gowork/native GO_BUILD_LOG=$gowork/terminal.log
+	# The agent-kill step: the agent is the holder of the cache's agent.lock (flock).
+	cat >"$work/agent-pid" <<-EOF
+		#!/bin/sh
+		ino=\$(stat -c %i "$cache/.s3shim/agent.lock") || exit 1
+		awk -v ino="\$ino" '\$2 == "FLOCK" && \$4 == "WRITE" { n = split(\$6, a, ":"); if (a[n] == ino) print \$5 }' /proc/locks
+	EOF
+	chmod 755 "$work/agent-pid"
+	export AGENT_PID_CMD=$work/agent-pid
+	export STATUS_CMD="$bin status --json --sync-only $common --cache $cache"
+fi
 export DISK_CHECK_DIR=$cache/tree
 if ((preload)); then export EXPECT_PRELOAD_LIB=libs3shim REQUIRE_PRELOAD=1; fi
 export ARTIFACTS_DIR=${ARTIFACTS_DIR:-$E2E_HOME/artifacts/s3shim-$(date +%Y%m%d-%H%M%S)-$$}
@@ -194,9 +256,11 @@ echo "s3shim-e2e: endpoint $endpoint, cold cache $cache, artifacts $ARTIFACTS_DI
 if [[ ${E2E_STATELESS_ONLY:-0} != 1 ]]; then
 "$node" "$script_dir/code-server-e2e.mjs"
 # The run has ended: its final flush must have left exactly the saved text in S3 (the
-# two save rounds and the sync-status step's save).
+# two save rounds, the agent-kill step's save when it ran, and the sync-status step's).
 "$py" "$script_dir/s3get.py" ws/hello.txt >"$work/final"
-grep -c . "$work/final" | grep -qx 4 || { echo "s3shim-e2e: ws/hello.txt in S3 does not hold the 3 saved lines:" >&2; cat "$work/final" >&2; exit 1; }
+saves=3
+[[ -n ${AGENT_PID_CMD:-} ]] && saves=4
+grep -c . "$work/final" | grep -qx $((saves + 1)) || { echo "s3shim-e2e: ws/hello.txt in S3 does not hold the $saves saved lines:" >&2; cat "$work/final" >&2; exit 1; }
 fi
 
 # (Not in the container run: the image case is the first part; scripts/test runs this.)

@@ -1,5 +1,6 @@
-//! Test harness: a real S3-compatible server on loopback (ours, or moto's when
-//! `S3SHIM_TEST_S3=moto`), `s3shim run` invocations, and native-vs-shim comparisons.
+//! Test harness: a real S3-compatible server on loopback (ours; moto's when
+//! `S3SHIM_TEST_S3=moto`; a running Ceph cluster's gateway when `S3SHIM_TEST_S3=ceph`),
+//! `s3shim run` invocations, and native-vs-shim comparisons.
 #![allow(dead_code)]
 
 pub mod proxy;
@@ -52,7 +53,10 @@ fn free_port() -> u16 {
 
 /// An S3 server on loopback for one test, stopped on drop.
 pub struct S3Server {
-    child: Child,
+    /// None for a server this test did not start (a Ceph cluster's gateway).
+    child: Option<Child>,
+    /// Whether this test holds the shared Ceph cluster of `S3SHIM_TEST_S3=ceph`.
+    holds_shared: bool,
     pub endpoint: String,
     /// Whether the server checks signatures (moto accepts any credentials).
     pub enforces_auth: bool,
@@ -103,10 +107,12 @@ impl S3Server {
                     .expect("moto_server (pip install 'moto[server]')");
                 (child, format!("http://127.0.0.1:{port}"))
             }
+            Ok("ceph") => return S3Server::shared_ceph(),
             _ => own_server(data.path(), "127.0.0.1:0"),
         };
         let s = S3Server {
-            child,
+            child: Some(child),
+            holds_shared: false,
             endpoint,
             enforces_auth: !moto,
             _data: data,
@@ -121,13 +127,75 @@ impl S3Server {
         let data = tempfile::tempdir().unwrap();
         let (child, endpoint) = own_server_with(data.path(), "127.0.0.1:0", extra);
         let s = S3Server {
-            child,
+            child: Some(child),
+            holds_shared: false,
             endpoint,
             enforces_auth: true,
             _data: data,
         };
         s.wait_ready();
         s
+    }
+
+    /// The gateway of the Ceph cluster `scripts/test` started (`scripts/ceph-cluster`),
+    /// at `S3SHIM_TEST_CEPH_ENDPOINT`. It is shared, so tests on it run one at a time
+    /// (`--test-threads=1`) and each starts from an empty bucket.
+    fn shared_ceph() -> S3Server {
+        let endpoint = std::env::var("S3SHIM_TEST_CEPH_ENDPOINT").expect(
+            "S3SHIM_TEST_S3=ceph needs S3SHIM_TEST_CEPH_ENDPOINT (scripts/ceph-cluster start prints it)",
+        );
+        assert!(
+            !CEPH_IN_USE.swap(true, std::sync::atomic::Ordering::SeqCst),
+            "tests on the shared Ceph cluster run one at a time (--test-threads=1), one server each"
+        );
+        let mut s = S3Server::at(&endpoint);
+        s.holds_shared = true;
+        s.empty_bucket();
+        s
+    }
+
+    /// A server some other part started (with the test credentials) at `endpoint`; the
+    /// bucket is created if missing.
+    pub fn at(endpoint: &str) -> S3Server {
+        let s = S3Server {
+            child: None,
+            holds_shared: false,
+            endpoint: endpoint.into(),
+            enforces_auth: true,
+            _data: tempfile::tempdir().unwrap(),
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// Deletes every object and every unfinished multipart upload of the bucket.
+    fn empty_bucket(&self) {
+        runtime().block_on(async {
+            let c = self.client().await;
+            let ups = c
+                .list_multipart_uploads()
+                .bucket(BUCKET)
+                .send()
+                .await
+                .unwrap();
+            for u in ups.uploads() {
+                c.abort_multipart_upload()
+                    .bucket(BUCKET)
+                    .key(u.key().unwrap_or_default())
+                    .upload_id(u.upload_id().unwrap_or_default())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        });
+        for key in self.keys("") {
+            self.delete(&key);
+        }
+        assert_eq!(
+            self.keys(""),
+            Vec::<String>::new(),
+            "the Ceph bucket did not empty"
+        );
     }
 
     pub fn delete(&self, key: &str) {
@@ -240,10 +308,18 @@ impl S3Server {
     }
 }
 
+/// Whether a test holds the shared Ceph cluster (see [`S3Server::shared_ceph`]).
+static CEPH_IN_USE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.holds_shared {
+            CEPH_IN_USE.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 
