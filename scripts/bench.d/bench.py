@@ -30,6 +30,8 @@ ACCESS_KEY, SECRET_KEY = "bench", "bench-secret-key"
 BUCKETS = {"shim": "bench-shim", "s3fs": "bench-s3fs", "rclone": "bench-rclone", "aws": "bench-aws",
            # --compare-exe: the other build's workspace (micro rows only).
            "compare": "bench-compare"}
+# The hydration marker (crates/protocol marker.rs): a file that has it is a placeholder.
+MARKER_XATTR = "user.s3shim"
 WORKLOADS = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"]
 # Workloads whose result is judged by the time until the data is in S3 as well.
 WRITE_WORKLOADS = {"w1", "w2", "w5", "w6", "w7", "w8"}
@@ -214,6 +216,28 @@ def requests_between(before, after):
     return {k: after[k] - before.get(k, 0) for k in PRICE_PER_1000 if after.get(k, 0) - before.get(k, 0)}
 
 
+def fetched_bytes(tree_dir):
+    """Bytes on disk of the files under a shim cache's tree whose bytes are there (no
+    hydration marker): what `--cache-max-size` bounds."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(tree_dir):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            try:
+                st = os.lstat(p)
+                if not os.path.isfile(p) or os.path.islink(p):
+                    continue
+                try:
+                    os.getxattr(p, MARKER_XATTR, follow_symlinks=False)
+                    continue
+                except OSError:
+                    pass
+                total += st.st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
 # --------------------------------------------------------------------------- S3 access
 
 class S3:
@@ -294,6 +318,8 @@ class Shim(Target):
         self.root = os.path.join(base, "shim-ws")
         self.gen = 0
         self.proc = None
+        # `--cache-max-size` of the next sessions (None: no limit).
+        self.max_size = None
 
     def start(self, cache=None):
         self.gen += 1
@@ -302,6 +328,9 @@ class Shim(Target):
         self.pidfile = os.path.join(self.base, "shim-%d.pid" % self.gen)
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                    AWS_REGION="us-east-1")
+        env.pop("S3SHIM_CACHE_MAX_SIZE", None)
+        if self.max_size is not None:
+            env["S3SHIM_CACHE_MAX_SIZE"] = str(self.max_size)
         # The session holder: records the environment its programs get, then waits.
         hold = 'env -0 > "$1.tmp" && mv "$1.tmp" "$1" && echo $$ > "$2" && exec sleep 1000000'
         self.log = open(os.path.join(self.base, "shim-%d.log" % self.gen), "w")
@@ -609,6 +638,8 @@ class Bench:
             m = manifest(tree["native"], "")
             self.record("w4-cold", "native", "files", len(m))
             self.record("w4-cold", "native", "bytes", sum(m.values()))
+        if "evict" in only:
+            self.evict_rows(targets, tree)
         if "w5" in only:
             each("w5", lambda t: "dd if=%s of=%s/big.bin bs=1M conv=fsync status=none" % (self.big, W[t.name]),
                  label="w5-write")
@@ -628,6 +659,32 @@ class Bench:
             each("w7", lambda t: "%s create 1000 %s/new && mv %s/new %s/renamed"
                  % (self.tool, tree[t.name], tree[t.name], tree[t.name]))
         each("w8", lambda t: "rm -rf %s" % W[t.name], setup="w8" not in only)
+
+    def evict_rows(self, targets, tree):
+        """The cost of a bounded cache (issue 16): the cold read-everything workload (w4's)
+        on a fresh cache without a limit, then with `--cache-max-size` a third of the
+        tree's bytes, back to back in the same run. Only the shim has the limit; the
+        fetched bytes left in its cache after the read say that it held."""
+        read = "cd %s && find . -type f -print0 | xargs -0 cat > /dev/null"
+        m = manifest(tree["native"], "")
+        nbytes = sum(m.values())
+        third = nbytes // 3
+        for label, limit in (("evict-none", None), ("evict-third", third)):
+            for t in targets:
+                if isinstance(t, Shim):
+                    t.max_size = limit
+                    t.restart_cold()
+                    if self.can_drop:
+                        drop_caches()
+                    self.step(label, t, read % tree[t.name], label=label)
+                    self.record(label, t.name, "fetched_bytes_after", fetched_bytes(os.path.join(t.cache, "tree")))
+                    self.record(label, t.name, "limit_bytes", limit)
+            self.record(label, "native", "files", len(m))
+            self.record(label, "native", "bytes", nbytes)
+        for t in targets:
+            if isinstance(t, Shim):
+                t.max_size = None
+                t.restart_cold()
 
     def put_floor(self, n, size):
         """w6's floor while fsync means "in S3": n PUTs of one size-byte object in a row,
@@ -1065,6 +1122,28 @@ def report(bench, targets, args, started, out_dir, machine=None, write=True):
         lines += ["", "## Agent memory", "",
                   "- %d files written through the shim: agent VmRSS/VmHWM %s KiB" % (r["files"], r["after_write_kib"]),
                   "- then a fresh cache listing all %d cold: %s KiB" % (r["listed_cold"], r["after_cold_listing_kib"])]
+    if "evict-third" in res and res["evict-third"].get("shim"):
+        lines += ["", "## The cost of a bounded cache (issue 16)", "",
+                  "Cold read of every file (`find | xargs cat`, w4's) on a fresh shim cache, without a "
+                  "limit and with `--cache-max-size` a third of the tree's bytes, back to back. "
+                  "`fetched after` = bytes of files whose bytes are in the cache once the read is over "
+                  "(on-disk blocks).", "",
+                  "| cache limit | shim local | agent CPU | requests | fetched after | limit |",
+                  "|---|---|---|---|---|---|"]
+        for w, what in (("evict-none", "none"), ("evict-third", "a third of the tree")):
+            sh_ = res.get(w, {}).get("shim", {})
+            reqs = {k[4:]: sh_[k]["median"] for k in sh_ if k.startswith("req:") and sh_[k]}
+            lim = med(w, "shim", "limit_bytes")
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                what, fmt(sh_.get("local")), fmt(sh_.get("agent_cpu")),
+                "%d (%s)" % (sum(reqs.values()), " ".join("%s %d" % kv for kv in sorted(reqs.items())))
+                if reqs else "–",
+                "%.1f MiB" % (med(w, "shim", "fetched_bytes_after") / 1048576)
+                if med(w, "shim", "fetched_bytes_after") is not None else "–",
+                "%.1f MiB" % (lim / 1048576) if lim else "–"))
+        lines.append("| third / none | %s | %s | | | |" % (
+            ratio(med("evict-third", "shim"), med("evict-none", "shim")),
+            ratio(med("evict-third", "shim", "agent_cpu"), med("evict-none", "shim", "agent_cpu"))))
     if bench.notes:
         lines += ["", "## Notes", ""] + ["- " + n for n in bench.notes]
     if not write:
@@ -1097,7 +1176,7 @@ def render(path):
 AWS_FOR = {"open-cold": "aws-cp-download", "w4-cold": "aws-cp-download", "w1": "aws-sync-upload",
            "w2": "aws-sync-upload-git", "w5-write": "aws-cp-multipart-put"}
 # Workloads that move objects: reads of a cold cache (GET each), writes (PUT each).
-READS = {"open-cold", "w4-cold"}
+READS = {"open-cold", "w4-cold", "evict-none", "evict-third"}
 WRITES = {"w1", "w2", "w5-write", "w7"}
 
 
@@ -1120,8 +1199,8 @@ def distance_lines(runs, args):
                  "would cost on S3's price list (PUT/COPY/POST/LIST $0.005, GET/HEAD $0.0004 per 1,000; "
                  "DELETE free), per run (median of the reps).", "",
                  "| workload | server, one way | shim | s3fs | rclone | aws-cli |", "|---|---|---|---|---|---|"]
-    order = ["w1", "w2", "w3", "open-cold", "w4-warm", "w4-cold", "w5-write", "w5-read", "w5-reread", "w6", "w7",
-             "w8"]
+    order = ["w1", "w2", "w3", "open-cold", "w4-warm", "w4-cold", "evict-none", "evict-third", "w5-write",
+             "w5-read", "w5-reread", "w6", "w7", "w8"]
     for w in order:
         for name, bench, targets in runs:
             r = bench.results
@@ -1240,7 +1319,7 @@ def render_all(path, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated: w1..w8, open, micro, rss, baselines")
+    ap.add_argument("--only", default="", help="comma-separated: w1..w8, open, evict, micro, rss, baselines")
     ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers, or none")
     ap.add_argument("--render", metavar="JSON",
                     help="only rewrite the .md (and .json) of an earlier run from its JSON")
@@ -1274,7 +1353,7 @@ def main():
         ap.error("--exe, --tool and --tree are required (scripts/bench passes them)")
     if args.reps is None:
         args.reps = 1 if args.quick else 5
-    only = set(x for x in args.only.split(",") if x) or set(WORKLOADS) | {"open", "micro", "rss", "baselines"}
+    only = set(x for x in args.only.split(",") if x) or set(WORKLOADS) | {"open", "evict", "micro", "rss", "baselines"}
     peers = [p for p in args.peers.split(",") if p and p != "none"]
     started = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
                "load": os.getloadavg(), "tree": args.tree_desc}
@@ -1336,10 +1415,11 @@ def main():
                 for t in targets:
                     t.start()
                 wl = [w for w in WORKLOADS if w in only]
+                extra = {"open", "evict"} & only
                 for rep in range(args.reps):
-                    if wl:
+                    if wl or "evict" in extra:
                         log("rep %d/%d" % (rep + 1, args.reps))
-                        bench.one_rep(targets, set(wl) | ({"open"} if "open" in only else set()))
+                        bench.one_rep(targets, set(wl) | extra)
                     if "baselines" in only:
                         bench.baselines(targets[0])
                 if "micro" in only:

@@ -4,6 +4,14 @@
 //! 4 GiB). Recency is the agent's own fetch time and the file's atime (reads update it
 //! as the file system's atime policy allows: with `relatime`, about once a day).
 //!
+//! The cost per fetch does not grow with the cache: the agent keeps its clean files in
+//! memory, ordered by last use, with their bytes summed ([`Lru`]); fed by fetches and
+//! uploads, emptied of deletions, and filled once from the index at the first fetch that
+//! has to count (files of an earlier agent). Only when over the limit does a fetch look
+//! at files, oldest first, and then each is checked as below before it goes; one no
+//! longer clean (changed, deleted, already a placeholder) just leaves the order, one
+//! read since it was recorded (newer atime) moves to its place and is looked at again.
+//!
 //! A file goes back to a placeholder in place: same inode, size, mode and times, its bytes
 //! dropped (truncated to 0 and back, so it is sparse) and its marker restored (marker
 //! first: a crash in between leaves a marked file that is fetched again, never a file of
@@ -20,7 +28,7 @@ use super::index::{same_content_and_meta, Fingerprint, Kind, Row};
 use super::{fsops, Ctx};
 use parking_lot::Mutex;
 use s3shim_protocol::marker::Marker;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
@@ -41,8 +49,8 @@ pub struct Budget {
     max: AtomicU64,
     /// Percent of the file system kept free.
     pub free_percent: u64,
-    /// When each file was last fetched by this agent (its atime says when it was read).
-    fetched_at: Mutex<HashMap<String, SystemTime>>,
+    /// The clean files with bytes here, by last use.
+    lru: Mutex<Lru>,
     /// Subtrees a `FetchTree` made local: never evicted.
     pinned: Mutex<Vec<String>>,
     /// One room-making at a time, so two fetches do not both count the same room.
@@ -69,7 +77,7 @@ impl Default for Budget {
         Budget {
             max: AtomicU64::new(u64::MAX),
             free_percent: 0,
-            fetched_at: Mutex::default(),
+            lru: Mutex::default(),
             pinned: Mutex::default(),
             making_room: tokio::sync::Mutex::default(),
             reserved: AtomicU64::new(0),
@@ -95,14 +103,22 @@ impl Budget {
         Some(self.max.load(Ordering::SeqCst)).filter(|&m| m != u64::MAX)
     }
 
-    pub fn note_fetched(&self, rel: &str) {
-        self.fetched_at
-            .lock()
-            .insert(rel.to_string(), SystemTime::now());
+    /// `rel`'s bytes are here and in S3 (fetched, or uploaded): `bytes` on disk, used now.
+    pub fn note_clean(&self, rel: &str, bytes: u64) {
+        if rel == IGNORE_FILE || self.is_pinned(rel) {
+            return;
+        }
+        self.lru.lock().insert(rel, SystemTime::now(), bytes);
+    }
+
+    /// `rel` (and everything below it) is gone.
+    pub fn forget_subtree(&self, rel: &str) {
+        self.lru.lock().remove_subtree(rel);
     }
 
     pub fn pin(&self, rel: &str) {
         self.pinned.lock().push(rel.to_string());
+        self.lru.lock().remove_subtree(rel);
     }
 
     fn is_pinned(&self, rel: &str) -> bool {
@@ -116,12 +132,83 @@ impl Budget {
     }
 }
 
+/// The clean files whose bytes are here, ordered by last use, and their bytes summed.
+/// A path may have been changed or deleted since it was recorded: eviction checks each
+/// before it goes (see the module's comment).
+#[derive(Default)]
+struct Lru {
+    /// path → (last use as recorded, bytes on disk).
+    by_path: BTreeMap<String, (SystemTime, u64)>,
+    /// (last use, path): the least recently used first.
+    by_use: BTreeSet<(SystemTime, String)>,
+    bytes: u64,
+    /// The index's clean files were added (once, at the first fetch that counts).
+    seeded: bool,
+}
+
+impl Lru {
+    fn insert(&mut self, rel: &str, used: SystemTime, bytes: u64) {
+        self.remove(rel);
+        self.by_path.insert(rel.to_string(), (used, bytes));
+        self.by_use.insert((used, rel.to_string()));
+        self.bytes += bytes;
+    }
+
+    fn remove(&mut self, rel: &str) -> Option<(SystemTime, u64)> {
+        let (used, bytes) = self.by_path.remove(rel)?;
+        self.by_use.remove(&(used, rel.to_string()));
+        self.bytes -= bytes;
+        Some((used, bytes))
+    }
+
+    fn remove_subtree(&mut self, rel: &str) {
+        if rel.is_empty() {
+            *self = Lru {
+                seeded: self.seeded,
+                ..Lru::default()
+            };
+            return;
+        }
+        let below: Vec<String> = self
+            .by_path
+            .range(format!("{rel}/")..format!("{rel}0"))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in below.iter().map(String::as_str).chain([rel]) {
+            self.remove(p);
+        }
+    }
+
+    /// The least recently used path after `after` (exclusive), in use order.
+    fn next_after(&self, after: Option<&(SystemTime, String)>) -> Option<(SystemTime, String)> {
+        match after {
+            None => self.by_use.first().cloned(),
+            Some(a) => self
+                .by_use
+                .range((
+                    std::ops::Bound::Excluded(a.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .cloned(),
+        }
+    }
+}
+
 /// A clean fetched file that could go back to a placeholder.
 struct Candidate {
     rel: String,
     row: Row,
-    size: u64,
-    used: SystemTime,
+}
+
+/// What a look at a recorded file found.
+enum Look {
+    /// Clean, not used since it was recorded: may go.
+    Evictable(Candidate),
+    /// Read since (its atime is newer): its place in the order moves.
+    UsedAt(SystemTime),
+    /// No longer a clean local file (changed, deleted, a placeholder, pinned).
+    Stale,
 }
 
 impl Ctx {
@@ -147,35 +234,81 @@ impl Ctx {
         }
         let (avail, total) = fs_space(&self.tree)?;
         let free_target = (total / 100 * budget.free_percent).min(FREE_CAP);
-        let short_of_free = (free_target + need).saturating_sub(avail);
+        // Short of the free share, a fetch frees at most what it brings: on a disk that
+        // others filled below the share, the cache stays the size it is (least recently
+        // used out, the new file in) instead of emptying itself at every fetch.
+        let short_of_free = (free_target + need).saturating_sub(avail).min(need);
         if max.is_none() && short_of_free == 0 {
             return Ok(());
         }
-        let mut cands = self.eviction_candidates(rel)?;
-        let fetched: u64 =
-            cands.iter().map(|c| c.size).sum::<u64>() + budget.reserved.load(Ordering::SeqCst);
+        self.seed_lru()?;
+        // `rel` itself is about to be fetched: whatever was recorded for it is not here.
+        let fetched = {
+            let lru = budget.lru.lock();
+            lru.bytes - lru.by_path.get(rel).map_or(0, |e| e.1)
+        } + budget.reserved.load(Ordering::SeqCst);
         let over_limit = max.map_or(0, |max| (fetched + need).saturating_sub(max));
         // The free share is a target: short of it, clean files are evicted, but a fetch
         // fails only when the file really does not fit (or the limit is exceeded).
         let really_short = need.saturating_sub(avail);
-        let mut to_free = over_limit.max(short_of_free);
-        if to_free == 0 {
+        // Still to free for the limit (counted bytes) and for the free share (disk).
+        let (mut over, mut short) = (over_limit, short_of_free);
+        if over == 0 && short == 0 {
             return Ok(());
         }
-        cands.sort_by_key(|c| c.used);
+        // Oldest first. `cursor` passes over files that stay (busy, or `rel` itself);
+        // files that leave the order or move to a later place are taken off it, so the
+        // walk ends.
         let mut freed = (0u64, 0usize);
-        for c in cands {
-            if to_free == 0 {
+        let mut uncounted = 0u64;
+        let mut cursor: Option<(SystemTime, String)> = None;
+        while over > 0 || short > 0 {
+            let Some(at) = budget.lru.lock().next_after(cursor.as_ref()) else {
                 break;
+            };
+            let (used, path) = (&at.0, &at.1);
+            if path == rel {
+                cursor = Some(at);
+                continue;
             }
-            match self.evict_one(&c) {
-                Ok(true) => {
-                    to_free = to_free.saturating_sub(c.size);
-                    freed.0 += c.size;
-                    freed.1 += 1;
+            let look = self.look(path, *used);
+            let mut lru = budget.lru.lock();
+            // Recorded anew meanwhile (fetched or uploaded again): look again.
+            if lru.by_path.get(path).map(|e| e.0) != Some(*used) {
+                continue;
+            }
+            match look {
+                Ok(Look::Stale) => {
+                    // Its bytes were counted but are not a clean copy: less to free.
+                    let bytes = lru.remove(path).map_or(0, |e| e.1);
+                    over = over.saturating_sub(bytes);
+                    uncounted += bytes;
                 }
-                Ok(false) => {}
-                Err(e) => warn!("cannot evict {:?}: {e}", c.rel),
+                Ok(Look::UsedAt(t)) => {
+                    let bytes = lru.by_path[path].1;
+                    lru.insert(path, t, bytes);
+                }
+                Ok(Look::Evictable(c)) => {
+                    drop(lru);
+                    match self.evict_one(&c) {
+                        Ok(true) => {
+                            let bytes = budget.lru.lock().remove(path).map_or(0, |e| e.1);
+                            over = over.saturating_sub(bytes);
+                            short = short.saturating_sub(bytes);
+                            freed.0 += bytes;
+                            freed.1 += 1;
+                        }
+                        Ok(false) => cursor = Some(at),
+                        Err(e) => {
+                            warn!("cannot evict {path:?}: {e}");
+                            cursor = Some(at);
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!("cannot evict {path:?}: {e}");
+                    cursor = Some(at);
+                }
             }
         }
         if freed.1 > 0 {
@@ -184,8 +317,7 @@ impl Ctx {
                 freed.1, freed.0
             );
         }
-        let _ = to_free;
-        if freed.0 < over_limit || freed.0 < really_short {
+        if freed.0 + uncounted < over_limit || freed.0 < really_short {
             return Err(Error::Io {
                 context: format!(
                     "fetching {rel} ({need} bytes): the cache is full and nothing more can be evicted (the rest is open, changed locally, or pinned): "
@@ -196,42 +328,65 @@ impl Ctx {
         Ok(())
     }
 
-    /// Every file whose bytes are here and match S3 (its index row matches it), with its
-    /// last use, except `rel` itself, the ignore file and pinned subtrees.
-    fn eviction_candidates(&self, rel: &str) -> Result<Vec<Candidate>> {
-        let fetched_at = self.budget.fetched_at.lock().clone();
-        let mut out = Vec::new();
-        for (path, _) in self.index.files()? {
-            if path == rel || path == IGNORE_FILE || self.budget.is_pinned(&path) {
-                continue;
-            }
-            let local = self.local(&path);
-            let Ok(md) = std::fs::symlink_metadata(&local) else {
-                continue;
-            };
-            if !md.is_file() || md.len() == 0 {
-                continue;
-            }
-            if !matches!(marker_of(&local), Ok(None)) {
-                continue;
-            }
-            let Some(row) = self.index.get(&path)? else {
-                continue;
-            };
-            if row.kind != Kind::File || row.is_intent() || row.fp != Fingerprint::of(&md) {
-                continue;
-            }
-            let atime = SystemTime::UNIX_EPOCH
-                + std::time::Duration::new(md.atime().max(0) as u64, md.atime_nsec() as u32);
-            let used = fetched_at.get(&path).map_or(atime, |f| (*f).max(atime));
-            out.push(Candidate {
-                size: md.blocks() * 512,
-                rel: path,
-                row,
-                used,
-            });
+    /// Once per agent: every file of the index whose bytes are here and match S3 (left
+    /// by an earlier agent, or fetched before the first fetch that counted), used at its
+    /// atime. The only walk over the whole index.
+    fn seed_lru(&self) -> Result<()> {
+        if self.budget.lru.lock().seeded {
+            return Ok(());
         }
-        Ok(out)
+        let mut found = Vec::new();
+        for (path, _) in self.index.files()? {
+            if path == IGNORE_FILE || self.budget.is_pinned(&path) {
+                continue;
+            }
+            if let Look::Evictable(_) | Look::UsedAt(_) =
+                self.look(&path, SystemTime::UNIX_EPOCH)?
+            {
+                let md = std::fs::symlink_metadata(self.local(&path))?;
+                found.push((path, atime_of(&md), md.blocks() * 512));
+            }
+        }
+        let mut lru = self.budget.lru.lock();
+        if !lru.seeded {
+            for (path, used, bytes) in found {
+                // What this agent recorded meanwhile is newer.
+                if !lru.by_path.contains_key(&path) {
+                    lru.insert(&path, used, bytes);
+                }
+            }
+            lru.seeded = true;
+        }
+        Ok(())
+    }
+
+    /// Whether `path`, recorded as last used at `used`, may go back to a placeholder:
+    /// its bytes are here (no marker), it matches its index row, and it is not pinned.
+    fn look(&self, path: &str, used: SystemTime) -> Result<Look> {
+        if self.budget.is_pinned(path) {
+            return Ok(Look::Stale);
+        }
+        let local = self.local(path);
+        let Ok(md) = std::fs::symlink_metadata(&local) else {
+            return Ok(Look::Stale);
+        };
+        if !md.is_file() || md.len() == 0 || !matches!(marker_of(&local), Ok(None)) {
+            return Ok(Look::Stale);
+        }
+        let Some(row) = self.index.get(path)? else {
+            return Ok(Look::Stale);
+        };
+        if row.kind != Kind::File || row.is_intent() || row.fp != Fingerprint::of(&md) {
+            return Ok(Look::Stale);
+        }
+        let atime = atime_of(&md);
+        if atime > used {
+            return Ok(Look::UsedAt(atime));
+        }
+        Ok(Look::Evictable(Candidate {
+            rel: path.to_string(),
+            row,
+        }))
     }
 
     /// Turns one clean file back into a placeholder; `false` when it is busy (its path
@@ -287,7 +442,6 @@ impl Ctx {
         match result {
             Ok(row) => {
                 self.index.put(&c.rel, &row)?;
-                self.budget.fetched_at.lock().remove(&c.rel);
                 Ok(true)
             }
             Err(e) => {
@@ -296,6 +450,11 @@ impl Ctx {
             }
         }
     }
+}
+
+fn atime_of(md: &std::fs::Metadata) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + std::time::Duration::new(md.atime().max(0) as u64, md.atime_nsec() as u32)
 }
 
 /// Opens `path` for writing, never through a symlink. A read-only file (git's objects
@@ -418,6 +577,49 @@ mod tests {
             std::fs::read(ctx.local("clean")).unwrap(),
             vec![b'x'; 64 << 10]
         );
+        k.server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_least_recently_fetched_or_read_goes_first() {
+        use super::super::testkit::{is_placeholder, LAZY_DOWNLOADS};
+        let k = kit("p/", LAZY_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        for n in ["a", "b", "c", "d"] {
+            put(ctx, &format!("p/{n}"), &vec![b'x'; 64 << 10]).await;
+        }
+        ctx.list_dir("").await.unwrap();
+        for n in ["a", "b", "c"] {
+            ctx.fetch(n).await.unwrap();
+        }
+        // `a` is read after the others were fetched: its atime moves past their fetch
+        // (a fetched file keeps the object's mtime, so `relatime` updates it too).
+        let fetched = std::time::SystemTime::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(std::fs::read(ctx.local("a")).unwrap().len(), 64 << 10);
+        let read_at = std::fs::metadata(ctx.local("a"))
+            .unwrap()
+            .accessed()
+            .unwrap();
+        assert!(
+            read_at > fetched,
+            "the cache's file system did not update the atime of a read (noatime?)"
+        );
+        ctx.budget.set_max(Some(3 * (64 << 10)));
+        drop(ctx.make_room("d", 64 << 10).await.unwrap());
+        let placeholders: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| is_placeholder(ctx, n))
+            .collect();
+        assert_eq!(placeholders, ["b"], "the least recently used one goes");
+        // A file deleted here no longer counts: room without evicting anything else.
+        std::fs::remove_file(ctx.local("c")).unwrap();
+        ctx.budget.forget_subtree("c");
+        ctx.fetch("d").await.unwrap();
+        ctx.budget.set_max(Some(2 * (64 << 10)));
+        drop(ctx.make_room("b", 64 << 10).await.unwrap());
+        assert!(is_placeholder(ctx, "b"));
+        assert!(!is_placeholder(ctx, "a") || !is_placeholder(ctx, "d"));
         k.server.shutdown().await;
     }
 

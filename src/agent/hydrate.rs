@@ -258,6 +258,8 @@ impl Ctx {
             .await;
 
         let mut rows = Vec::new();
+        // Files whose bytes came with the listing: clean copies, counted by the budget.
+        let mut complete = Vec::new();
         for (name, key, job, head) in heads {
             let child_rel = names::join_rel(rel, &name);
             let path = dir.join(&name);
@@ -270,7 +272,10 @@ impl Ctx {
                     continue;
                 };
                 match bytes {
-                    Some(b) => self.make_complete(&path, &key, &head, b).await,
+                    Some(b) => {
+                        complete.push(child_rel.clone());
+                        self.make_complete(&path, &key, &head, b).await
+                    }
                     None => self.make_entry(&path, &key, &head).await,
                 }
             };
@@ -284,6 +289,11 @@ impl Ctx {
             }
         }
         self.index.put_many(&rows)?;
+        for c in complete {
+            if let Ok(m) = std::fs::symlink_metadata(self.local(&c)) {
+                self.budget.note_clean(&c, m.blocks() * 512);
+            }
+        }
         fsops::remove_marker(&dir).with_context(|| format!("marking {} listed", dir.display()))?;
         info!("listed {rel:?}: {} entries from {source:?}", rows.len());
         Ok(())
@@ -579,7 +589,9 @@ impl Ctx {
             Some(row) => {
                 debug!("fetched {rel:?} ({} bytes)", row.fp.size);
                 self.index.put(rel, &row)?;
-                self.budget.note_fetched(rel);
+                let bytes =
+                    std::fs::symlink_metadata(&path).map_or(row.fp.size, |m| m.blocks() * 512);
+                self.budget.note_clean(rel, bytes);
             }
             None => info!("{rel:?} changed locally while downloading; keeping the local version"),
         }

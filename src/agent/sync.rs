@@ -502,6 +502,8 @@ impl Ctx {
                 // renamed or deleted during the upload must have its object deleted (an
                 // unrecorded one was left behind, and shown again by the remote check).
                 self.index.put(rel, &Row::new(Kind::File, etag, fp))?;
+                // Clean now: its bytes count against the cache's limit and may be evicted.
+                self.budget.note_clean(rel, md.blocks() * 512);
                 match std::fs::symlink_metadata(&path) {
                     Ok(after) if Fingerprint::of(&after) == fp => {}
                     // Written to, moved or deleted while uploading: reconcile again.
@@ -722,12 +724,14 @@ impl Ctx {
                 // An implicit directory has no object of its own; deleting it is harmless.
                 self.s3.delete(&prefix).await?;
                 self.index.delete_subtree(rel)?;
+                self.budget.forget_subtree(rel);
                 info!("deleted {rel:?}/ from S3 ({} objects)", keys.len());
                 Ok(Removed::Subtree)
             }
             Some(_) => {
                 self.s3.delete(&self.key(rel)).await?;
                 self.index.delete(rel)?;
+                self.budget.forget_subtree(rel);
                 debug!("deleted {rel:?} from S3");
                 Ok(Removed::Other)
             }
