@@ -1002,6 +1002,9 @@ async function agentKill(page, id) {
   // The terminal: read and write in the never-listed directory.
   const made = `made after the kill ${id}\n`;
   await terminalRun(page, `cat /workspace/after-kill/deep/seed.txt > /workspace/after-kill/deep/copy.txt; echo '${made.trimEnd()}' > /workspace/after-kill/deep/new.txt; echo $? > /workspace/after-kill/exit.txt`);
+  // The command has ended (its last write is in S3) before "in S3" below means anything:
+  // otherwise the status bar can say "in S3" before the shell has written a byte.
+  await s3Expect('after-kill/exit.txt', holds('0\n'), 'the terminal commands ended with status 0', 120_000);
   // The restart is counted, and a new agent serves the cache.
   let restarts = before;
   const until = Date.now() + 60_000;
