@@ -1196,9 +1196,15 @@ async function statelessPhase(page, phase) {
     // put before what was typed.
     await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: '..' }).first().waitFor();
     await page.waitForFunction(() => /^\/.*\/$/.test(document.querySelector('.quick-input-widget input')?.value || ''), null, { timeout: STEP_MS });
-    await box.fill(env.PROBE_VSIX);
-    await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: path.basename(env.PROBE_VSIX) }).first().waitFor();
-    if ((await box.inputValue()) !== env.PROBE_VSIX) throw new Error(`the file dialog shows ${await box.inputValue()}`);
+    // It may still put its start folder in the box after that (seen once in CI): then the
+    // path is typed again, until the box holds it and its row shows.
+    const vsixRow = page.locator('.quick-input-list .monaco-list-row').filter({ hasText: path.basename(env.PROBE_VSIX) }).first();
+    for (const end = Date.now() + STEP_MS; ; ) {
+      await box.fill(env.PROBE_VSIX);
+      const shown = await vsixRow.waitFor({ timeout: 5_000 }).then(() => true, () => false);
+      if (shown && (await box.inputValue()) === env.PROBE_VSIX) break;
+      if (Date.now() > end) throw new Error(`the file dialog shows ${await box.inputValue()}`);
+    }
     await box.press('Enter');
     await toast(page, 'Completed installing').waitFor({ timeout: 60_000 });
     await s3Expect('.code-server/extensions/e2e.e2e-probe-0.0.1/package.json', present, 'the installed extension');
