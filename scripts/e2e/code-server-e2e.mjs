@@ -406,9 +406,17 @@ function reportProcesses(label) {
   log(text.trimEnd());
   log(`node processes: ${nodeProcs.length}, of which not ${nodeReal}: ${otherNode.length}`);
   if (EXPECT_PRELOAD_LIB && env.REQUIRE_PRELOAD === '1') {
-    const missing = nodeProcs.filter((p) => {
+    const lacks = (p) => {
       try { return !fs.readFileSync(`/proc/${p.pid}/maps`, 'utf8').includes(EXPECT_PRELOAD_LIB); } catch { return false; }
-    });
+    };
+    // A process caught between its execve and the loader mapping its preloads (a language
+    // server starting as the tree is read, seen once in CI) shows no library yet: such a
+    // one is looked at again for up to 5 s; one that runs without the shim still lacks it.
+    let missing = nodeProcs.filter(lacks);
+    for (const end = Date.now() + 5000; missing.length && Date.now() < end; ) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+      missing = missing.filter(lacks);
+    }
     if (nodeProcs.length === 0) throw new Error(`${label}: no node process found under code-server`);
     if (missing.length) {
       throw new Error(`${label}: ${missing.length} node process(es) run without ${EXPECT_PRELOAD_LIB}:\n  ${missing.map(describe).join('\n  ')}`);
