@@ -1,5 +1,6 @@
 """Prints one tab-separated line per entry of a tree: path, type, mode, size, content
-hash or link target, and (with --mtime) the file's mtime in nanoseconds. Directory mtimes and the
+hash or link target (left out with --no-content: nothing is read, so nothing is fetched),
+and (with --mtime) the file's mtime in nanoseconds. Directory mtimes and the
 contents of .git/index (a cache of inode numbers and ctimes) are left out: they describe
 the machine, not the workspace."""
 import hashlib
@@ -8,6 +9,7 @@ import sys
 
 top = sys.argv[1]
 with_mtime = "--mtime" in sys.argv
+with_content = "--no-content" not in sys.argv
 out = []
 for root, dirs, files in os.walk(top):
     dirs.sort()
@@ -21,7 +23,7 @@ for root, dirs, files in os.walk(top):
         elif os.path.isdir(p):
             line = f"{rel}\tdir\t{mode}"
         else:
-            if rel == ".git/index":
+            if rel == ".git/index" or not with_content:
                 digest = "-"
             else:
                 with open(p, "rb") as f:

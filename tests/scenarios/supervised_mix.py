@@ -11,6 +11,7 @@ import sys
 
 mount, progress, stop, status_out, s3shim, ndirs = sys.argv[1:7]
 ndirs = int(ndirs)
+SLOTS = 64
 
 
 def body(d, f):
@@ -39,11 +40,15 @@ while not os.path.exists(stop):
         os.rename(f"{mount}/src/d{d:02}", f"{mount}/moved/d{d:02}")
     else:
         check_dir(f"{mount}/moved/d{d:02}", d)
-    with open(f"{mount}/work/w{i}.txt", "wb") as fh:
+    # A bounded set of names (rounds run as fast as the machine goes, thousands while
+    # the test waits for restarts): each round writes one, renames it over an older
+    # one, and every third round deletes the previous round's.
+    slot = i % SLOTS
+    with open(f"{mount}/work/w{slot}.txt", "wb") as fh:
         fh.write(f"written in round {i}\n".encode() * (i % 50 + 1))
-    os.rename(f"{mount}/work/w{i}.txt", f"{mount}/work/r{i}.txt")
+    os.rename(f"{mount}/work/w{slot}.txt", f"{mount}/work/r{slot}.txt")
     if i % 3 == 2:
-        os.remove(f"{mount}/work/r{i - 1}.txt")
+        os.remove(f"{mount}/work/r{(i - 1) % SLOTS}.txt")
     i += 1
     with open(progress + ".tmp", "w") as fh:
         fh.write(str(i))
