@@ -18,6 +18,8 @@ const MIN_GLIBC: (u32, u32) = (2, 34);
 
 enum Outcome {
     Pass(String),
+    /// Works, with a weaker promise than the user may expect: said, not failed.
+    Warn(String),
     Fail(String),
     Skip(String),
 }
@@ -30,6 +32,7 @@ impl Report {
     fn line(&mut self, check: &str, outcome: Outcome) {
         let (tag, text) = match outcome {
             Outcome::Pass(t) => ("ok  ", t),
+            Outcome::Warn(t) => ("warn", t),
             Outcome::Fail(t) => {
                 self.failed += 1;
                 ("FAIL", t)
@@ -291,6 +294,13 @@ async fn write_checks(s3: &s3::S3, prefix: &str) -> (Outcome, Outcome) {
     let conditional = match timed(again).await {
         Err(Some(SdkError::ServiceError(se))) if se.raw().status().as_u16() == 412 => {
             Outcome::Pass("a PUT with If-None-Match: * on an existing key is refused (412)".into())
+        }
+        Err(Some(SdkError::ServiceError(se)))
+            if se.raw().status().as_u16() == 501 || se.err().meta().code() == Some("NotImplemented") =>
+        {
+            Outcome::Warn(
+                "the server does not implement conditional writes (501 NotImplemented): the agent checks each object with a HEAD before it uploads instead, which leaves a moment in which another writer's change can be overwritten; a server with conditional writes (AWS S3, MinIO, Ceph RGW, ours) closes it".into(),
+            )
         }
         Ok(_) => Outcome::Fail(
             "the server ignored If-None-Match: * and overwrote an existing key, so two writers can lose each other's changes silently; use a server with conditional writes (AWS S3, MinIO, Ceph RGW 18+, ours)".into(),

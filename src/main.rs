@@ -122,6 +122,10 @@ enum Cmd {
         /// with 403 AccessDenied (as a bucket policy denying writes there would).
         #[arg(long = "deny-write", value_name = "KEY_PREFIX")]
         deny_write: Vec<String>,
+        /// Refuse writes carrying If-Match / If-None-Match with 501 NotImplemented, as
+        /// servers without conditional writes do (to try the agent's fallback).
+        #[arg(long = "no-conditional-writes")]
+        no_conditional_writes: bool,
     },
     /// The per-cache agent (started by `run`).
     #[command(hide = true)]
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
             secret_key,
             deny_read,
             deny_write,
+            no_conditional_writes,
         } => serve_s3(
             data,
             listen,
@@ -195,6 +200,7 @@ fn main() -> ExitCode {
             Policy {
                 deny_read,
                 deny_write,
+                conditional_writes: !no_conditional_writes,
             },
         ),
     };
@@ -211,10 +217,12 @@ fn with_settings(ws: &WorkspaceArgs, f: impl FnOnce(&Settings) -> anyhow::Result
     }
 }
 
-/// Key prefixes `s3shim server` refuses to read or write.
+/// What `s3shim server` refuses: reads and writes under key prefixes, and (when
+/// `conditional_writes` is off) writes with preconditions.
 struct Policy {
     deny_read: Vec<String>,
     deny_write: Vec<String>,
+    conditional_writes: bool,
 }
 
 fn serve_s3(
@@ -238,6 +246,7 @@ fn serve_s3(
         cfg.buckets = buckets;
         cfg.deny_read = policy.deny_read;
         cfg.deny_write = policy.deny_write;
+        cfg.conditional_writes = policy.conditional_writes;
         let server = match s3shim_s3server::Server::start(cfg).await {
             Ok(s) => s,
             Err(e) => {

@@ -115,6 +115,23 @@ fn a_good_configuration_passes_every_check() {
 }
 
 #[test]
+fn a_server_without_conditional_writes_is_a_warning_not_a_failure() {
+    let s3 = S3Server::start_own(&["--no-conditional-writes"]);
+    let d = Doctor::new();
+    let o = d.run(BUCKET, &s3.endpoint, SECRET_KEY);
+    let out = stdout(&o);
+    assert!(o.status.success(), "the agent works there:\n{out}");
+    let warned = lines_tagged(&out, "warn");
+    assert_eq!(warned.len(), 1, "{out}");
+    assert_eq!(warned[0].split_whitespace().nth(1), Some("conditional"));
+    assert!(
+        warned[0].contains("501") && warned[0].contains("HEAD"),
+        "says what it means and what the agent does:\n{out}"
+    );
+    assert!(lines_tagged(&out, "FAIL").is_empty(), "{out}");
+}
+
+#[test]
 fn a_wrong_secret_is_diagnosed() {
     let s3 = S3Server::start();
     if !s3.enforces_auth {

@@ -64,6 +64,10 @@ pub struct Config {
     /// Key prefixes (in every bucket) where PUT, copy, multipart upload and delete are
     /// refused with 403 AccessDenied, as a bucket policy denying writes there would.
     pub deny_write: Vec<String>,
+    /// Whether writes honour `If-Match` / `If-None-Match`. Off: a write carrying either
+    /// is refused with 501 NotImplemented, as AWS S3 answered before it had them (and
+    /// some self-hosted servers still do), so clients' fallbacks can be tested.
+    pub conditional_writes: bool,
 }
 
 impl Config {
@@ -83,6 +87,7 @@ impl Config {
             fsync: true,
             deny_read: Vec::new(),
             deny_write: Vec::new(),
+            conditional_writes: true,
         }
     }
 
@@ -105,6 +110,7 @@ impl fmt::Debug for Config {
             .field("fsync", &self.fsync)
             .field("deny_read", &self.deny_read)
             .field("deny_write", &self.deny_write)
+            .field("conditional_writes", &self.conditional_writes)
             .finish()
     }
 }
@@ -264,6 +270,7 @@ impl Server {
             store,
             stats: Arc::clone(&stats),
             region: cfg.region.clone(),
+            conditional_writes: cfg.conditional_writes,
         };
         let mut builder = S3ServiceBuilder::new(backend);
         builder.set_auth(SingleKeyAuth {

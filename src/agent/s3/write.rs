@@ -274,6 +274,12 @@ impl S3 {
                             )),
                         }
                     }
+                    // Tried again with the HEAD check (the parts are aborted below).
+                    Err(e) if cond.is_some() && self.conditional_unsupported(&e) => {
+                        Err(Error::Unavailable(format!(
+                            "uploading {key}: the server does not support conditional writes"
+                        )))
+                    }
                     Err(e) => Err(self.if_match_gone(key, &cond, e)),
                 }
             }

@@ -37,6 +37,8 @@ pub(crate) struct Backend {
     pub store: Arc<Store>,
     pub stats: Arc<Counters>,
     pub region: String,
+    /// Off: writes with `If-Match` / `If-None-Match` get 501 (see `Config`).
+    pub conditional_writes: bool,
 }
 
 fn ts(ms: i64) -> Timestamp {
@@ -147,9 +149,23 @@ impl Backend {
         }
     }
 
+    /// A server without conditional writes refuses a write that asks for them, as AWS S3
+    /// did: 501 NotImplemented, naming no header.
+    fn refuse_unsupported_cond(&self, cond: &WriteCond) -> S3Result<()> {
+        if self.conditional_writes || (cond.if_match.is_none() && cond.if_none_match.is_none()) {
+            return Ok(());
+        }
+        Err(custom_error(
+            "NotImplemented",
+            hyper::StatusCode::NOT_IMPLEMENTED,
+            "A header you provided implies functionality that is not implemented",
+        ))
+    }
+
     /// Fails fast (before a body is received) on a missing bucket or a write condition
     /// that already fails; the commit checks again atomically.
     async fn precheck_write(&self, bucket: &str, key: &str, cond: &WriteCond) -> S3Result<()> {
+        self.refuse_unsupported_cond(cond)?;
         if cond.if_match.is_none() && cond.if_none_match.is_none() {
             return self.require_bucket(bucket).await;
         }

@@ -240,6 +240,10 @@ pub(super) async fn complete_multipart_upload(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     backend.count(|c| &c.multipart);
     let input = req.input;
+    backend.refuse_unsupported_cond(&WriteCond {
+        if_match: input.if_match.clone(),
+        if_none_match: input.if_none_match.clone(),
+    })?;
     let requested = input
         .multipart_upload
         .and_then(|m| m.parts)
