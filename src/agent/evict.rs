@@ -18,7 +18,8 @@
 //! zeros taken for complete). Never evicted: a file with changes not in S3 (its index row
 //! does not match it), a file any process has open (a write lease is refused; while it is
 //! held an `open` waits), the `.s3shimignore` file and local-only paths (no row), and
-//! whatever a `FetchTree` made local (static binaries read it without the shim).
+//! whatever a `FetchTree` made local (static binaries read it without the shim), and a
+//! file the supervisor let a program through to a moment ago ([`SupervisedPaths`]).
 //! Writes by programs are never refused for the limit: it bounds fetched copies only.
 
 use super::error::{other, Error, Result};
@@ -34,7 +35,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 /// Share of the cache's file system kept free (percent), at most `FREE_CAP` bytes: on a
@@ -57,6 +58,76 @@ pub struct Budget {
     making_room: tokio::sync::Mutex<()>,
     /// Bytes of fetches under way (room made, bytes not in place yet).
     reserved: AtomicU64,
+    /// Paths the supervisor just let programs that bypass libc through to.
+    pub supervised: SupervisedPaths,
+}
+
+/// Paths the seccomp supervisor let a call through to in the last moments, so that
+/// eviction never turns such a file back into a placeholder between the supervisor's
+/// look (no marker: complete) and the kernel's `open`; the program, which has no shim to
+/// check the marker on the file it opened, would read zeros.
+///
+/// The supervisor notes a path *before* it reads the marker, and eviction looks here
+/// *after* writing the marker (under its lease, before dropping the bytes), both under
+/// this lock: either eviction sees the note and backs out, or the note came after the
+/// marker was written and the supervisor sees the marker (and fetches). A fixed ring, no
+/// allocation per call: a program makes thousands of calls a second, and the moment to
+/// cover is the microseconds from the supervisor's answer to the kernel's open.
+pub struct SupervisedPaths {
+    ring: Mutex<Ring>,
+}
+
+struct Ring {
+    /// (hash of the path relative to the tree, when noted).
+    at: Box<[(u64, Option<Instant>)]>,
+    next: usize,
+}
+
+/// Notes kept; older ones are overwritten.
+const SUPERVISED_RING: usize = 4096;
+/// How long a note protects a file: far longer than an answer takes to become an open.
+const SUPERVISED_RECENT: Duration = Duration::from_secs(5);
+
+fn path_hash(rel: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(rel);
+    h.finish()
+}
+
+impl Default for SupervisedPaths {
+    fn default() -> SupervisedPaths {
+        SupervisedPaths {
+            ring: Mutex::new(Ring {
+                at: vec![(0, None); SUPERVISED_RING].into_boxed_slice(),
+                next: 0,
+            }),
+        }
+    }
+}
+
+impl SupervisedPaths {
+    /// A supervised call names `rel` (bytes of the path relative to the tree).
+    pub fn note(&self, rel: &[u8]) {
+        let h = path_hash(rel);
+        let now = Instant::now();
+        let mut r = self.ring.lock();
+        let i = r.next % SUPERVISED_RING;
+        if let Some(slot) = r.at.get_mut(i) {
+            *slot = (h, Some(now));
+        }
+        r.next = r.next.wrapping_add(1);
+    }
+
+    /// Whether a supervised call named `rel` in the last moments (a hash collision
+    /// answers yes: the file then just stays).
+    pub fn recent(&self, rel: &str) -> bool {
+        let h = path_hash(rel.as_bytes());
+        let now = Instant::now();
+        self.ring.lock().at.iter().any(|(k, t)| {
+            *k == h && t.is_some_and(|t| now.saturating_duration_since(t) < SUPERVISED_RECENT)
+        })
+    }
 }
 
 /// Room made for one fetch, counted until the fetch is over (then its file counts).
@@ -81,6 +152,7 @@ impl Default for Budget {
             pinned: Mutex::default(),
             making_room: tokio::sync::Mutex::default(),
             reserved: AtomicU64::new(0),
+            supervised: SupervisedPaths::default(),
         }
     }
 }
@@ -424,6 +496,13 @@ impl Ctx {
                     source_key: &key,
                 },
             )?;
+            // After the marker, before the bytes go (see `SupervisedPaths`).
+            if self.budget.supervised.recent(&c.rel) {
+                fsops::fremove_marker(&f)?;
+                return Err(other!(
+                    "a supervised program was let through to it a moment ago"
+                ));
+            }
             f.set_len(0)?;
             f.set_len(now.len())?;
             fsops::fset_times(
@@ -577,6 +656,38 @@ mod tests {
             std::fs::read(ctx.local("clean")).unwrap(),
             vec![b'x'; 64 << 10]
         );
+        k.server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_a_supervised_program_was_just_let_through_to_stays() {
+        use super::super::testkit::is_placeholder;
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        for n in ["opened", "other", "next"] {
+            put(ctx, &format!("p/{n}"), &vec![b'x'; 64 << 10]).await;
+        }
+        ctx.list_dir("").await.unwrap();
+        // `opened` is fetched first, so it is the first to go by age.
+        for n in ["opened", "other"] {
+            ctx.fetch(n).await.unwrap();
+        }
+        // The supervisor has just answered a call naming it; the kernel's open may not
+        // have run yet.
+        ctx.budget.supervised.note(b"opened");
+        ctx.budget.set_max(Some(2 * (64 << 10)));
+        drop(ctx.make_room("next", 64 << 10).await.unwrap());
+        assert!(!is_placeholder(ctx, "opened"), "the noted file stays");
+        assert_eq!(
+            std::fs::read(ctx.local("opened")).unwrap(),
+            vec![b'x'; 64 << 10]
+        );
+        assert!(is_placeholder(ctx, "other"), "the next oldest went instead");
+        // Nothing else may go: the fetch is ENOSPC, never a file of zeros.
+        ctx.budget.set_max(Some(64 << 10));
+        let e = ctx.make_room("next", 64 << 10).await.err().unwrap();
+        assert_eq!(super::super::error::errno(&e), libc::ENOSPC, "{e}");
+        assert!(!is_placeholder(ctx, "opened"));
         k.server.shutdown().await;
     }
 

@@ -430,6 +430,9 @@ impl Supervisor {
             Place::Unsure => return false,
             Place::In(rel) => rel,
         };
+        // Noted before the marker is read: eviction backs out of a file noted while it
+        // works on it (`evict::SupervisedPaths`).
+        self.ctx.budget.supervised.note(rel);
         // The entry's marker, read at its cache path: none means complete or listed.
         let mut cpath = [0u8; MAX];
         let Some(end) = (tree.len() + 1 + rel.len())
@@ -476,6 +479,8 @@ impl Supervisor {
     /// What the cache needs for `rel` before a call that wants `want` (a few xattr
     /// reads, no request).
     fn need(&self, rel: &str, want: Want) -> Need {
+        // Before the marker is read, as in `needs_nothing`.
+        self.ctx.budget.supervised.note(rel.as_bytes());
         let p = self.ctx.local(rel);
         match marker(&p) {
             Ok(Some(Kind::Unlisted)) if matches!(want, Want::Dir | Want::Bytes) => Need::ListDir,
