@@ -328,3 +328,62 @@ fn a_directory_rename_cut_by_kill_9_is_finished_on_restart() {
         }
     }
 }
+
+/// Agents serving the cache at `cache` (any parent: an agent outlives its `run`).
+fn agents_of_cache(cache: &std::path::Path) -> Vec<u32> {
+    let needle = cache.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("\0agent\0") && cmdline.contains(&needle) && !gone(p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A CI job (or the benchmark) removes the cache the moment `run` returns, while the
+/// agent may still be draining before it exits: that removal is no session's doing and
+/// must not become deletes in S3. (It did: each round lost a share of the bucket.)
+#[test]
+fn removing_the_cache_as_soon_as_run_returns_deletes_nothing_in_s3() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "rm/", "/rmws");
+    ws.bash(
+        "w",
+        "mkdir -p /rmws/d/e && for i in $(seq 1 150); do echo $i > /rmws/d/f$i; echo $i > /rmws/d/e/g$i; done",
+    );
+    let keys = s3.keys("rm/");
+    assert_eq!(
+        keys.len(),
+        302,
+        "two directory markers and 300 files: {keys:?}"
+    );
+    let mut lingered = 0;
+    for round in 0..8 {
+        let c = format!("r{round}");
+        let out = ws.bash(&c, "cat /rmws/d/f1 /rmws/d/e/g2 && ls /rmws/d | wc -l");
+        assert_eq!(out, "1\n2\n151\n");
+        let cache = ws.cache(&c);
+        let agents = agents_of_cache(&cache);
+        std::fs::remove_dir_all(&cache).unwrap();
+        if !agents.is_empty() {
+            lingered += 1;
+        }
+        for a in agents {
+            wait_gone(a, Duration::from_secs(60), "the agent");
+        }
+        let now = s3.keys("rm/");
+        let lost: Vec<&String> = keys.iter().filter(|k| !now.contains(k)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} objects deleted: {lost:?}",
+            lost.len()
+        );
+    }
+    eprintln!("the agent outlived run in {lingered} of 8 rounds");
+}

@@ -1364,7 +1364,8 @@ def main():
         signal.signal(s, on_signal)
 
     base = tempfile.mkdtemp(prefix="s3shim-bench.")
-    CLEANUP.add("remove " + base, lambda: shutil.rmtree(base, ignore_errors=True))
+    if os.environ.get("S3SHIM_BENCH_KEEP") != "1":  # kept: agent logs, caches, for a failure
+        CLEANUP.add("remove " + base, lambda: shutil.rmtree(base, ignore_errors=True))
     CLEANUP.add("stray processes", lambda: kill_strays(base))
     servers = [x for x in args.server.split(",") if x]
     delays = [float(x) for x in args.delay_ms.split(",") if x]

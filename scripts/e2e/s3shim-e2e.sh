@@ -149,10 +149,10 @@ flush="$bin flush $common --cache $cache >/dev/null"
 preload=1
 if [[ -n ${E2E_IMAGE:-} ]]; then
 	# The container image instead (scripts/container-test): E2E_CONTAINER is the
-	# `podman run ...` with its restrictions. The image has its own code-server, so the
-	# launcher drops the test's node and entry.js and passes the rest of code-server's
-	# arguments to the image's entrypoint (code-server-s3). The test's temp dir (user
-	# data, settings) and the cache are bound in at the same paths.
+	# `podman run ...` with its restrictions. The image has its own code-server: the
+	# launcher gets code-server's arguments only (CODE_SERVER_ARGS_ONLY above) and passes
+	# them to the image's entrypoint (code-server-s3). The test's temp dir (user data,
+	# settings) and the cache are bound in at the same paths.
 	cname=s3shim-e2e-$$
 	mkdir -p "$work/tmp"
 	chmod 755 "$work/tmp"
@@ -160,7 +160,6 @@ if [[ -n ${E2E_IMAGE:-} ]]; then
 	export TMPDIR=$work/tmp S3SHIM_CACHE=/home/coder/.cache/s3shim/e2e
 	cat >"$work/container" <<-EOF
 		#!/bin/sh
-		shift 2
 		exec $E2E_CONTAINER --name $cname -v $cache:$S3SHIM_CACHE -v $work/tmp:$work/tmp \
 			-e S3SHIM_BUCKET -e S3SHIM_KEY_PREFIX -e S3SHIM_MOUNT -e S3SHIM_CACHE \
 			-e AWS_ENDPOINT_URL -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \

@@ -483,7 +483,8 @@ impl Ctx {
         if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
             return Ok(false);
         }
-        let result = (|| -> Result<Row> {
+        // The file's index row after the attempt, and whether it was evicted.
+        let result = (|| -> Result<(Row, bool)> {
             let now = f.metadata()?;
             if !same_content_and_meta(&Fingerprint::of(&now), &c.row.fp) {
                 return Err(other!("changed while being evicted"));
@@ -499,8 +500,15 @@ impl Ctx {
             // After the marker, before the bytes go (see `SupervisedPaths`).
             if self.budget.supervised.recent(&c.rel) {
                 fsops::fremove_marker(&f)?;
-                return Err(other!(
-                    "a supervised program was let through to it a moment ago"
+                // Still the clean copy it was; only its ctime moved (the marker came
+                // and went), which the index must know or it would look changed.
+                return Ok((
+                    Row::new(
+                        Kind::File,
+                        c.row.etag.clone(),
+                        Fingerprint::of(&f.metadata()?),
+                    ),
+                    false,
                 ));
             }
             f.set_len(0)?;
@@ -510,18 +518,27 @@ impl Ctx {
                 (now.atime(), now.atime_nsec() as u32),
                 (now.mtime(), now.mtime_nsec() as u32),
             )?;
-            Ok(Row::new(
-                Kind::File,
-                c.row.etag.clone(),
-                Fingerprint::of(&f.metadata()?),
+            Ok((
+                Row::new(
+                    Kind::File,
+                    c.row.etag.clone(),
+                    Fingerprint::of(&f.metadata()?),
+                ),
+                true,
             ))
         })();
         // SAFETY: fcntl on an open fd.
         unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
         match result {
-            Ok(row) => {
+            Ok((row, evicted)) => {
                 self.index.put(&c.rel, &row)?;
-                Ok(true)
+                if !evicted {
+                    info!(
+                        "not evicting {:?}: a supervised program was let through to it a moment ago",
+                        c.rel
+                    );
+                }
+                Ok(evicted)
             }
             Err(e) => {
                 warn!("not evicting {:?}: {e}", c.rel);

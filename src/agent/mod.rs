@@ -330,6 +330,11 @@ struct Server {
     ctx: Arc<Ctx>,
     watch: watch::WatchHandle,
     sessions: AtomicUsize,
+    /// Set (under its lock, with `sessions`) when the last session closed and the agent
+    /// stops because of it: a `run` that comes now is refused and starts the next agent.
+    leaving: parking_lot::Mutex<bool>,
+    /// The agent stops when its last session closes.
+    by_sessions: bool,
     had_session: AtomicBool,
     last_session_closed: Notify,
     requests: Arc<requests::RequestLog>,
@@ -351,6 +356,8 @@ async fn serve(
         ctx,
         watch,
         sessions: AtomicUsize::new(0),
+        leaving: parking_lot::Mutex::new(false),
+        by_sessions: sessions.is_some(),
         had_session: AtomicBool::new(false),
         last_session_closed: Notify::new(),
         requests,
@@ -516,13 +523,53 @@ impl Server {
 
     /// A `run` holds this connection open for its lifetime.
     async fn session(&self, mut stream: UnixStream) {
-        self.sessions.fetch_add(1, Ordering::SeqCst);
+        let refused = {
+            let leaving = self.leaving.lock();
+            if !*leaving {
+                self.sessions.fetch_add(1, Ordering::SeqCst);
+            }
+            *leaving
+        };
+        if refused {
+            let _ = reply(&mut stream, libc::EAGAIN, b"the agent is stopping").await;
+            return;
+        }
         self.had_session.store(true, Ordering::SeqCst);
+        let mut in_order = false;
         if reply(&mut stream, 0, b"").await.is_ok() {
             let mut sink = [0u8; 64];
-            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(n) if n > 0 => in_order |= sink[..n].contains(&wire::SESSION_BYE),
+                    _ => break,
+                }
+            }
         }
-        self.sessions.fetch_sub(1, Ordering::SeqCst);
+        let last = {
+            let mut leaving = self.leaving.lock();
+            let last = self.sessions.fetch_sub(1, Ordering::SeqCst) == 1;
+            if last && self.by_sessions {
+                *leaving = true;
+            }
+            last
+        };
+        if last && in_order && self.by_sessions {
+            // Every session is over and said so: what its programs changed is read now
+            // and reaches S3 before `run` returns (it waits for this connection to
+            // close). What happens in the tree after that is no session's doing (a CI
+            // job removing the cache as soon as `run` returned): it is not watched, and
+            // nothing found gone while draining is deleted from S3.
+            self.watch.stop().await;
+            // The whole drain, retries included, while `run` still waits: nothing can
+            // remove the cache yet, so whatever is pending is the sessions' doing. Not
+            // while S3 does not answer (`run` has said what is not in S3; it need not
+            // wait): then deletes still pending are left to the next agent too.
+            if self.ctx.queue.paused().is_none() {
+                let _ = tokio::time::timeout(drain_timeout(), drain(self)).await;
+            }
+            self.ctx.queue.hold_deletes();
+        }
+        drop(stream);
         self.last_session_closed.notify_one();
     }
 

@@ -22,8 +22,18 @@ pub const FILE_MAX: u64 = 1 << 20;
 pub const DIR_BYTES_MAX: u64 = 32 << 20;
 /// At most this many files per directory.
 pub const DIR_FILES_MAX: usize = 1000;
-/// Prefetch downloads in flight at once, over all directories.
-pub const CONCURRENCY: usize = 8;
+/// Prefetch downloads in flight at once, over all directories
+/// (`S3SHIM_PREFETCH_CONCURRENCY`, default 8).
+pub fn concurrency() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("S3SHIM_PREFETCH_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(8)
+    })
+}
 
 pub struct Prefetch {
     /// Directories whose prefetch has started (each is prefetched once per agent).
@@ -35,7 +45,7 @@ impl Default for Prefetch {
     fn default() -> Self {
         Prefetch {
             started: Mutex::default(),
-            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            slots: Arc::new(Semaphore::new(concurrency())),
         }
     }
 }
@@ -71,7 +81,7 @@ impl Ctx {
         debug!("prefetching {} files of {dir:?}", files.len());
         let me = &self;
         stream::iter(files)
-            .for_each_concurrent(CONCURRENCY, |rel| async move {
+            .for_each_concurrent(concurrency(), |rel| async move {
                 let Some(p) = me.prefetch.as_ref() else {
                     return;
                 };

@@ -78,6 +78,9 @@ pub struct Queue {
     state: Mutex<State>,
     work: Notify,
     progress: watch::Sender<u64>,
+    /// The last session closed in order: paths found gone from now on are not deleted
+    /// from S3 (see [`Queue::hold_deletes`]).
+    deletes_held: std::sync::atomic::AtomicBool,
 }
 
 /// A batch handed to the sync worker.
@@ -92,11 +95,25 @@ impl Default for Queue {
             state: Mutex::default(),
             work: Notify::new(),
             progress: watch::channel(0).0,
+            deletes_held: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl Queue {
+    /// Once the last session has closed in order, the tree is no longer anyone's
+    /// workspace: what disappears from it while the agent drains (typically the cache
+    /// removed as soon as `run` returned) must not become deletes in S3. The next agent
+    /// on this cache, if it is kept, compares the tree with the index and decides.
+    pub fn hold_deletes(&self) {
+        self.deletes_held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn deletes_held(&self) -> bool {
+        self.deletes_held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Records that `rel` changed now.
     pub fn mark(&self, rel: String) {
         let mut s = self.state.lock();

@@ -30,8 +30,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
-/// Uploads/copies in flight at once.
-const SYNC_CONCURRENCY: usize = 16;
+/// Uploads/copies/deletes in flight at once (`S3SHIM_UPLOAD_CONCURRENCY`, default 16).
+fn sync_concurrency() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("S3SHIM_UPLOAD_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(16)
+    })
+}
 
 /// What deleting a path removed from S3.
 enum Removed {
@@ -239,7 +248,7 @@ impl Ctx {
                     let r = self.upsert(&rel).await;
                     (rel, seq, r)
                 })
-                .buffer_unordered(SYNC_CONCURRENCY);
+                .buffer_unordered(sync_concurrency());
             let mut next = Vec::new();
             // Each path is finished as soon as its own upload is: an fsync waiting on one
             // file of a large batch does not wait for the rest.
@@ -288,6 +297,13 @@ impl Ctx {
         copy_failed_for_good: bool,
     ) -> Vec<(String, String)> {
         let mut transient = Vec::new();
+        if self.queue.deletes_held() {
+            for rel in missing {
+                info!("{rel:?} is gone locally after the last session closed; not deleted from S3 (the next agent on this cache decides)");
+                self.queue.finish(&rel, Ok(()));
+            }
+            return transient;
+        }
         // A path under another missing one goes with it (removing a directory deletes its
         // whole prefix: after `rm -rf` one listing and a request per 1,000 keys, not a
         // DELETE per file); separate groups run concurrently.
@@ -305,7 +321,7 @@ impl Ctx {
                     };
                     (top, below, r)
                 })
-                .buffer_unordered(SYNC_CONCURRENCY);
+                .buffer_unordered(sync_concurrency());
             while let Some((top, below, r)) = results.next().await {
                 let r = match r {
                     // The prefix is gone with everything under it.
@@ -685,7 +701,7 @@ impl Ctx {
                     .copy_keep_meta(&o.key, &format!("{to}{suffix}"))
                     .await
             })
-            .buffer_unordered(SYNC_CONCURRENCY)
+            .buffer_unordered(sync_concurrency())
             .collect()
             .await;
         results.into_iter().collect()

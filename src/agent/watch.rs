@@ -18,17 +18,28 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-/// Asks the watcher to read every event the kernel has queued so far.
+/// Asks the watcher to read every event the kernel has queued so far (and, with `stop`,
+/// to stop watching after that).
 #[derive(Clone)]
 pub struct WatchHandle {
-    drain: mpsc::Sender<oneshot::Sender<()>>,
+    drain: mpsc::Sender<(oneshot::Sender<()>, bool)>,
 }
 
 impl WatchHandle {
     /// Returns once every change made before the call has been marked in the queue.
     pub async fn drain(&self) {
+        self.ask(false).await
+    }
+
+    /// Like `drain`, then stops watching: changes made after the call are never seen
+    /// (by this agent; the next one's scan compares the tree with the index).
+    pub async fn stop(&self) {
+        self.ask(true).await
+    }
+
+    async fn ask(&self, stop: bool) {
         let (tx, rx) = oneshot::channel();
-        if self.drain.send(tx).await.is_ok() {
+        if self.drain.send((tx, stop)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -130,7 +141,7 @@ impl Watcher {
         Ok(())
     }
 
-    async fn run(mut self, mut drain: mpsc::Receiver<oneshot::Sender<()>>) {
+    async fn run(mut self, mut drain: mpsc::Receiver<(oneshot::Sender<()>, bool)>) {
         loop {
             tokio::select! {
                 ready = self.inotify.readable_mut() => {
@@ -146,8 +157,15 @@ impl Watcher {
                     self.read_all();
                 }
                 req = drain.recv() => {
-                    let Some(reply) = req else { return };
+                    let Some((reply, stop)) = req else { return };
                     self.read_all();
+                    if stop {
+                        debug!("watching stopped");
+                        // The inotify fd closes with `self`, before the reply.
+                        drop(self);
+                        let _ = reply.send(());
+                        return;
+                    }
                     let _ = reply.send(());
                 }
             }

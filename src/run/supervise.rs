@@ -11,7 +11,7 @@ use crate::config::Settings;
 use anyhow::{Context, Result};
 use parking_lot::{Condvar, Mutex};
 use s3shim_protocol::layout;
-use s3shim_protocol::wire::Op;
+use s3shim_protocol::wire::{self, Op};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 /// `FIRST_BACKOFF` up to `MAX_BACKOFF`), so a crash loop does not spin; the cap stays well
 /// below the shim's default wait (60 s), so programs still get their answer.
 const STABLE: Duration = Duration::from_secs(5);
+/// How long closing a session waits for the agent to say it has the session's last
+/// changes in S3 (`run` flushed just before, so normally nothing is left).
+const CLOSE_WAIT: Duration = Duration::from_secs(120);
 const QUICK_DEATHS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -158,12 +161,20 @@ impl Supervisor {
         }
     }
 
-    /// Ends the session: the agent drains and exits once no session is left.
+    /// Ends the session in order: says so ([`wire::SESSION_BYE`]) and waits (bounded)
+    /// until the agent closes its side, which it does once it has read what this
+    /// session's programs changed and sent it to S3 (see the agent's `session`). The
+    /// agent drains and exits once no session is left.
     pub fn close(mut self) {
         {
             let mut st = self.shared.0.lock();
             st.closing = true;
-            let _ = st.session.shutdown(std::net::Shutdown::Both);
+            let said = st.session.write_all(&[wire::SESSION_BYE]).is_ok()
+                && st.session.shutdown(std::net::Shutdown::Write).is_ok()
+                && st.session.set_read_timeout(Some(CLOSE_WAIT)).is_ok();
+            if !said {
+                let _ = st.session.shutdown(std::net::Shutdown::Both);
+            }
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();

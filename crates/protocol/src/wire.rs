@@ -13,6 +13,11 @@
 pub const PATH_MAX: usize = 4096;
 /// Largest request frame, for stack buffers in the shim.
 pub const REQUEST_MAX: usize = 4 + 1 + 2 + PATH_MAX;
+/// The byte a `run` sends on its `Session` connection when it ends the session in order
+/// (its command done, its changes flushed), before it half-closes the connection; the
+/// agent closes its side once it has acted on it. A connection that just closes (a
+/// `run` killed) has not said it.
+pub const SESSION_BYE: u8 = b'B';
 /// Largest response body the agent sends (flush reports are truncated to fit).
 pub const RESPONSE_BODY_MAX: usize = 1 << 20;
 
