@@ -30,6 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
+/// Probes (one HEAD each, `PROBE_GAP` apart) that must all fail before uploads pause.
+const PROBES: usize = 3;
+const PROBE_GAP: Duration = Duration::from_millis(200);
+
 /// Uploads/copies/deletes in flight at once (`S3SHIM_UPLOAD_CONCURRENCY`, default 16).
 fn sync_concurrency() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -135,13 +139,29 @@ impl Ctx {
         if failed.is_empty() {
             return;
         }
-        match self.s3.probe().await {
-            Ok(()) => {
+        // Down means several probes in a row failed: under partial faults (a fifth of
+        // requests failing) one lost probe paused every upload and made `run` report
+        // its changes as not in S3 (seen in `a_fifth_of_requests_failing_…`).
+        let mut down = None;
+        for attempt in 0..PROBES {
+            match self.s3.probe().await {
+                Ok(()) => {
+                    down = None;
+                    break;
+                }
+                Err(why) => down = Some(why),
+            }
+            if attempt + 1 < PROBES {
+                tokio::time::sleep(PROBE_GAP).await;
+            }
+        }
+        match down {
+            None => {
                 for (rel, problem) in failed {
                     self.queue.requeue(&rel, problem);
                 }
             }
-            Err(why) => self.pause(failed, why),
+            Some(why) => self.pause(failed, why),
         }
     }
 
