@@ -14,20 +14,7 @@ fn two_agents_editing_the_same_file_keep_both_versions() {
     // B's agent stays up and does not poll S3, so it keeps believing what it saw: a
     // stale writer. (A fresh agent would re-list at start, and a polling one would see
     // A's change within seconds: neither would conflict.)
-    let mut keeper = ws
-        .command("b", &["bash", "-c", "echo up; exec sleep 300"])
-        .env("S3SHIM_POLL_INTERVAL", "0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The command runs only once its agent is ready: B's next commands join that agent.
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(keeper.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "up\n");
+    let mut keeper = ws.stale_writer("b");
     assert_eq!(ws.bash("b", "cat /twows/notes.txt"), "base\n");
     ws.bash("a", "echo 'from A' > /twows/notes.txt");
     assert_eq!(s3.get("two/notes.txt").as_deref(), Some(&b"from A\n"[..]));

@@ -51,19 +51,7 @@ fn uploads_fall_back_on_a_head_check_and_a_conflict_keeps_both_versions() {
 
     // A stale writer: B's agent stays up without polling, so it keeps believing the
     // version it read while A replaces it. B's upload must find that out by the HEAD.
-    let mut keeper = ws
-        .command("b", &["bash", "-c", "echo up; exec sleep 300"])
-        .env("S3SHIM_POLL_INTERVAL", "0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(keeper.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "up\n");
+    let mut keeper = ws.stale_writer("b");
     assert_eq!(ws.bash("b", "cat /ncw/notes.txt"), "changed\n");
     ws.bash("a", "echo 'from A' > /ncw/notes.txt");
     assert_eq!(s3.get("ncw/notes.txt").as_deref(), Some(&b"from A\n"[..]));

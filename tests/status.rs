@@ -103,19 +103,7 @@ fn status_json_lists_a_conflict_while_its_copy_is_there() {
     let ws = Workspace::new(&s3, "sj/", "/sjws");
     ws.bash("a", "echo base > /sjws/n.txt");
     // B's agent stays up without polling S3: a stale writer (as in tests/conflicts.rs).
-    let mut keeper = ws
-        .command("b", &["bash", "-c", "echo up; exec sleep 300"])
-        .env("S3SHIM_POLL_INTERVAL", "0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(keeper.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "up\n");
+    let mut keeper = ws.stale_writer("b");
     assert_eq!(ws.bash("b", "cat /sjws/n.txt"), "base\n");
     ws.bash("a", "echo A > /sjws/n.txt");
     let bin = bin();

@@ -67,6 +67,15 @@ pub(crate) struct Ctx {
     pub budget: evict::Budget,
 }
 
+/// A positive count from the environment variable `name`, else `default`.
+pub(crate) fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 impl Ctx {
     pub fn local(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {

@@ -26,13 +26,7 @@ pub const DIR_FILES_MAX: usize = 1000;
 /// (`S3SHIM_PREFETCH_CONCURRENCY`, default 8).
 pub fn concurrency() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("S3SHIM_PREFETCH_CONCURRENCY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(8)
-    })
+    *N.get_or_init(|| super::env_count("S3SHIM_PREFETCH_CONCURRENCY", 8))
 }
 
 pub struct Prefetch {

@@ -37,13 +37,7 @@ const PROBE_GAP: Duration = Duration::from_millis(200);
 /// Uploads/copies/deletes in flight at once (`S3SHIM_UPLOAD_CONCURRENCY`, default 16).
 fn sync_concurrency() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("S3SHIM_UPLOAD_CONCURRENCY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(16)
-    })
+    *N.get_or_init(|| super::env_count("S3SHIM_UPLOAD_CONCURRENCY", 16))
 }
 
 /// What deleting a path removed from S3.

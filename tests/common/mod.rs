@@ -371,6 +371,27 @@ impl<'s> Workspace<'s> {
     }
 
     /// `s3shim run` with this workspace's settings and the given cache.
+    /// A session on `cache` that stays open (a `run` of `sleep`) with an agent that
+    /// does not poll S3: a stale writer, which keeps believing what it last saw. The
+    /// agent is ready when this returns; end it with SIGTERM.
+    pub fn stale_writer(&self, cache: &str) -> std::process::Child {
+        let mut keeper = self
+            .command(cache, &["bash", "-c", "echo up; exec sleep 300"])
+            .env("S3SHIM_POLL_INTERVAL", "0")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The command runs only once its agent is ready: later commands join it.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(keeper.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "up\n");
+        keeper
+    }
+
     pub fn command(&self, cache: &str, argv: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("run")
