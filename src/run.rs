@@ -10,6 +10,7 @@ use s3shim_protocol::layout;
 use s3shim_protocol::wire::Op;
 use std::ffi::{OsStr, OsString};
 use std::io::BufRead;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -164,6 +165,24 @@ enum AgentStart {
     Busy,
 }
 
+/// This binary, to start an agent of the same version. Once it was replaced on disk (an
+/// upgrade during a days-long session) its path names the new file or nothing
+/// (`current_exe` then says "... (deleted)"); the kernel's link still reaches the file
+/// this process runs, so a restart after an upgrade starts the agent `run` speaks to.
+fn own_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the s3shim binary")?;
+    let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    let running = Path::new("/proc/self/exe");
+    if same(&exe, running) {
+        Ok(exe)
+    } else {
+        Ok(running.to_path_buf())
+    }
+}
+
 fn spawn_agent(settings: &Settings, deadline: Instant) -> Result<AgentStart> {
     let state = settings.state_dir();
     let log_path = state.join(layout::LOG_NAME);
@@ -172,8 +191,7 @@ fn spawn_agent(settings: &Settings, deadline: Instant) -> Result<AgentStart> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(own_binary()?);
     cmd.arg("agent")
         .args(settings.to_args())
         .stdin(Stdio::null())

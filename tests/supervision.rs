@@ -146,5 +146,74 @@ fn the_agent_killed_at_random_moments_is_restarted_and_no_call_fails() {
         "{status}"
     );
     assert!(!stderr.contains("Input/output error"), "{stderr}");
-    assert_bucket_equals_tree(&s3, "sup/", &ws.cache("c").join(layout::TREE_DIR));
+    let tree = ws.cache("c").join(layout::TREE_DIR);
+    if let Err(e) = std::panic::catch_unwind(|| assert_bucket_equals_tree(&s3, "sup/", &tree)) {
+        // The whole log is large (a line per upload): what each agent did at start.
+        let lines: Vec<&str> = logged
+            .lines()
+            .filter(|l| {
+                ["agent ready", "died", "scan", "not deleted", "failed"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect();
+        eprintln!(
+            "seed {seed}; the agents' starts and failures:\n{}",
+            lines.join("\n")
+        );
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The binary `run` was started from is replaced on disk (an upgrade during a long
+/// session), then the agent dies: `run` restarts the agent it speaks to (its own
+/// binary, not whatever the path holds now), and what is written after reaches S3.
+#[test]
+fn the_agent_is_restarted_after_the_binary_was_replaced_on_disk() {
+    let s3 = S3Server::start();
+    let ws = Workspace::new(&s3, "upg/", "/upgws");
+    let t = ws.tmp.path();
+    let installed = t.join("bin").join("s3shim");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(bin(), &installed).unwrap();
+    let (started, stop) = (t.join("started"), t.join("stop"));
+    let script = format!(
+        "echo before > /upgws/before.txt && touch {} && while [ ! -e {} ]; do sleep 0.05; done && echo after > /upgws/after.txt",
+        started.display(),
+        stop.display()
+    );
+    let template = ws.command("c", &["bash", "-c", &script]);
+    let mut c = std::process::Command::new(&installed);
+    c.args(template.get_args());
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("S3SHIM_LIB", lib())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = c.spawn().unwrap();
+    let log = ws.cache("c").join(layout::STATE_DIR).join(layout::LOG_NAME);
+    wait_until("the workload to start", || started.exists());
+    assert_eq!(agents_ready(&log), 1);
+    // The upgrade: a new file renamed over the old path (here one that cannot be an agent).
+    let new = t.join("bin").join("s3shim.new");
+    std::fs::write(&new, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, &installed).unwrap();
+    let agent = *children_with(run.id(), "\0agent\0")
+        .first()
+        .expect("the agent under run");
+    // SAFETY: a process this test started.
+    unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+    wait_until("the restarted agent", || agents_ready(&log) == 2);
+    std::fs::write(&stop, "").unwrap();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(stderr.contains("died: killed by SIGKILL"), "{stderr}");
+    assert_eq!(s3.get("upg/before.txt").as_deref(), Some(&b"before\n"[..]));
+    assert_eq!(s3.get("upg/after.txt").as_deref(), Some(&b"after\n"[..]));
 }

@@ -151,6 +151,15 @@ impl Queue {
         self.work.notify_one();
     }
 
+    /// Asks again for the scan `seq` that failed: a flush waiting for that scan keeps
+    /// waiting (it is still `scanning`) until one succeeds.
+    pub fn retry_scan(&self, seq: u64) {
+        let mut s = self.state.lock();
+        s.scan = Some(s.scan.map_or(seq, |q| q.min(seq)));
+        drop(s);
+        self.work.notify_one();
+    }
+
     /// Records an entry that cannot be synced as it is (e.g. a name that is not UTF-8):
     /// `local` is its path in the cache, `shown` how to name it to the user.
     pub fn unsyncable(&self, local: PathBuf, shown: String, problem: String) {

@@ -22,7 +22,7 @@ use futures::{stream, StreamExt};
 use s3shim_protocol::marker::Marker;
 use s3shim_protocol::meta;
 use s3shim_protocol::names;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -177,7 +177,9 @@ impl Ctx {
     async fn run_batch(self: &Arc<Self>, batch: Batch) {
         let mut work: Vec<(String, u64)> = batch.paths;
         if let Some(seq) = batch.scan {
-            match self.scan_tree() {
+            let scan = self.scan_tree();
+            let scanned = scan.is_ok();
+            match scan {
                 Ok(found) => {
                     info!(
                         "reconcile scan: {} paths differ from the index",
@@ -188,9 +190,21 @@ impl Ctx {
                         work.push((p, seq));
                     }
                 }
-                Err(e) => warn!("reconcile scan failed: {e:#}"),
+                Err(e) => {
+                    // What changed while no agent ran is known only from a scan: never
+                    // give up on one (deletes made meanwhile would stay in S3 for good).
+                    // A flush waits for it meanwhile: the scan stays in progress.
+                    warn!("reconcile scan failed: {e:#}; scanning again in {SCAN_RETRY:?}");
+                    let queue = self.queue.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(SCAN_RETRY).await;
+                        queue.retry_scan(seq);
+                    });
+                }
             }
-            self.queue.scan_done();
+            if scanned {
+                self.queue.scan_done();
+            }
         }
         if let Some((_, why)) = self.queue.paused() {
             // Paused: one probe instead of a doomed request per path.
@@ -772,59 +786,95 @@ impl Ctx {
     /// Walks the cache and the index: every path whose local state differs from what the
     /// index says is in S3, and every indexed path that is gone locally.
     fn scan_tree(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut seen: HashMap<String, ()> = HashMap::new();
+        let mut scan = TreeScan::default();
         let mut stack = vec![String::new()];
         while let Some(dir) = stack.pop() {
             let rd = match std::fs::read_dir(self.local(&dir)) {
                 Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Gone or replaced by a file since it was seen: as below.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e).context("scanning the cache"),
             };
             for e in rd {
-                let e = e?;
-                let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                    self.queue.unsyncable(
-                        e.path(),
-                        names::join_rel(&dir, &e.file_name().to_string_lossy()),
-                        NOT_UTF8.to_string(),
-                    );
-                    continue;
-                };
-                let rel = names::join_rel(&dir, &name);
-                let md = e.metadata()?;
-                let fp = Fingerprint::of(&md);
-                let row = self.index.get(&rel)?;
-                let moved = match marker_of(&self.local(&rel)) {
-                    Ok(Some(OwnedMarker::Unlisted(src))) => {
-                        src != names::dir_prefix(&self.prefix, &rel)
-                    }
-                    Ok(Some(OwnedMarker::Placeholder(_, src))) => src != self.key(&rel),
-                    _ => false,
-                };
-                let differs = moved
-                    || match &row {
-                        None => true,
-                        Some(r) if md.is_dir() => r.kind != Kind::Dir || r.fp.mode != fp.mode,
-                        Some(r) => r.fp != fp,
-                    };
-                if differs {
-                    out.push(rel.clone());
+                if let Some(sub) = self.scan_entry(&dir, &e?, &mut scan)? {
+                    stack.push(sub);
                 }
-                if md.is_dir() {
-                    stack.push(rel.clone());
-                }
-                seen.insert(rel, ());
             }
         }
+        let TreeScan { mut differ, seen } = scan;
         self.index.each_path(|p| {
-            if !p.is_empty() && !seen.contains_key(p) {
-                out.push(p.to_string());
+            if !p.is_empty() && !seen.contains(p) {
+                differ.push(p.to_string());
             }
         })?;
-        Ok(out)
+        Ok(differ)
+    }
+
+    /// One entry of a directory being scanned: noted as seen, and as differing from the
+    /// index if it does. Returns its path if it is a directory to scan.
+    fn scan_entry(
+        &self,
+        dir: &str,
+        e: &std::fs::DirEntry,
+        scan: &mut TreeScan,
+    ) -> Result<Option<String>> {
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            self.queue.unsyncable(
+                e.path(),
+                names::join_rel(dir, &e.file_name().to_string_lossy()),
+                NOT_UTF8.to_string(),
+            );
+            return Ok(None);
+        };
+        let rel = names::join_rel(dir, &name);
+        let md = match e.metadata() {
+            Ok(md) => md,
+            // Renamed or deleted since the directory was read (programs keep working
+            // while the agent scans): gone, as if never listed. An indexed path of that
+            // name is then found missing; the new name has an event, or the next scan.
+            // (Failing the scan instead left every delete made while no agent ran in S3
+            // for good.)
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("scanning the cache"),
+        };
+        let fp = Fingerprint::of(&md);
+        let row = self.index.get(&rel)?;
+        let moved = match marker_of(&self.local(&rel)) {
+            Ok(Some(OwnedMarker::Unlisted(src))) => src != names::dir_prefix(&self.prefix, &rel),
+            Ok(Some(OwnedMarker::Placeholder(_, src))) => src != self.key(&rel),
+            _ => false,
+        };
+        let differs = moved
+            || match &row {
+                None => true,
+                Some(r) if md.is_dir() => r.kind != Kind::Dir || r.fp.mode != fp.mode,
+                Some(r) => r.fp != fp,
+            };
+        if differs {
+            scan.differ.push(rel.clone());
+        }
+        scan.seen.insert(rel.clone());
+        Ok(md.is_dir().then_some(rel))
     }
 }
+
+/// What a walk of the cache found so far: paths that differ from the index, and every
+/// path seen.
+#[derive(Default)]
+struct TreeScan {
+    differ: Vec<String>,
+    seen: HashSet<String>,
+}
+
+/// How long after a failed reconcile scan the next one starts.
+const SCAN_RETRY: Duration = Duration::from_secs(1);
 
 /// The debounce: a file is uploaded once it has been quiet for `S3SHIM_DEBOUNCE_MS`
 /// (default 500 ms), or `S3SHIM_DEBOUNCE_MAX_MS` (default 5 s) after its first unsynced
@@ -956,6 +1006,41 @@ mod tests {
         let keys = sorted_keys(ctx, "p/").await;
         assert_eq!(keys, ["p/dst/", "p/dst/a", "p/dst/b"]);
         assert_eq!(ctx.s3.get_bytes("p/dst/a").await.unwrap(), b"a\n");
+    }
+
+    /// An entry deleted between the scan's read of its directory and its stat (the
+    /// workload keeps running while a restarted agent scans) is skipped as gone, not a
+    /// failed scan: a failed start-up scan left every delete made while no agent ran
+    /// in S3 for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_gone_between_listing_and_stat_does_not_fail_the_scan() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        put(ctx, "p/kept", b"k\n").await;
+        put(ctx, "p/gone", b"g\n").await;
+        ctx.list_dir("").await.unwrap();
+        let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(ctx.local(""))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        std::fs::remove_file(ctx.local("gone")).unwrap();
+
+        let mut scan = super::TreeScan::default();
+        for e in &entries {
+            let sub = ctx
+                .scan_entry("", e, &mut scan)
+                .expect("a vanished entry is skipped");
+            assert_eq!(sub, None);
+        }
+        assert!(scan.seen.contains("kept") && !scan.seen.contains("gone"));
+        // The whole scan then finds the indexed path missing, and the batch deletes it.
+        assert_eq!(ctx.scan_tree().unwrap(), ["gone"]);
+        ctx.run_batch(Batch {
+            paths: Vec::new(),
+            scan: Some(1),
+        })
+        .await;
+        assert_eq!(sorted_keys(ctx, "p/").await, ["p/kept"]);
     }
 
     /// A directory whose files were deleted and which exists again (made anew between

@@ -58,11 +58,19 @@ fn xattr_present(p: &Path, name: &str) -> bool {
 pub fn assert_bucket_equals_tree(s3: &S3Server, prefix: &str, tree: &Path) -> usize {
     let want = expected_objects(tree, prefix);
     let keys = s3.keys(prefix);
-    let want_keys: Vec<&String> = want.iter().map(|(k, _)| k).collect();
-    assert_eq!(
-        keys.iter().collect::<Vec<_>>(),
-        want_keys,
-        "keys in the bucket differ from the cache's tree"
+    let want_keys: std::collections::BTreeSet<&String> = want.iter().map(|(k, _)| k).collect();
+    let have_keys: std::collections::BTreeSet<&String> = keys.iter().collect();
+    let only_bucket: Vec<_> = have_keys.difference(&want_keys).collect();
+    let only_tree: Vec<_> = want_keys.difference(&have_keys).collect();
+    assert!(
+        only_bucket.is_empty() && only_tree.is_empty(),
+        "keys in the bucket differ from the cache's tree ({} in both): {} only in the bucket \
+         {:?}; {} only in the tree {:?}",
+        want_keys.len() - only_tree.len(),
+        only_bucket.len(),
+        only_bucket,
+        only_tree.len(),
+        only_tree
     );
     for (k, body) in &want {
         let got = s3.get(k).unwrap_or_else(|| panic!("{k} vanished"));
