@@ -214,6 +214,32 @@ impl Index {
         Ok(())
     }
 
+    /// Turns the rows of `path` and everything below it into intents (see
+    /// [`Row::intent`]) before their objects are deleted: an agent killed after the
+    /// deletes and before their rows go must not find, on its next start, rows that say
+    /// objects exist (a directory made again under that name would then never be
+    /// uploaded: its row matches).
+    pub fn subtree_to_intents(&self, path: &str) -> Result<()> {
+        let db = self.db.lock();
+        let (lo, hi) = subtree_bounds(path);
+        let i = Row::intent(Kind::File).fp;
+        db.execute(
+            "UPDATE entries SET etag = '', ino = ?4, size = ?5, mtime_ns = ?6, ctime_ns = ?7, mode = ?8
+             WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+            params![
+                path,
+                lo,
+                hi,
+                i.ino as i64,
+                i.size as i64,
+                i.mtime_ns.to_string(),
+                i.ctime_ns.to_string(),
+                i.mode as i64
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Whether `path` or anything below it has a row (was seen in S3, or may have been
     /// written there).
     pub fn knows_subtree(&self, path: &str) -> Result<bool> {

@@ -764,16 +764,22 @@ impl Ctx {
                     .into_iter()
                     .map(|o| o.key)
                     .collect();
+                self.index.subtree_to_intents(rel)?;
                 self.s3.delete_many(&keys).await?;
                 // An implicit directory has no object of its own; deleting it is harmless.
                 self.s3.delete(&prefix).await?;
+                #[cfg(test)]
+                crash_point::after_remote_delete(rel)?;
                 self.index.delete_subtree(rel)?;
                 self.budget.forget_subtree(rel);
                 info!("deleted {rel:?}/ from S3 ({} objects)", keys.len());
                 Ok(Removed::Subtree)
             }
-            Some(_) => {
+            Some(r) => {
+                self.index.put(rel, &Row::intent(r.kind))?;
                 self.s3.delete(&self.key(rel)).await?;
+                #[cfg(test)]
+                crash_point::after_remote_delete(rel)?;
                 self.index.delete(rel)?;
                 self.budget.forget_subtree(rel);
                 debug!("deleted {rel:?} from S3");
@@ -871,6 +877,25 @@ impl Ctx {
 struct TreeScan {
     differ: Vec<String>,
     seen: HashSet<String>,
+}
+
+/// A test's stand-in for the agent killed between deleting objects and forgetting
+/// their rows.
+#[cfg(test)]
+mod crash_point {
+    /// The path whose removal "dies" once (a path, so tests running at once do not
+    /// trip each other).
+    pub static AFTER_REMOTE_DELETE: parking_lot::Mutex<Option<String>> =
+        parking_lot::Mutex::new(None);
+
+    pub fn after_remote_delete(rel: &str) -> super::Result<()> {
+        let mut at = AFTER_REMOTE_DELETE.lock();
+        if at.as_deref() == Some(rel) {
+            *at = None;
+            return Err(super::other!("killed after the delete (test)"));
+        }
+        Ok(())
+    }
 }
 
 /// How long after a failed reconcile scan the next one starts.
@@ -1041,6 +1066,49 @@ mod tests {
         })
         .await;
         assert_eq!(sorted_keys(ctx, "p/").await, ["p/kept"]);
+    }
+
+    /// The agent "dies" right after deleting a directory's objects, before it forgets
+    /// their rows, and the directory comes back under its name (renamed away and back,
+    /// as the kill -9 test's workload did): the next scan must upload it again. With
+    /// the rows left as they were it matched them and never did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_back_after_a_delete_cut_short_is_uploaded_again() {
+        let k = kit("p/", DEFAULT_DOWNLOADS).await;
+        let ctx = &k.ctx;
+        std::fs::create_dir(ctx.local("d")).unwrap();
+        std::fs::write(ctx.local("d/a"), b"a\n").unwrap();
+        for p in ["d", "d/a"] {
+            ctx.queue.add_in_flight(p, 1);
+        }
+        ctx.run_batch(Batch {
+            paths: vec![("d".into(), 1), ("d/a".into(), 1)],
+            scan: None,
+        })
+        .await;
+        assert_eq!(sorted_keys(ctx, "p/").await, ["p/d/", "p/d/a"]);
+
+        // Out of the tree (not a rename the agent would upload), then back.
+        let away = k._dir.path().join("away");
+        std::fs::rename(ctx.local("d"), &away).unwrap();
+        *super::crash_point::AFTER_REMOTE_DELETE.lock() = Some("d".into());
+        ctx.queue.add_in_flight("d", 2);
+        ctx.run_batch(Batch {
+            paths: vec![("d".into(), 2)],
+            scan: None,
+        })
+        .await;
+        assert!(super::crash_point::AFTER_REMOTE_DELETE.lock().is_none());
+        assert!(sorted_keys(ctx, "p/").await.is_empty());
+        std::fs::rename(&away, ctx.local("d")).unwrap();
+
+        ctx.run_batch(Batch {
+            paths: Vec::new(),
+            scan: Some(3),
+        })
+        .await;
+        assert_eq!(sorted_keys(ctx, "p/").await, ["p/d/", "p/d/a"]);
+        assert_eq!(ctx.s3.get_bytes("p/d/a").await.unwrap(), b"a\n");
     }
 
     /// A directory whose files were deleted and which exists again (made anew between

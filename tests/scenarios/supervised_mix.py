@@ -11,7 +11,7 @@ import sys
 
 mount, progress, stop, status_out, s3shim, ndirs = sys.argv[1:7]
 ndirs = int(ndirs)
-KEEP = 64
+SLOTS = 64
 
 
 def body(d, f):
@@ -40,20 +40,17 @@ while not os.path.exists(stop):
         os.rename(f"{mount}/src/d{d:02}", f"{mount}/moved/d{d:02}")
     else:
         check_dir(f"{mount}/moved/d{d:02}", d)
-    # New names each round, at most KEEP of them kept (rounds run as fast as the machine
-    # goes, thousands while the test waits for restarts): each round writes one and
-    # renames it, every third round deletes the previous round's, and the one KEEP
-    # rounds old goes. Names are never reused: with reuse (a rename over an older file,
-    # a delete, the name written again) it ended with deleted files still in S3 in
-    # some runs: open, see SEMANTICS.md "Not promised".
-    with open(f"{mount}/work/w{i}.txt", "wb") as fh:
+    # A bounded set of names (rounds run as fast as the machine goes, thousands while
+    # the test waits for restarts), each reused: a round writes one, renames it over an
+    # older one, and every third round deletes the previous round's. Deletes made while
+    # no agent runs are found by the next agent's start-up scan, which reads the
+    # directory while this goes on.
+    slot = i % SLOTS
+    with open(f"{mount}/work/w{slot}.txt", "wb") as fh:
         fh.write(f"written in round {i}\n".encode() * (i % 50 + 1))
-    os.rename(f"{mount}/work/w{i}.txt", f"{mount}/work/r{i}.txt")
+    os.rename(f"{mount}/work/w{slot}.txt", f"{mount}/work/r{slot}.txt")
     if i % 3 == 2:
-        os.remove(f"{mount}/work/r{i - 1}.txt")
-    old = i - KEEP
-    if old >= 0 and old % 3 != 1:
-        os.remove(f"{mount}/work/r{old}.txt")
+        os.remove(f"{mount}/work/r{(i - 1) % SLOTS}.txt")
     i += 1
     with open(progress + ".tmp", "w") as fh:
         fh.write(str(i))
