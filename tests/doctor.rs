@@ -202,12 +202,7 @@ fn a_read_only_cache_directory_is_diagnosed() {
             .arg(&cache)
             .arg(inner.get_program())
             .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        env_like(&mut c, &inner);
     } else {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o500)).unwrap();

@@ -185,12 +185,7 @@ fn the_agent_is_restarted_after_the_binary_was_replaced_on_disk() {
     let template = ws.command("c", &["bash", "-c", &script]);
     let mut c = std::process::Command::new(&installed);
     c.args(template.get_args());
-    for (k, v) in template.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+    env_like(&mut c, &template);
     c.env("S3SHIM_LIB", lib())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

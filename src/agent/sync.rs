@@ -177,9 +177,7 @@ impl Ctx {
     async fn run_batch(self: &Arc<Self>, batch: Batch) {
         let mut work: Vec<(String, u64)> = batch.paths;
         if let Some(seq) = batch.scan {
-            let scan = self.scan_tree();
-            let scanned = scan.is_ok();
-            match scan {
+            match self.scan_tree() {
                 Ok(found) => {
                     info!(
                         "reconcile scan: {} paths differ from the index",
@@ -189,6 +187,7 @@ impl Ctx {
                         self.queue.add_in_flight(&p, seq);
                         work.push((p, seq));
                     }
+                    self.queue.scan_done();
                 }
                 Err(e) => {
                     // What changed while no agent ran is known only from a scan: never
@@ -201,9 +200,6 @@ impl Ctx {
                         queue.retry_scan(seq);
                     });
                 }
-            }
-            if scanned {
-                self.queue.scan_done();
             }
         }
         if let Some((_, why)) = self.queue.paused() {

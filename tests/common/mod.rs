@@ -419,6 +419,18 @@ impl<'s> Workspace<'s> {
     }
 }
 
+/// Gives `c` the environment changes `template` was set up with (set and removed
+/// variables): for running a prepared command another way (under a wrapper, from
+/// another binary).
+pub fn env_like(c: &mut Command, template: &Command) {
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+}
+
 /// A stable environment for programs under test: a private HOME, fixed git identity and
 /// dates, no proxy or AWS settings from the developer's shell.
 pub fn env_for_tests(c: &mut Command, tmp: &Path) {
